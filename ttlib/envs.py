@@ -1,0 +1,127 @@
+"""Environment construction and D4RL-style score normalisation.
+
+Every part of ttlib builds environments through `make_env`, so the names used in dataset ids
+(`ttlib/<env>/<kind>-v0`), configs and the CLI all mean the same simulator.
+"""
+
+from __future__ import annotations
+
+import difflib
+
+import gymnasium as gym
+import numpy as np
+
+LOCOMOTION_ENVS: dict[str, str] = {
+    "halfcheetah": "HalfCheetah-v5",
+    "hopper": "Hopper-v5",
+    "walker2d": "Walker2d-v5",
+}
+
+# Four rooms: an 11x11 grid (walls included) split by a cross-shaped wall with one doorway in each
+# arm, the layout of the paper's four-rooms figure (Sutton et al. 1999 style). 1 = wall, 0 = free.
+FOUR_ROOMS_MAP: list[list[int]] = [
+    [1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1],
+    [1, 0, 0, 0, 0, 1, 0, 0, 0, 0, 1],
+    [1, 0, 0, 0, 0, 1, 0, 0, 0, 0, 1],
+    [1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1],
+    [1, 0, 0, 0, 0, 1, 0, 0, 0, 0, 1],
+    [1, 1, 0, 1, 1, 1, 1, 1, 0, 1, 1],
+    [1, 0, 0, 0, 0, 1, 0, 0, 0, 0, 1],
+    [1, 0, 0, 0, 0, 1, 0, 0, 0, 0, 1],
+    [1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1],
+    [1, 0, 0, 0, 0, 1, 0, 0, 0, 0, 1],
+    [1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1],
+]
+
+# PointMaze layouts are taken from gymnasium-robotics' own maps (the D4RL maze2d/antmaze layouts)
+# with the reset/goal markers stripped: our data collector picks start and goal cells itself.
+MAZE_ENVS: tuple[str, ...] = ("fourrooms", "pointmaze-medium", "pointmaze-large")
+
+# Episode length of the maze envs; long enough for the controller to cross the large maze.
+MAZE_MAX_EPISODE_STEPS: dict[str, int] = {
+    "fourrooms": 400,
+    "pointmaze-medium": 600,
+    "pointmaze-large": 800,
+}
+
+ENV_NAMES: tuple[str, ...] = (*LOCOMOTION_ENVS, *MAZE_ENVS)
+
+# D4RL reference returns (random policy, expert policy) used for the ×100 normalised score.
+REF_SCORES: dict[str, tuple[float, float]] = {
+    "halfcheetah": (-280.178953, 12135.0),
+    "hopper": (-20.272305, 3234.3),
+    "walker2d": (1.629008, 4592.3),
+}
+
+
+def check_env_name(name: str) -> str:
+    """Return `name` if it is a known env, else raise a ValueError that suggests the closest one."""
+    if name in ENV_NAMES:
+        return name
+    close = difflib.get_close_matches(name, ENV_NAMES, n=1)
+    hint = f" Did you mean {close[0]!r}?" if close else ""
+    raise ValueError(f"Unknown env name {name!r}; valid names are {', '.join(ENV_NAMES)}.{hint}")
+
+
+def maze_map(name: str) -> list[list[int]]:
+    """The cell layout (1 = wall, 0 = free) of a maze env, without reset/goal markers."""
+    from gymnasium_robotics.envs.maze import maps
+
+    check_env_name(name)
+    if name == "fourrooms":
+        layout = FOUR_ROOMS_MAP
+    elif name == "pointmaze-medium":
+        layout = maps.MEDIUM_MAZE
+    elif name == "pointmaze-large":
+        layout = maps.LARGE_MAZE
+    else:
+        raise ValueError(f"{name!r} is not a maze env; maze envs are {', '.join(MAZE_ENVS)}.")
+    return [[1 if c == 1 else 0 for c in row] for row in layout]
+
+
+def make_env(name: str, **kw) -> gym.Env:
+    """Build the gymnasium env behind a ttlib env name; `kw` goes to `gym.make`.
+
+    Maze envs are PointMaze with a sparse reward and `continuing_task=False`, so an episode
+    terminates when the goal is reached, like D4RL's goal-reaching tasks.
+    """
+    check_env_name(name)
+    if name in LOCOMOTION_ENVS:
+        return gym.make(LOCOMOTION_ENVS[name], **kw)
+    import gymnasium_robotics
+
+    gym.register_envs(gymnasium_robotics)
+    kw.setdefault("max_episode_steps", MAZE_MAX_EPISODE_STEPS[name])
+    kw.setdefault("reward_type", "sparse")
+    kw.setdefault("continuing_task", False)
+    return gym.make("PointMaze_UMaze-v3", maze_map=maze_map(name), **kw)
+
+
+def env_name_from_dataset_id(dataset_id: str) -> str:
+    """Env name of a Minari id such as `ttlib/hopper/medium-v0` or `mujoco/halfcheetah/expert-v0`.
+
+    Remote D4RL/Minari ids use the same env names as ours for locomotion, and
+    `D4RL/pointmaze/medium-v2` style ids for mazes.
+    """
+    parts = dataset_id.split("/")
+    if len(parts) != 3:
+        raise ValueError(
+            f"Dataset id {dataset_id!r} is not of the form '<namespace>/<env>/<kind>-v<N>', "
+            "e.g. 'ttlib/halfcheetah/medium-v0'."
+        )
+    env = parts[1]
+    if env == "pointmaze":  # remote Minari ids put the maze size into the kind: medium-v2
+        env = "pointmaze-" + parts[2].split("-")[0]
+    return check_env_name(env)
+
+
+def normalized_score(env_name: str, returns: np.ndarray | float) -> np.ndarray:
+    """D4RL-normalised score ×100: 0 = random policy, 100 = D4RL's expert (locomotion only)."""
+    check_env_name(env_name)
+    if env_name not in REF_SCORES:
+        raise ValueError(
+            f"No reference returns for {env_name!r}; normalised scores exist for "
+            f"{', '.join(REF_SCORES)}. Report success rate for mazes instead."
+        )
+    lo, hi = REF_SCORES[env_name]
+    return 100.0 * (np.asarray(returns, dtype=np.float64) - lo) / (hi - lo)

@@ -1,0 +1,345 @@
+"""Behaviour policies for the locomotion datasets (`ttlib make-policies`), the D4RL recipe.
+
+D4RL trained one SAC agent per env and took the final policy as `expert`, an earlier checkpoint
+at roughly a third to a half of its return as `medium`, and the replay buffer up to that
+checkpoint as `medium-replay`. We do the same with stable-baselines3 SAC:
+
+* training runs in chunks of `checkpoint_every` steps; after each chunk the full SB3 model and
+  replay buffer go to a step-named folder under the (git-ignored) cache, so a killed run
+  resumes from the last chunk; the actor of every chunk is kept (small) for the selection;
+* each chunk's actor is evaluated with the *stochastic* policy, the way the datasets are
+  collected, so the returns in `policies.json` are the returns the datasets contain;
+* `finalize` picks `expert` (best evaluated chunk) and `medium` (the earlier chunk whose return
+  is closest to `medium_fraction` of the way from D4RL's random return to the best), evaluates both
+  on fresh episodes and writes the small files that are committed:
+  `results/policies/<env>/{medium,expert}.pt` (actor state dicts, load with weights_only=True),
+  `medium_replay.npz` (replay-buffer transitions up to the medium chunk, observations and
+  actions in float16 to keep it under `replay_budget_mb`; whole episodes are subsampled only if
+  it would still be larger) and `policies.json`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from ttlib.envs import LOCOMOTION_ENVS, REF_SCORES, check_env_name, make_env
+
+LOG_STD_MIN, LOG_STD_MAX = -20.0, 2.0  # SB3's clamp on the actor's log-std
+
+
+@dataclass
+class PolicyConfig:
+    env: str = "halfcheetah"
+    total_steps: int = 200_000  # env steps of SAC training (D4RL used 1M; we are on 2 CPU cores)
+    checkpoint_every: int = 10_000  # chunk size: checkpoint + evaluation every this many steps
+    learning_starts: int = 5_000  # uniform-random warm-up steps (they start the replay buffer)
+    eval_episodes: int = 10  # episodes per chunk evaluation (used for the medium/expert choice)
+    final_eval_episodes: int = 20  # fresh episodes for the numbers in policies.json
+    medium_fraction: float = 0.4  # medium = return closest to random + 0.4 * (best - random)
+    replay_budget_mb: float = 4.5  # medium_replay.npz must stay small enough to commit
+    seed: int = 0
+    cache_dir: str = "cache/policies"  # big files: SB3 checkpoints, replay buffers, all actors
+    out_dir: str = "results/policies"  # small committed files
+    command: str = ""  # the command line that produced the run, recorded in policies.json
+
+
+class SACActor(nn.Module):
+    """SB3's SAC actor (MLP → mean, log-std; tanh-squashed Gaussian) as a plain module.
+
+    Keeping our own copy means datasets can be generated from a committed state dict without
+    SB3's pickled zip files, and the parameter names match SB3's so weights copy over directly.
+    """
+
+    def __init__(
+        self, obs_dim: int, act_dim: int, low: np.ndarray, high: np.ndarray, hidden: int = 256
+    ):
+        super().__init__()
+        self.latent_pi = nn.Sequential(
+            nn.Linear(obs_dim, hidden), nn.ReLU(), nn.Linear(hidden, hidden), nn.ReLU()
+        )
+        self.mu = nn.Linear(hidden, act_dim)
+        self.log_std = nn.Linear(hidden, act_dim)
+        self.register_buffer("action_low", torch.as_tensor(low, dtype=torch.float32))
+        self.register_buffer("action_high", torch.as_tensor(high, dtype=torch.float32))
+
+    def forward(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        h = self.latent_pi(obs)
+        return self.mu(h), self.log_std(h).clamp(LOG_STD_MIN, LOG_STD_MAX)
+
+    @torch.no_grad()
+    def act(self, obs: np.ndarray, rng: np.random.Generator | None = None) -> np.ndarray:
+        """Action(s) for observation(s): a sample if `rng` is given, else the mean action."""
+        mean, log_std = self(torch.as_tensor(obs, dtype=torch.float32))
+        u = mean.numpy()
+        if rng is not None:
+            u = u + np.exp(log_std.numpy()) * rng.standard_normal(u.shape).astype(np.float32)
+        low, high = self.action_low.numpy(), self.action_high.numpy()
+        return (low + (np.tanh(u) + 1.0) * 0.5 * (high - low)).astype(np.float32)
+
+
+def actor_from_sb3(model) -> SACActor:
+    """Copy the actor weights out of an SB3 SAC model."""
+    space = model.action_space
+    actor = SACActor(model.observation_space.shape[0], space.shape[0], space.low, space.high)
+    actor.load_state_dict(model.actor.state_dict(), strict=False)
+    return actor
+
+
+def save_actor(actor: SACActor, path: str | Path) -> None:
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    torch.save(actor.state_dict(), path)
+
+
+def load_actor(path: str | Path) -> SACActor:
+    """Load an actor saved by `save_actor`; only tensors are stored, so weights_only=True works."""
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    hidden, obs_dim = state["latent_pi.0.weight"].shape
+    actor = SACActor(
+        obs_dim, state["mu.weight"].shape[0], state["action_low"], state["action_high"], hidden
+    )
+    actor.load_state_dict(state)
+    return actor.eval()
+
+
+def evaluate(actor: SACActor, env_name: str, episodes: int, seed: int) -> np.ndarray:
+    """Undiscounted returns of `episodes` stochastic-policy episodes (deterministic given seed)."""
+    env = make_env(env_name)
+    rng = np.random.default_rng(seed)
+    returns = np.zeros(episodes)
+    for i in range(episodes):
+        obs, _ = env.reset(seed=seed + i)
+        done = False
+        while not done:
+            obs, r, term, trunc, _ = env.step(actor.act(obs, rng))
+            returns[i] += r
+            done = term or trunc
+    env.close()
+    return returns
+
+
+# ---------------------------------------------------------------- training (resumable)
+
+
+def _env_cache(cfg: PolicyConfig) -> Path:
+    return Path(cfg.cache_dir) / cfg.env
+
+
+def _read_evals(cache: Path) -> list[dict]:
+    path = cache / "evals.json"
+    return json.loads(path.read_text()) if path.exists() else []
+
+
+def _write_json(path: Path, obj) -> None:
+    """Write-then-rename, so a kill never leaves half a file behind."""
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(obj, indent=2))
+    os.replace(tmp, path)
+
+
+def _grow_buffer(model, size: int) -> None:
+    """Give the SB3 replay buffer room for `size` transitions (when a run is extended)."""
+    from stable_baselines3.common.buffers import ReplayBuffer
+
+    old = model.replay_buffer
+    new = ReplayBuffer(size, old.observation_space, old.action_space, "cpu", old.n_envs)
+    n = old.buffer_size if old.full else old.pos
+    for name in ("observations", "next_observations", "actions", "rewards", "dones", "timeouts"):
+        getattr(new, name)[:n] = getattr(old, name)[:n]
+    new.pos = n
+    model.replay_buffer = new
+    model.buffer_size = size
+
+
+def _save_checkpoint(model, cache: Path, step: int) -> None:
+    """Save model + replay buffer into ckpt_<step>/, then point `latest` at it, then prune."""
+    folder = cache / f"ckpt_{step:07d}"
+    folder.mkdir(parents=True, exist_ok=True)
+    model.save(folder / "model.zip")
+    model.save_replay_buffer(folder / "replay.pkl")
+    (cache / "latest.tmp").write_text(folder.name)
+    os.replace(cache / "latest.tmp", cache / "latest")
+    for old in cache.glob("ckpt_*"):
+        if old != folder:
+            shutil.rmtree(old)
+
+
+def _load_checkpoint(cfg: PolicyConfig, env):
+    """Load the newest checkpoint, or return None when there is none."""
+    from stable_baselines3 import SAC
+
+    cache = _env_cache(cfg)
+    if not (cache / "latest").exists():
+        return None
+    folder = cache / (cache / "latest").read_text().strip()
+    model = SAC.load(folder / "model.zip", env=env, device="cpu")
+    model.load_replay_buffer(folder / "replay.pkl")
+    rb = model.replay_buffer
+    # The episode running at the kill is lost: close it as a time-out (bootstrapped, like a
+    # time limit) and make SB3 reset the fresh env instead of reusing the pickled last obs.
+    if rb.pos > 0:
+        rb.dones[rb.pos - 1] = 1.0
+        rb.timeouts[rb.pos - 1] = 1.0
+    model._last_obs = None
+    env.seed(cfg.seed + model.num_timesteps)
+    return model
+
+
+def train(cfg: PolicyConfig) -> Path:
+    """Train SAC on `cfg.env` to `cfg.total_steps`, resuming from the cache if possible."""
+    from stable_baselines3 import SAC
+    from stable_baselines3.common.env_util import make_vec_env
+
+    if cfg.env not in LOCOMOTION_ENVS:
+        check_env_name(cfg.env)
+        raise ValueError(
+            f"make-policies trains locomotion policies only, got {cfg.env!r}; "
+            f"choose from {', '.join(LOCOMOTION_ENVS)}."
+        )
+    torch.set_num_threads(1)  # two trainers share a 2-core machine
+    cache = _env_cache(cfg)
+    cache.mkdir(parents=True, exist_ok=True)
+    env = make_vec_env(lambda: make_env(cfg.env), n_envs=1, seed=cfg.seed)
+    model = _load_checkpoint(cfg, env)
+    if model is None:
+        model = SAC(
+            "MlpPolicy", env, buffer_size=cfg.total_steps, learning_starts=cfg.learning_starts,
+            seed=cfg.seed, device="cpu", verbose=0,
+        )
+        print(f"[{cfg.env}] new SAC run to {cfg.total_steps} steps", flush=True)
+    else:
+        print(f"[{cfg.env}] resumed at step {model.num_timesteps}", flush=True)
+    if model.replay_buffer.buffer_size < cfg.total_steps:
+        _grow_buffer(model, cfg.total_steps)
+    evals = _read_evals(cache)
+    while model.num_timesteps < cfg.total_steps:
+        t0 = time.time()
+        chunk = min(cfg.checkpoint_every, cfg.total_steps - model.num_timesteps)
+        model.learn(chunk, reset_num_timesteps=False)
+        step = model.num_timesteps
+        actor = actor_from_sb3(model)
+        save_actor(actor, cache / "actors" / f"step_{step:07d}.pt")
+        returns = evaluate(actor, cfg.env, cfg.eval_episodes, seed=cfg.seed + 1000)
+        _save_checkpoint(model, cache, step)
+        evals = [e for e in evals if e["step"] < step] + [
+            {"step": step, "mean": float(returns.mean()), "std": float(returns.std()),
+             "wall_s": round(time.time() - t0, 1)}
+        ]
+        _write_json(cache / "evals.json", evals)
+        print(f"[{cfg.env}] step {step}: return {returns.mean():.1f} ± {returns.std():.1f} "
+              f"({chunk / (time.time() - t0):.0f} steps/s incl. eval)", flush=True)
+    env.close()
+    return cache
+
+
+# ---------------------------------------------------------------- selection and final files
+
+
+def select_checkpoints(evals: list[dict], env_name: str, fraction: float) -> tuple[int, int]:
+    """(medium_step, expert_step): expert = best mean return; medium = the checkpoint before it
+    whose return is closest to random + fraction * (best - random), random being D4RL's."""
+    if not evals:
+        raise ValueError(f"No evaluated checkpoints for {env_name!r}; run make-policies first.")
+    best = max(evals, key=lambda e: e["mean"])
+    lo = REF_SCORES[env_name][0]
+    target = lo + fraction * (best["mean"] - lo)
+    earlier = [e for e in evals if e["step"] < best["step"]] or [best]
+    medium = min(earlier, key=lambda e: abs(e["mean"] - target))
+    return medium["step"], best["step"]
+
+
+def replay_transitions(model, n_steps: int) -> dict[str, np.ndarray]:
+    """The first `n_steps` transitions of an SB3 replay buffer as flat episode-ordered arrays.
+
+    Episodes end where SB3 stored done; a time-out there is a truncation, anything else a true
+    termination. The next observation is kept only at episode ends (`final_observations`): inside
+    an episode it is the following row's observation.
+    """
+    rb = model.replay_buffer
+    n = min(n_steps, rb.buffer_size if rb.full else rb.pos)
+    done = rb.dones[:n, 0] > 0
+    timeout = rb.timeouts[:n, 0] > 0
+    terminated = done & ~timeout
+    truncated = done & timeout
+    truncated[n - 1] |= not done[n - 1]  # the episode cut by the medium checkpoint
+    ends = np.flatnonzero(terminated | truncated)
+    return {
+        "observations": rb.observations[:n, 0],
+        "actions": rb.actions[:n, 0],
+        "rewards": rb.rewards[:n, 0].astype(np.float32),
+        "terminations": terminated,
+        "truncations": truncated,
+        "final_observations": rb.next_observations[ends, 0],
+    }
+
+
+def compress_transitions(
+    data: dict[str, np.ndarray], budget_mb: float, seed: int
+) -> dict[str, np.ndarray]:
+    """float16 observations/actions; drop whole episodes at random if still over budget."""
+    ends = np.flatnonzero(data["terminations"] | data["truncations"])
+    episode_of_row = np.searchsorted(ends, np.arange(len(data["rewards"])))
+    row_bytes = 2 * (data["observations"].shape[1] + data["actions"].shape[1]) + 4 + 2
+    keep_frac = min(1.0, budget_mb * 1e6 / (row_bytes * len(data["rewards"])))
+    keep = np.random.default_rng(seed).random(len(ends)) < keep_frac
+    if keep_frac >= 1.0:
+        keep[:] = True
+    rows = keep[episode_of_row]
+    out = {k: v[rows] for k, v in data.items() if k != "final_observations"}
+    out["final_observations"] = data["final_observations"][keep]
+    for k in ("observations", "actions", "final_observations"):
+        out[k] = out[k].astype(np.float16)
+    out["kept_episode_fraction"] = np.float32(keep.mean())
+    return out
+
+
+def finalize(cfg: PolicyConfig) -> dict:
+    """Choose medium/expert from the existing checkpoints, evaluate them, write the small files."""
+    from stable_baselines3 import SAC
+
+    check_env_name(cfg.env)
+    cache = _env_cache(cfg)
+    evals = _read_evals(cache)
+    medium_step, expert_step = select_checkpoints(evals, cfg.env, cfg.medium_fraction)
+    out = Path(cfg.out_dir) / cfg.env
+    out.mkdir(parents=True, exist_ok=True)
+    info: dict = {"env": cfg.env, "gym_id": LOCOMOTION_ENVS[cfg.env], "algorithm": "SB3 SAC",
+                  "trained_steps": evals[-1]["step"], "policy_eval": "stochastic actions"}
+    for name, step in (("medium", medium_step), ("expert", expert_step)):
+        actor = load_actor(cache / "actors" / f"step_{step:07d}.pt")
+        save_actor(actor, out / f"{name}.pt")
+        returns = evaluate(actor, cfg.env, cfg.final_eval_episodes, seed=cfg.seed + 2000)
+        info[name] = {"step": step, "return_mean": float(returns.mean()),
+                      "return_std": float(returns.std()), "episodes": len(returns)}
+    model = SAC.load(cache / (cache / "latest").read_text().strip() / "model.zip", device="cpu")
+    model.load_replay_buffer(cache / (cache / "latest").read_text().strip() / "replay.pkl")
+    replay = compress_transitions(
+        replay_transitions(model, medium_step), cfg.replay_budget_mb, cfg.seed
+    )
+    np.savez_compressed(out / "medium_replay.npz", **replay)
+    info["medium_replay"] = {
+        "transitions": int(len(replay["rewards"])),
+        "episodes": int(len(replay["final_observations"])),
+        "kept_episode_fraction": float(replay["kept_episode_fraction"]),
+        "dtype": "float16 observations and actions, float32 rewards",
+    }
+    info["evaluations"] = evals
+    info["config"] = {k: v for k, v in asdict(cfg).items() if k != "command"}
+    info["command"] = cfg.command
+    _write_json(out / "policies.json", info)
+    return info
+
+
+def make_policies(cfg: PolicyConfig, finalize_only: bool = False) -> dict:
+    """Train (or resume) and then write the final policy files for one env."""
+    if not finalize_only:
+        train(cfg)
+    return finalize(cfg)
