@@ -18,12 +18,13 @@ from ttlib.envs import LOCOMOTION_ENVS
 
 
 def _guard(run: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
-    """Turn a ValueError (bad env, kind or id) into a one-line message and exit code 2."""
+    """Turn a ValueError (bad env, kind or id) or a missing input file into a one-line message
+    and exit code 2."""
 
     def wrapped(args: argparse.Namespace) -> int:
         try:
             return run(args)
-        except ValueError as err:
+        except (ValueError, FileNotFoundError) as err:
             print(f"ttlib {args.command}: error: {err}", file=sys.stderr)
             return 2
 

@@ -24,6 +24,8 @@ import json
 import os
 import shutil
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -110,18 +112,31 @@ def load_actor(path: str | Path) -> SACActor:
     return actor.eval()
 
 
+@contextmanager
+def one_torch_thread() -> Iterator[None]:
+    """Run one-observation forward passes on one thread: on a busy 2-core machine a second
+    intra-op thread makes each tiny forward ~30x slower (measured 12 ms vs 0.4 ms)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 def evaluate(actor: SACActor, env_name: str, episodes: int, seed: int) -> np.ndarray:
     """Undiscounted returns of `episodes` stochastic-policy episodes (deterministic given seed)."""
     env = make_env(env_name)
     rng = np.random.default_rng(seed)
     returns = np.zeros(episodes)
-    for i in range(episodes):
-        obs, _ = env.reset(seed=seed + i)
-        done = False
-        while not done:
-            obs, r, term, trunc, _ = env.step(actor.act(obs, rng))
-            returns[i] += r
-            done = term or trunc
+    with one_torch_thread():
+        for i in range(episodes):
+            obs, _ = env.reset(seed=seed + i)
+            done = False
+            while not done:
+                obs, r, term, trunc, _ = env.step(actor.act(obs, rng))
+                returns[i] += r
+                done = term or trunc
     env.close()
     return returns
 

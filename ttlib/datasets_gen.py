@@ -1,0 +1,386 @@
+"""D4RL-style offline datasets generated locally and stored as Minari datasets (`ttlib make-data`).
+
+No D4RL/Minari dataset can be downloaded here, so we rebuild them the way D4RL did:
+
+* locomotion (`halfcheetah`, `hopper`, `walker2d`): `random` (a randomly initialised SAC actor),
+  `medium` / `expert` (the policies picked by `ttlib make-policies`), `medium-replay` (that run's
+  replay buffer up to the medium checkpoint, read from `medium_replay.npz`) and `medium-expert`
+  (half the transitions from each). Actions are sampled from the stochastic policies. Episodes
+  are collected until the dataset holds exactly `transitions` steps; the last one is cut and
+  marked truncated, as in D4RL. `ref_min_score`/`ref_max_score` are D4RL's reference returns, so
+  `minari.get_normalized_score` gives D4RL-style (not D4RL) normalised scores.
+* mazes (`fourrooms`, `pointmaze-medium`, `pointmaze-large`), kind `diverse`: a noisy waypoint
+  controller (BFS over maze cells, PD control on the point mass, Gaussian action noise) drives
+  from a random start cell to a random goal cell. The goal is part of every observation
+  (`desired_goal`). The reward is PointMaze's sparse reward *with respect to the episode's own
+  goal*: 1 within 0.45 of it (where the episode also terminates), else 0 — the AntMaze-like
+  setting of the +Q experiment. Episodes that do not reach the goal are truncated at the env's
+  step limit.
+
+Datasets go to Minari's data dir (env var MINARI_DATASETS_PATH) and are never committed;
+the same seed gives the same arrays (on the same machine and library versions).
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections import deque
+from dataclasses import dataclass
+from pathlib import Path
+
+import gymnasium as gym
+import numpy as np
+import torch
+
+from ttlib.envs import (
+    LOCOMOTION_ENVS,
+    MAZE_ENVS,
+    REF_SCORES,
+    check_env_name,
+    make_env,
+    maze_map,
+    normalized_score,
+)
+from ttlib.policies import SACActor, load_actor, one_torch_thread
+
+LOCOMOTION_KINDS = ("random", "medium", "medium-replay", "expert", "medium-expert")
+MAZE_KINDS = ("diverse",)
+NAMESPACE = "ttlib"
+
+
+@dataclass
+class DataConfig:
+    transitions: int = 100_000  # steps per dataset (D4RL: 1M; medium-replay: what the run had)
+    seed: int = 0
+    policy_dir: str = "results/policies"  # where make-policies wrote medium.pt / expert.pt
+    overwrite: bool = False
+    # noisy waypoint controller of the maze datasets
+    kp: float = 10.0  # proportional gain towards the next waypoint
+    kd: float = 1.0  # damping on the point's velocity
+    action_noise: float = 0.5  # std of Gaussian noise added to the action before clipping
+
+
+def kinds_for(env_name: str) -> tuple[str, ...]:
+    check_env_name(env_name)
+    return LOCOMOTION_KINDS if env_name in LOCOMOTION_ENVS else MAZE_KINDS
+
+
+def dataset_id(env_name: str, kind: str) -> str:
+    """`ttlib/<env>/<kind>-v0`, validating both parts."""
+    kinds = kinds_for(env_name)
+    if kind not in kinds:
+        raise ValueError(
+            f"Unknown dataset kind {kind!r} for env {env_name!r}; "
+            f"valid kinds are {', '.join(kinds)}."
+        )
+    return f"{NAMESPACE}/{env_name}/{kind}-v0"
+
+
+def parse_dataset_id(did: str) -> tuple[str, str]:
+    """(env, kind) of a local id such as `ttlib/hopper/medium-replay-v0`."""
+    parts = did.split("/")
+    if len(parts) != 3 or parts[0] != NAMESPACE or not parts[2].endswith("-v0"):
+        raise ValueError(f"{did!r} is not a local dataset id; expected 'ttlib/<env>/<kind>-v0'.")
+    env, kind = parts[1], parts[2][: -len("-v0")]
+    dataset_id(env, kind)  # validates
+    return env, kind
+
+
+# ---------------------------------------------------------------- episodes
+
+
+@dataclass
+class Episode:
+    """One episode as arrays: T+1 observations (dict of arrays for mazes), T of everything else."""
+
+    observations: np.ndarray | dict[str, np.ndarray]
+    actions: np.ndarray
+    rewards: np.ndarray
+    terminations: np.ndarray
+    truncations: np.ndarray
+    seed: int | None = None
+
+    def __len__(self) -> int:
+        return len(self.rewards)
+
+
+def _stack(obs: list) -> np.ndarray | dict[str, np.ndarray]:
+    if isinstance(obs[0], dict):
+        return {k: np.stack([o[k] for o in obs]).astype(np.float64) for k in obs[0]}
+    return np.stack(obs).astype(np.float32)
+
+
+def run_episode(
+    env: gym.Env, act, max_steps: int, seed: int, options: dict | None = None
+) -> Episode:
+    """Roll out `act(obs) -> action` for at most `max_steps` steps; a cut episode is truncated."""
+    obs, _ = env.reset(seed=seed, options=options)
+    observations, actions, rewards, terms, truncs = [obs], [], [], [], []
+    while True:
+        action = act(obs)
+        obs, r, term, trunc, _ = env.step(action)
+        observations.append(obs)
+        actions.append(action)
+        rewards.append(r)
+        terms.append(term)
+        truncs.append(trunc or (len(rewards) >= max_steps and not term))
+        if terms[-1] or truncs[-1]:
+            break
+    return Episode(
+        _stack(observations), np.asarray(actions, dtype=np.float32),
+        np.asarray(rewards, dtype=np.float64), np.asarray(terms), np.asarray(truncs), seed,
+    )
+
+
+def collect(env: gym.Env, act, transitions: int, seed: int, options_fn=None) -> list[Episode]:
+    """Episodes of one policy until exactly `transitions` steps; reset seeds seed, seed+1, …"""
+    episodes: list[Episode] = []
+    total = 0
+    while total < transitions:
+        ep_seed = seed + len(episodes)
+        options = options_fn(ep_seed) if options_fn is not None else None
+        episodes.append(run_episode(env, act, transitions - total, ep_seed, options))
+        total += len(episodes[-1])
+    return episodes
+
+
+# ---------------------------------------------------------------- locomotion
+
+
+def random_actor(env: gym.Env, seed: int) -> SACActor:
+    """A randomly initialised SAC actor: D4RL's `random` policy."""
+    gen_state = torch.random.get_rng_state()
+    torch.manual_seed(seed)
+    space = env.action_space
+    actor = SACActor(env.observation_space.shape[0], space.shape[0], space.low, space.high)
+    torch.random.set_rng_state(gen_state)
+    return actor.eval()
+
+
+def _policy(policy_dir: Path, env_name: str, name: str) -> SACActor:
+    path = policy_dir / env_name / f"{name}.pt"
+    if not path.exists():
+        raise FileNotFoundError(
+            f"No {name} policy at {path}; run `ttlib make-policies --env {env_name}` first "
+            "or pass --policy-dir."
+        )
+    return load_actor(path)
+
+
+def replay_episodes(path: Path, transitions: int) -> list[Episode]:
+    """Episodes of a `medium_replay.npz` (policies.compress_transitions), up to `transitions`."""
+    if not path.exists():
+        raise FileNotFoundError(f"No replay data at {path}; run `ttlib make-policies` first.")
+    data = {k: v for k, v in np.load(path).items()}
+    n = min(transitions, len(data["rewards"]))
+    ends = np.flatnonzero(data["terminations"] | data["truncations"])
+    episodes, start = [], 0
+    for i, end in enumerate(ends):
+        stop = min(end + 1, n)
+        cut = stop <= end  # the size limit falls inside this episode
+        last_obs = data["observations"][stop] if cut else data["final_observations"][i]
+        truncations = data["truncations"][start:stop].copy()
+        truncations[-1] |= cut
+        episodes.append(Episode(
+            np.concatenate([data["observations"][start:stop], last_obs[None]]).astype(np.float32),
+            data["actions"][start:stop].astype(np.float32),
+            data["rewards"][start:stop].astype(np.float64),
+            data["terminations"][start:stop],
+            truncations,
+        ))
+        start = stop
+        if start >= n:
+            break
+    return episodes
+
+
+def locomotion_episodes(env_name: str, kind: str, cfg: DataConfig) -> list[Episode]:
+    env = make_env(env_name)
+    policy_dir = Path(cfg.policy_dir)
+    # Each kind draws from its own seed range so that e.g. medium and medium-expert differ.
+    seed = cfg.seed * 1_000_000 + LOCOMOTION_KINDS.index(kind) * 100_000
+    rng = np.random.default_rng(seed)
+
+    def sampler(actor: SACActor):
+        return lambda obs: actor.act(obs, rng)
+
+    if kind == "random":
+        return collect(env, sampler(random_actor(env, seed)), cfg.transitions, seed)
+    if kind in ("medium", "expert"):
+        return collect(env, sampler(_policy(policy_dir, env_name, kind)), cfg.transitions, seed)
+    if kind == "medium-expert":
+        half = cfg.transitions // 2
+        medium = collect(env, sampler(_policy(policy_dir, env_name, "medium")), half, seed)
+        expert = collect(
+            env, sampler(_policy(policy_dir, env_name, "expert")), cfg.transitions - half,
+            seed + 50_000,
+        )
+        return medium + expert
+    return replay_episodes(policy_dir / env_name / "medium_replay.npz", cfg.transitions)
+
+
+# ---------------------------------------------------------------- mazes
+
+
+class WaypointController:
+    """Drive the point mass along a shortest cell path to the goal: BFS + PD control + noise.
+
+    BFS distances from the goal cell are computed once per episode; each step the target is
+    the centre of the neighbouring cell one step closer (or the goal itself in the goal cell).
+    Two adjacent cells form a convex rectangle, so heading for the next centre never cuts a
+    wall corner.
+    """
+
+    def __init__(self, env: gym.Env, cfg: DataConfig, rng: np.random.Generator):
+        self.maze = env.unwrapped.maze
+        self.free = np.array(maze_map(_maze_name(env)), dtype=int) == 0
+        self.cfg, self.rng = cfg, rng
+        self.dist: np.ndarray | None = None
+
+    def set_goal(self, goal_cell: tuple[int, int]) -> None:
+        dist = np.full(self.free.shape, np.iinfo(np.int32).max)
+        dist[goal_cell] = 0
+        queue = deque([goal_cell])
+        while queue:
+            r, c = queue.popleft()
+            for nr, nc in ((r + 1, c), (r - 1, c), (r, c + 1), (r, c - 1)):
+                if self.free[nr, nc] and dist[nr, nc] > dist[r, c] + 1:
+                    dist[nr, nc] = dist[r, c] + 1
+                    queue.append((nr, nc))
+        self.dist = dist
+
+    def waypoint(self, pos: np.ndarray, goal: np.ndarray) -> np.ndarray:
+        r, c = self.maze.cell_xy_to_rowcol(pos)
+        if self.dist[r, c] == 0:
+            return goal
+        neighbours = ((r + 1, c), (r - 1, c), (r, c + 1), (r, c - 1))
+        nxt = min(neighbours, key=lambda rc: self.dist[rc])
+        return self.maze.cell_rowcol_to_xy(np.array(nxt))
+
+    def __call__(self, obs: dict) -> np.ndarray:
+        pos, vel = obs["observation"][:2], obs["observation"][2:]
+        target = self.waypoint(pos, obs["desired_goal"])
+        action = self.cfg.kp * (target - pos) - self.cfg.kd * vel
+        action = action + self.cfg.action_noise * self.rng.standard_normal(2)
+        return np.clip(action, -1.0, 1.0).astype(np.float32)
+
+
+def _maze_name(env: gym.Env) -> str:
+    return env.get_wrapper_attr("ttlib_name")
+
+
+def maze_episodes(env_name: str, cfg: DataConfig) -> list[Episode]:
+    env = make_env(env_name)
+    env.unwrapped.ttlib_name = env_name
+    seed = cfg.seed * 1_000_000
+    rng = np.random.default_rng(seed)
+    controller = WaypointController(env, cfg, rng)
+    free_cells = np.argwhere(controller.free)
+
+    def options(_ep_seed: int) -> dict:
+        start, goal = rng.choice(len(free_cells), size=2, replace=False)
+        controller.set_goal(tuple(free_cells[goal]))
+        return {"reset_cell": free_cells[start], "goal_cell": free_cells[goal]}
+
+    return collect(env, controller, cfg.transitions, seed, options)
+
+
+# ---------------------------------------------------------------- writing and reading
+
+
+def _to_buffer(ep: Episode, index: int):
+    from minari.data_collector import EpisodeBuffer
+
+    return EpisodeBuffer(
+        id=index, seed=ep.seed, observations=ep.observations, actions=ep.actions,
+        rewards=ep.rewards, terminations=ep.terminations, truncations=ep.truncations,
+    )
+
+
+def make_dataset(env_name: str, kind: str, cfg: DataConfig):
+    """Generate one dataset into Minari's data dir and return it as a `MinariDataset`."""
+    import minari
+
+    did = dataset_id(env_name, kind)
+    if did in minari.list_local_datasets():
+        if not cfg.overwrite:
+            return minari.load_dataset(did)
+        minari.delete_dataset(did)
+    if env_name in LOCOMOTION_ENVS:
+        with one_torch_thread():
+            episodes = locomotion_episodes(env_name, kind, cfg)
+        ref = dict(zip(("ref_min_score", "ref_max_score"), REF_SCORES[env_name], strict=True))
+        algorithm = "SB3 SAC behaviour policy" if kind != "random" else "random-init SAC actor"
+    else:
+        episodes = maze_episodes(env_name, cfg)
+        ref = {}
+        algorithm = "noisy BFS waypoint controller (PD)"
+    env = make_env(env_name)
+    with warnings.catch_warnings():  # minari warns about every metadata field we leave empty
+        warnings.simplefilter("ignore", UserWarning)
+        return minari.create_dataset_from_buffers(
+            dataset_id=did,
+            buffer=[_to_buffer(ep, i) for i, ep in enumerate(episodes)],
+            env=env,
+            algorithm_name=algorithm,
+            author="ttlib",
+            author_email="ttlib@users.noreply.github.com",
+            code_permalink="ttlib/datasets_gen.py",
+            description=f"D4RL-style {kind} data for {env_name}, generated by `ttlib make-data` "
+            f"(seed {cfg.seed}); see ttlib/datasets_gen.py.",
+            **ref,
+        )
+
+
+def make_datasets(
+    envs: list[str] | None = None, kinds: list[str] | None = None, cfg: DataConfig | None = None
+) -> list[str]:
+    """Generate every (env, kind) pair asked for; kinds that do not apply to an env are skipped
+    only when `kinds` was not given explicitly for that env family."""
+    cfg = cfg or DataConfig()
+    envs = envs or [*LOCOMOTION_ENVS, *MAZE_ENVS]
+    for env in envs:
+        check_env_name(env)
+    pairs = []
+    for env in envs:
+        valid = kinds_for(env)
+        for kind in kinds or valid:
+            if kind not in LOCOMOTION_KINDS + MAZE_KINDS:
+                dataset_id(env, kind)  # raises, naming the valid kinds
+            if kind in valid:
+                pairs.append((env, kind))
+    if not pairs:
+        raise ValueError(f"No dataset matches envs {envs} and kinds {kinds}.")
+    ids = []
+    for env, kind in pairs:
+        make_dataset(env, kind, cfg)
+        ids.append(dataset_id(env, kind))
+    return ids
+
+
+def data_summary(ids: list[str] | None = None, out: str | Path | None = None):
+    """Table of dataset sizes and returns (pandas); written to `out` as CSV only if given."""
+    import minari
+    import pandas as pd
+
+    ids = ids or sorted(d for d in minari.list_local_datasets() if d.startswith(NAMESPACE + "/"))
+    rows = []
+    for did in ids:
+        env, kind = parse_dataset_id(did)
+        ds = minari.load_dataset(did)
+        returns = np.array([ep.rewards.sum() for ep in ds.iterate_episodes()])
+        rows.append({
+            "dataset_id": did,
+            "episodes": ds.total_episodes,
+            "transitions": ds.total_steps,
+            "return_mean": returns.mean(),
+            "return_std": returns.std(),
+            "normalized_score_mean": (
+                normalized_score(env, returns).mean() if env in REF_SCORES else np.nan
+            ),
+        })
+    table = pd.DataFrame(rows)
+    if out is not None:
+        Path(out).parent.mkdir(parents=True, exist_ok=True)
+        table.to_csv(out, index=False, float_format="%.4g")
+    return table
