@@ -1,0 +1,89 @@
+"""Shared fixtures: tiny synthetic datasets, and a Minari data dir that is never the user's."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from ttlib.data import Episode
+
+torch.set_num_threads(2)
+
+
+@pytest.fixture(autouse=True)
+def _private_minari_dir(tmp_path_factory, monkeypatch):
+    """Every test writes Minari datasets into a temporary folder, never ~/.minari."""
+    monkeypatch.setenv("MINARI_DATASETS_PATH", str(tmp_path_factory.mktemp("minari")))
+
+
+def linear_episodes(n_episodes=40, length=50, obs_dim=2, act_dim=1, seed=0, terminate_every=0):
+    """Episodes of s' = A s + B a with a = K s + noise; reward = -|s|^2."""
+    rng = np.random.default_rng(seed)
+    A = np.array([[0.9, 0.2], [-0.2, 0.9]])[:obs_dim, :obs_dim]
+    B = np.ones((obs_dim, act_dim)) * 0.5
+    K = -np.ones((act_dim, obs_dim)) * 0.3
+    eps = []
+    for i in range(n_episodes):
+        s = rng.uniform(-1, 1, obs_dim)
+        obs, act, rew = [], [], []
+        for _ in range(length):
+            a = np.clip(K @ s + 0.3 * rng.normal(size=act_dim), -1, 1)
+            obs.append(s)
+            act.append(a)
+            rew.append(-float(s @ s))
+            s = A @ s + B @ a
+        term = bool(terminate_every and i % terminate_every == 0)
+        eps.append(
+            Episode(
+                observations=np.array(obs, np.float32),
+                actions=np.array(act, np.float32),
+                rewards=np.array(rew, np.float32),
+                terminated=term,
+            )
+        )
+    return eps
+
+
+def write_minari_dataset(dataset_id: str, episodes: list[Episode], env_id="Pendulum-v1"):
+    """Store episodes as a real Minari dataset (the same path make-data uses)."""
+    import gymnasium as gym
+    import minari
+    from minari.data_collector import EpisodeBuffer
+
+    obs_dim, act_dim = episodes[0].observations.shape[1], episodes[0].actions.shape[1]
+    buffers = []
+    for i, ep in enumerate(episodes):
+        T = len(ep)
+        last = ep.observations[-1] + 0.1
+        obs = np.concatenate([ep.observations, last[None]])
+        term = np.zeros(T, bool)
+        trunc = np.zeros(T, bool)
+        (term if ep.terminated else trunc)[-1] = True
+        buffers.append(
+            EpisodeBuffer(
+                id=i,
+                observations=list(obs),
+                actions=list(ep.actions),
+                rewards=list(ep.rewards.astype(np.float64)),
+                terminations=list(term),
+                truncations=list(trunc),
+                infos={},
+            )
+        )
+    space = gym.spaces.Box(-np.inf, np.inf, (obs_dim,), np.float32)
+    aspace = gym.spaces.Box(-1, 1, (act_dim,), np.float32)
+    return minari.create_dataset_from_buffers(
+        dataset_id,
+        buffers,
+        env=None,
+        observation_space=space,
+        action_space=aspace,
+        algorithm_name="synthetic",
+        description="test data",
+    )
+
+
+@pytest.fixture
+def episodes():
+    return linear_episodes()

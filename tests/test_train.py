@@ -1,0 +1,91 @@
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from ttlib.data import DataConfig, SequenceDataset
+from ttlib.train import CheckpointError, TrainConfig, gpt_config_for, load_checkpoint, train
+
+from conftest import linear_episodes
+
+SMALL = dict(n_layer=2, n_head=2, n_embd=32, dropout=0.0)
+
+
+def small_dataset(n_bins=20, n_transitions=4, seed=1):
+    eps = linear_episodes(n_episodes=60, length=40, seed=seed)
+    return SequenceDataset(eps, DataConfig("synthetic", n_bins=n_bins, n_transitions=n_transitions))
+
+
+def test_model_learns_the_dynamics_not_just_the_marginals():
+    """Quantile bins make every state token's marginal uniform, so a model that ignored the
+    previous transition could not beat ln K nats on state tokens. The dynamics are
+    deterministic given (s, a); what is left is the error of knowing s only to within a bin.
+    On held-out episodes, states after the first transition must cost < ln(K) / 2 nats."""
+    K = 10
+    ds = small_dataset(n_bins=K, n_transitions=3)
+    cfg = TrainConfig(max_steps=250, batch_size=64, lr=3e-3, log_every=50, warmup_frac=0.02)
+    model = train(ds, gpt_config_for(ds, **SMALL), cfg, progress=False).model
+    held = SequenceDataset(linear_episodes(20, 40, seed=7), ds.cfg, discretizer=ds.discretizer)
+    x, y, mask = held.batch(torch.arange(len(held)))
+    with torch.no_grad():
+        logits, _ = model(x)
+    td = ds.transition_dim
+    target_pos = torch.arange(1, x.shape[1] + 1)
+    state_after_first = (target_pos % td < ds.observation_dim) & (target_pos >= td)
+    ce = F.cross_entropy(
+        logits[:, state_after_first].reshape(-1, K + 1),
+        y[:, state_after_first].reshape(-1),
+        reduction="none",
+    ).view(len(x), -1)
+    m = mask[:, state_after_first]
+    held_out_state_loss = float((ce * m).sum() / m.sum())
+    assert held_out_state_loss < 0.5 * math.log(K)
+
+
+def test_interrupted_training_resumes_to_identical_weights(tmp_path):
+    ds = small_dataset()
+    mcfg = gpt_config_for(ds, n_layer=1, n_head=2, n_embd=16, dropout=0.1)
+    cfg = TrainConfig(max_steps=30, batch_size=16, checkpoint_every=7, log_every=5)
+    full = train(ds, mcfg, cfg, tmp_path / "a", progress=False)
+    part = train(ds, mcfg, cfg, tmp_path / "b", progress=False, stop_at_step=16)
+    assert part.steps_run == 16
+    resumed = train(ds, mcfg, cfg, tmp_path / "b", progress=False)
+    assert resumed.steps_run == 14
+    for (k, a), b in zip(
+        full.model.state_dict().items(), resumed.model.state_dict().values(), strict=True
+    ):
+        assert torch.equal(a, b), k
+    assert full.history == resumed.history
+
+
+def test_checkpoint_roundtrip_reproduces_logits(tmp_path):
+    ds = small_dataset()
+    mcfg = gpt_config_for(ds, n_layer=1, n_head=2, n_embd=16, dropout=0.0)
+    res = train(ds, mcfg, TrainConfig(max_steps=5, batch_size=8), tmp_path, progress=False)
+    model, disc, ckpt = load_checkpoint(tmp_path)
+    x, *_ = ds.batch(torch.arange(4))
+    torch.testing.assert_close(model(x)[0], res.model(x)[0], rtol=0, atol=0)
+    assert disc.fingerprint() == ds.discretizer.fingerprint()
+    assert ckpt["data_config"]["n_bins"] == 20
+
+
+def test_resume_with_a_different_config_names_the_mismatch(tmp_path):
+    ds = small_dataset()
+    mcfg = gpt_config_for(ds, n_layer=1, n_head=2, n_embd=16)
+    train(ds, mcfg, TrainConfig(max_steps=2, batch_size=4), tmp_path, progress=False)
+    with pytest.raises(CheckpointError, match="n_embd: checkpoint 16 vs now 32"):
+        train(
+            ds,
+            gpt_config_for(ds, n_layer=1, n_head=2, n_embd=32),
+            TrainConfig(max_steps=2, batch_size=4),
+            tmp_path,
+            progress=False,
+        )
+
+
+def test_garbage_file_is_not_a_checkpoint(tmp_path):
+    p = tmp_path / "checkpoint.pt"
+    p.write_bytes(b"not a checkpoint")
+    with pytest.raises(CheckpointError, match="not a readable checkpoint"):
+        load_checkpoint(p)

@@ -1,0 +1,257 @@
+"""From Minari datasets to token windows for the Trajectory Transformer.
+
+The pipeline follows the paper's code: episodes → joined transitions [s, a, r, V] with a
+terminal penalty and discounted reward-to-go V → one discretizer fit on all of them →
+fixed-length windows of ``n_transitions`` starting at every step, padded with the stop token
+after the episode ends (those positions carry no loss).
+"""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import torch
+
+from ttlib.discretize import Discretizer, make_discretizer
+
+
+class DatasetError(ValueError):
+    """A dataset id or file that cannot be used; the message says why and what to do."""
+
+
+@dataclass
+class Episode:
+    observations: np.ndarray  # (T, N): the state each action was taken in
+    actions: np.ndarray  # (T, M)
+    rewards: np.ndarray  # (T,)
+    terminated: bool  # the last step ended the episode for real (not a time limit)
+    goals: np.ndarray | None = None  # (T, G) per-step goal if the dataset has one
+
+    def __len__(self) -> int:
+        return len(self.actions)
+
+
+@dataclass
+class DataConfig:
+    dataset_id: str
+    discretizer: str = "quantile"
+    n_bins: int = 100
+    n_transitions: int = 10
+    discount: float = 0.99
+    termination_penalty: float = -100.0
+    max_transitions: int | None = None  # keep whole episodes up to this many transitions
+    obs_keys: list[str] = field(default_factory=lambda: ["observation"])  # for dict observations
+    goal_dims: list[int] | None = None  # observation dims that define a hindsight goal
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+# ---------------------------------------------------------------- loading
+def local_dataset_ids() -> list[str]:
+    import minari
+
+    return sorted(minari.list_local_datasets().keys())
+
+
+def load_minari(dataset_id: str, download: bool = False):
+    """Load a Minari dataset by id: the local copy first, the remote one only if asked.
+
+    Remote ids (``mujoco/halfcheetah/medium-v0``, ``D4RL/antmaze/umaze-v1``) download with
+    ``download=True`` and need network; local ids (``ttlib/<env>/<kind>-v0``) are made by
+    ``ttlib make-data``.
+    """
+    import minari
+
+    local = local_dataset_ids()
+    if dataset_id in local:
+        try:
+            return minari.load_dataset(dataset_id)
+        except Exception as err:  # corrupt or half-written files
+            raise DatasetError(
+                f"dataset {dataset_id!r} exists but cannot be read ({type(err).__name__}: {err}); "
+                f"delete it with `minari delete {dataset_id}` and generate it again"
+            ) from err
+    if download:
+        try:
+            minari.download_dataset(dataset_id)
+        except Exception as err:
+            raise DatasetError(
+                f"could not download {dataset_id!r} ({type(err).__name__}); remote Minari ids "
+                "need network. Without it, generate a local dataset with `ttlib make-data`"
+            ) from err
+        return minari.load_dataset(dataset_id)
+    near = difflib.get_close_matches(dataset_id, local, n=3)
+    hint = f" Did you mean {', '.join(near)}?" if near else ""
+    raise DatasetError(
+        f"no local Minari dataset {dataset_id!r}.{hint} Generate local ones with "
+        "`ttlib make-data`, or pass download=True for a remote id (needs network)."
+    )
+
+
+def _flat_obs(obs, keys: list[str]) -> np.ndarray:
+    if isinstance(obs, dict):
+        missing = [k for k in keys if k not in obs]
+        if missing:
+            raise DatasetError(f"observation keys {missing} not in dataset (has {list(obs)})")
+        return np.concatenate([np.asarray(obs[k], dtype=np.float32) for k in keys], axis=-1)
+    return np.asarray(obs, dtype=np.float32)
+
+
+def episodes_from_minari(dataset, obs_keys: list[str] | None = None) -> list[Episode]:
+    """Convert Minari episodes (T+1 observations, T actions) into :class:`Episode` lists."""
+    keys = obs_keys or ["observation"]
+    episodes = []
+    for ep in dataset.iterate_episodes():
+        obs = _flat_obs(ep.observations, keys)[:-1]
+        goals = None
+        if isinstance(ep.observations, dict) and "desired_goal" in ep.observations:
+            goals = np.asarray(ep.observations["desired_goal"], dtype=np.float32)[:-1]
+        episodes.append(
+            Episode(
+                observations=obs,
+                actions=np.asarray(ep.actions, dtype=np.float32).reshape(len(obs), -1),
+                rewards=np.asarray(ep.rewards, dtype=np.float32),
+                terminated=bool(np.asarray(ep.terminations)[-1]),
+                goals=goals,
+            )
+        )
+    _check_finite(episodes, getattr(dataset, "id", "dataset"))
+    return episodes
+
+
+def _check_finite(episodes: list[Episode], name: str) -> None:
+    for i, ep in enumerate(episodes):
+        for field_name in ("observations", "actions", "rewards"):
+            if not np.isfinite(getattr(ep, field_name)).all():
+                raise DatasetError(f"{name}: episode {i} has NaN/inf in {field_name}")
+
+
+def load_episodes(cfg: DataConfig, download: bool = False) -> list[Episode]:
+    episodes = episodes_from_minari(load_minari(cfg.dataset_id, download), cfg.obs_keys)
+    if cfg.max_transitions is not None:
+        kept, total = [], 0
+        for ep in episodes:
+            if total >= cfg.max_transitions:
+                break
+            kept.append(ep)
+            total += len(ep)
+        episodes = kept
+    return episodes
+
+
+# ----------------------------------------------------------- transitions
+def returns_to_go(rewards: np.ndarray, discount: float) -> np.ndarray:
+    """V_t = sum_{k>=1} discount^(k-1) r_{t+k}: the discounted reward *after* step t."""
+    v = np.zeros(len(rewards), dtype=np.float64)
+    acc = 0.0
+    for t in range(len(rewards) - 1, -1, -1):
+        v[t] = acc
+        acc = rewards[t] + discount * acc
+    return v
+
+
+def joined_transitions(ep: Episode, discount: float, termination_penalty: float) -> np.ndarray:
+    """(T, N+M+2) array of [s, a, r, V]; a true terminal's reward becomes the penalty."""
+    r = ep.rewards.astype(np.float64).copy()
+    if ep.terminated and termination_penalty is not None:
+        r[-1] = termination_penalty
+    v = returns_to_go(r, discount)
+    return np.concatenate(
+        [ep.observations, ep.actions, r[:, None], v[:, None]], axis=1, dtype=np.float64
+    )
+
+
+# ---------------------------------------------------------------- dataset
+class SequenceDataset(torch.utils.data.Dataset):
+    """Token windows of ``n_transitions`` transitions, one starting at every step.
+
+    Each item is ``(x, y, mask)`` with x = window[:-1], y = window[1:] as raw bins and mask
+    zero on padding; goal-conditioned datasets add a hindsight goal (a later state of the
+    same episode, its ``goal_dims`` encoded) as a fourth element.
+    """
+
+    def __init__(
+        self,
+        episodes: list[Episode],
+        cfg: DataConfig,
+        discretizer: Discretizer | None = None,
+        seed: int = 0,
+    ):
+        if not episodes:
+            raise DatasetError(f"{cfg.dataset_id}: no episodes to build windows from")
+        self.cfg = cfg
+        self.episodes = episodes
+        joined = [joined_transitions(ep, cfg.discount, cfg.termination_penalty) for ep in episodes]
+        self.observation_dim = episodes[0].observations.shape[1]
+        self.action_dim = episodes[0].actions.shape[1]
+        self.transition_dim = self.observation_dim + self.action_dim + 2
+        all_joined = np.concatenate(joined)
+        if discretizer is None:
+            discretizer = make_discretizer(cfg.discretizer, cfg.n_bins).fit(all_joined)
+        elif discretizer.dim != self.transition_dim:
+            raise DatasetError(
+                f"discretizer has {discretizer.dim} dimensions but {cfg.dataset_id} transitions "
+                f"have {self.transition_dim}: it was fit on other data"
+            )
+        self.discretizer = discretizer
+        self.joined = all_joined
+
+        # One flat token array: every episode followed by n_transitions stop transitions,
+        # so any window that starts inside an episode can be sliced without bounds checks.
+        L, td, stop = cfg.n_transitions, self.transition_dim, cfg.n_bins
+        blocks, real, starts, ep_of_row = [], [], [], []
+        offset = 0
+        for i, j in enumerate(joined):
+            n = len(j)
+            blocks.append(discretizer.encode(j))
+            blocks.append(np.full((L, td), stop, dtype=np.int64))
+            real.append(np.r_[np.ones(n), np.zeros(L)])
+            starts.append(offset + np.arange(n))
+            ep_of_row.append(np.full(n + L, i))
+            offset += n + L
+        self.tokens = torch.from_numpy(np.concatenate(blocks).astype(np.int64))
+        self.real = torch.from_numpy(np.concatenate(real).astype(np.float32))
+        self.starts = torch.from_numpy(np.concatenate(starts))
+        self._ep_end = torch.from_numpy(
+            np.concatenate([np.full(len(j), s[-1]) for j, s in zip(joined, starts, strict=True)])
+        )
+        self.goal_dims = cfg.goal_dims
+        self._goal_tokens = None
+        if cfg.goal_dims is not None:
+            pad = np.zeros((L, self.observation_dim))
+            obs = np.concatenate([np.r_[j[:, : self.observation_dim], pad] for j in joined])
+            self._goal_tokens = torch.from_numpy(
+                discretizer.encode(obs[:, cfg.goal_dims], dims=cfg.goal_dims)
+            )
+        self._window = torch.arange(L)
+
+    @property
+    def n_transitions(self) -> int:
+        return len(self.starts)
+
+    def __len__(self) -> int:
+        return len(self.starts)
+
+    def batch(self, index: torch.Tensor, generator: torch.Generator | None = None):
+        """Vectorised gather of windows ``index`` (faster than a DataLoader over items)."""
+        rows = self.starts[index][:, None] + self._window  # (B, L)
+        flat = self.tokens[rows].reshape(len(index), -1)
+        mask = self.real[rows].repeat_interleave(self.transition_dim, dim=1)
+        out = [flat[:, :-1], flat[:, 1:], mask[:, 1:]]
+        if self._goal_tokens is not None:
+            lo = self.starts[index]
+            hi = self._ep_end[index]
+            u = torch.rand(len(index), generator=generator)
+            pick = lo + (u * (hi - lo + 1).float()).long().clamp_max(hi - lo)
+            out.append(self._goal_tokens[pick])
+        return tuple(out)
+
+    def __getitem__(self, i: int):
+        return tuple(t[0] for t in self.batch(torch.tensor([i])))
+
+
+def make_sequence_dataset(cfg: DataConfig, download: bool = False) -> SequenceDataset:
+    return SequenceDataset(load_episodes(cfg, download), cfg)

@@ -1,0 +1,207 @@
+"""Per-dimension discretizers that turn continuous transitions into tokens.
+
+Every dimension of the joined transition [s, a, r, V] gets its own K bins. Two ways to
+place the bin edges are provided, the two the paper compares:
+
+* ``UniformDiscretizer``: K equal-width bins between the per-dimension min and max.
+* ``QuantileDiscretizer``: K equal-mass bins, so every bin holds about N/K training points.
+
+Out-of-range values are clipped into the first or last bin (planning can visit states a
+little outside the data; clipping keeps every token valid). A constant dimension has K
+zero-width bins that all decode to the constant, so it never produces NaN.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+
+STATISTICS = ("centre", "mean")
+
+
+class Discretizer:
+    """Shared encode / decode logic; subclasses only decide where the edges go."""
+
+    kind = "base"
+
+    def __init__(self, n_bins: int = 100):
+        if n_bins < 2:
+            raise ValueError(f"n_bins must be >= 2, got {n_bins}")
+        self.n_bins = n_bins
+        self.edges: np.ndarray | None = None  # (D, K+1), non-decreasing per row
+        self.bin_means: np.ndarray | None = None  # (D, K) mean of the training data per bin
+
+    # ----------------------------------------------------------------- fitting
+    def _edges(self, x: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+    def fit(self, x: np.ndarray) -> Discretizer:
+        """Place the bins on data ``x`` of shape (n, D); returns ``self``."""
+        x = np.asarray(x, dtype=np.float64)
+        if x.ndim != 2 or len(x) == 0:
+            raise ValueError(f"fit expects a non-empty (n, D) array, got shape {x.shape}")
+        if not np.isfinite(x).all():
+            bad = np.unique(np.argwhere(~np.isfinite(x))[:, 1]).tolist()
+            raise ValueError(f"cannot fit a discretizer on NaN/inf values (dimensions {bad})")
+        self.edges = self._edges(x)
+        ids = self.encode(x)
+        counts = np.zeros((x.shape[1], self.n_bins))
+        sums = np.zeros((x.shape[1], self.n_bins))
+        for d in range(x.shape[1]):
+            counts[d] = np.bincount(ids[:, d], minlength=self.n_bins)
+            sums[d] = np.bincount(ids[:, d], weights=x[:, d], minlength=self.n_bins)
+        centres = self.centres
+        # Empty bins fall back to their centre so that "mean" decoding is always defined.
+        self.bin_means = np.where(counts > 0, sums / np.maximum(counts, 1), centres)
+        return self
+
+    # ------------------------------------------------------------- properties
+    def _check_fitted(self) -> np.ndarray:
+        if self.edges is None:
+            raise RuntimeError(f"{type(self).__name__} is not fitted; call fit(data) first")
+        return self.edges
+
+    @property
+    def dim(self) -> int:
+        return self._check_fitted().shape[0]
+
+    @property
+    def centres(self) -> np.ndarray:
+        e = self._check_fitted()
+        return 0.5 * (e[:, :-1] + e[:, 1:])
+
+    @property
+    def widths(self) -> np.ndarray:
+        e = self._check_fitted()
+        return e[:, 1:] - e[:, :-1]
+
+    # ------------------------------------------------------ encode / decode
+    def encode(self, x: np.ndarray, dims: Sequence[int] | slice | None = None) -> np.ndarray:
+        """Map values (..., D') to bin ids in [0, K-1]; ``dims`` selects which columns they are.
+
+        The id is the last edge that ``x`` reaches, so values below the minimum land in
+        bin 0 and values above the maximum in bin K-1 (clipping).
+        """
+        edges = self._check_fitted()
+        if dims is not None:
+            edges = edges[dims]
+        x = np.asarray(x, dtype=np.float64)
+        if x.shape[-1] != edges.shape[0]:
+            raise ValueError(f"expected {edges.shape[0]} dimensions, got {x.shape[-1]}")
+        flat = x.reshape(-1, edges.shape[0])
+        ids = np.empty(flat.shape, dtype=np.int64)
+        for d in range(edges.shape[0]):
+            ids[:, d] = np.searchsorted(edges[d], flat[:, d], side="right") - 1
+        return np.clip(ids, 0, self.n_bins - 1).reshape(x.shape)
+
+    def _table(self, statistic: str) -> np.ndarray:
+        if statistic == "centre":
+            return self.centres
+        if statistic == "mean":
+            if self.bin_means is None:
+                raise RuntimeError("bin means are unknown for this discretizer; use 'centre'")
+            return self.bin_means
+        raise ValueError(f"unknown statistic {statistic!r}; choose one of {STATISTICS}")
+
+    def decode(
+        self,
+        ids: np.ndarray,
+        dims: Sequence[int] | slice | None = None,
+        statistic: str = "centre",
+    ) -> np.ndarray:
+        """Map bin ids (..., D') back to values: bin centres, or the training mean per bin.
+
+        Ids equal to K (the stop token) are clipped to the last bin.
+        """
+        table = self._table(statistic)
+        if dims is not None:
+            table = table[dims]
+        ids = np.clip(np.asarray(ids, dtype=np.int64), 0, self.n_bins - 1)
+        if ids.shape[-1] != table.shape[0]:
+            raise ValueError(f"expected {table.shape[0]} dimensions, got {ids.shape[-1]}")
+        return np.take_along_axis(table, ids.reshape(-1, table.shape[0]).T, axis=1).T.reshape(
+            ids.shape
+        )
+
+    def expectation(
+        self, probs: torch.Tensor, dims: Sequence[int] | slice, statistic: str = "centre"
+    ) -> torch.Tensor:
+        """E[value] under a categorical over bins, for reward / value tokens in the planner.
+
+        ``probs`` is (..., D', K) or (..., D', K+1). With K+1 classes the stop-token mass is
+        dropped without renormalising, as the original code does: a model that believes the
+        episode ends then predicts a smaller expected reward.
+        """
+        table = torch.as_tensor(
+            self._table(statistic)[dims], dtype=probs.dtype, device=probs.device
+        )
+        return (probs[..., : self.n_bins] * table).sum(-1)
+
+    # ------------------------------------------------------- serialisation
+    def state_dict(self) -> dict:
+        """Tensors and plain types only, so checkpoints load with ``weights_only=True``."""
+        self._check_fitted()
+        return {
+            "kind": self.kind,
+            "n_bins": self.n_bins,
+            "edges": torch.from_numpy(self.edges.copy()),
+            "bin_means": torch.from_numpy(self.bin_means.copy()),
+        }
+
+    @staticmethod
+    def from_state_dict(state: dict) -> Discretizer:
+        cls = DISCRETIZERS.get(state["kind"])
+        if cls is None:
+            raise ValueError(f"unknown discretizer kind {state['kind']!r}")
+        disc = cls(int(state["n_bins"]))
+        disc.edges = state["edges"].numpy().astype(np.float64)
+        disc.bin_means = state["bin_means"].numpy().astype(np.float64)
+        return disc
+
+    def fingerprint(self) -> str:
+        """A short hash of the edges, to tell discretizers fit on different data apart."""
+        import hashlib
+
+        return hashlib.sha1(self._check_fitted().tobytes()).hexdigest()[:12]
+
+
+class UniformDiscretizer(Discretizer):
+    """K equal-width bins from the per-dimension minimum to the maximum."""
+
+    kind = "uniform"
+
+    def _edges(self, x: np.ndarray) -> np.ndarray:
+        lo, hi = x.min(0), x.max(0)
+        return np.linspace(lo, hi, self.n_bins + 1, axis=1)
+
+
+class QuantileDiscretizer(Discretizer):
+    """K equal-mass bins: edge i is the (i/K)-th order statistic, the last edge the maximum.
+
+    When n is a multiple of K this is exactly the original code's ``sort(x)[::n/K]`` plus
+    the maximum. Dimensions with few distinct values get repeated edges; a value then falls
+    in the last of the tied bins, which keeps encode/decode consistent.
+    """
+
+    kind = "quantile"
+
+    def _edges(self, x: np.ndarray) -> np.ndarray:
+        n = len(x)
+        s = np.sort(x, axis=0)
+        idx = (np.arange(self.n_bins) * n) // self.n_bins
+        return np.concatenate([s[idx], s[-1:]], axis=0).T
+
+
+DISCRETIZERS: dict[str, type[Discretizer]] = {
+    "uniform": UniformDiscretizer,
+    "quantile": QuantileDiscretizer,
+}
+
+
+def make_discretizer(kind: str, n_bins: int = 100) -> Discretizer:
+    """Build an unfitted discretizer by name ('uniform' or 'quantile')."""
+    if kind not in DISCRETIZERS:
+        raise ValueError(f"unknown discretizer {kind!r}; choose one of {sorted(DISCRETIZERS)}")
+    return DISCRETIZERS[kind](n_bins)

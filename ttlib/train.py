@@ -1,0 +1,266 @@
+"""Training loop for :class:`TrajectoryGPT`, with checkpoints that resume bit-for-bit.
+
+AdamW (decay on weight matrices only), linear warm-up then cosine decay to a floor, gradient
+clipping. A checkpoint holds the weights, the model / data / training configs, the fitted
+discretizer, the optimiser and both random-number streams, all as tensors and plain types, so
+it loads with ``torch.load(weights_only=True)`` and an interrupted run continues exactly where
+it stopped.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from ttlib.data import DataConfig, SequenceDataset
+from ttlib.discretize import Discretizer
+from ttlib.io import load_torch, save_torch
+from ttlib.model import GPTConfig, TrajectoryGPT
+
+CHECKPOINT_FORMAT = "ttlib-checkpoint-v1"
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that does not fit the model, data or run it is used with."""
+
+
+@dataclass
+class TrainConfig:
+    max_steps: int = 1000
+    batch_size: int = 256
+    lr: float = 6e-4
+    weight_decay: float = 0.1
+    betas: tuple[float, float] = (0.9, 0.95)
+    grad_clip: float = 1.0
+    warmup_frac: float = 0.05  # of max_steps
+    min_lr_frac: float = 0.1  # cosine decays to this fraction of lr, as in the original
+    seed: int = 42
+    device: str = "auto"
+    checkpoint_every: int = 500
+    log_every: int = 50
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["betas"] = list(self.betas)
+        return d
+
+
+@dataclass
+class TrainResult:
+    model: TrajectoryGPT
+    history: list[dict] = field(default_factory=list)
+    checkpoint: Path | None = None
+    steps_run: int = 0
+    seconds: float = 0.0
+
+
+def resolve_device(device: str = "auto") -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def lr_at(step: int, cfg: TrainConfig) -> float:
+    """Linear warm-up to ``lr``, then cosine decay to ``min_lr_frac * lr`` at ``max_steps``."""
+    warmup = max(1, int(cfg.warmup_frac * cfg.max_steps))
+    if step < warmup:
+        return cfg.lr * (step + 1) / warmup
+    progress = min(1.0, (step - warmup) / max(1, cfg.max_steps - warmup))
+    floor = cfg.min_lr_frac
+    return cfg.lr * (floor + (1 - floor) * 0.5 * (1.0 + math.cos(math.pi * progress)))
+
+
+def gpt_config_for(dataset: SequenceDataset, **overrides) -> GPTConfig:
+    """A model config whose dimensions match ``dataset``; ``overrides`` set the size etc."""
+    c = dataset.cfg
+    goal_dim = len(c.goal_dims) if c.goal_dims is not None else 0
+    return GPTConfig(
+        observation_dim=dataset.observation_dim,
+        action_dim=dataset.action_dim,
+        n_bins=c.n_bins,
+        n_transitions=c.n_transitions,
+        goal_dim=goal_dim,
+        **overrides,
+    )
+
+
+def loss_by_kind(
+    logits: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor, config: GPTConfig
+):
+    """Unweighted cross-entropy per token kind (state / action / reward / value), for curves."""
+    T = targets.shape[1]
+    kinds = _target_kinds(config, T, targets.device)
+    ce = F.cross_entropy(
+        logits.reshape(-1, logits.shape[-1]), targets.reshape(-1), reduction="none"
+    )
+    ce = ce.view_as(targets) * mask
+    out = {}
+    for k, name in enumerate(("state", "action", "reward", "value")):
+        sel = (kinds == k)[None, :].expand_as(targets)
+        denom = (mask * sel).sum()
+        out[f"loss_{name}"] = float((ce * sel).sum() / denom) if denom > 0 else float("nan")
+    return out
+
+
+def _target_kinds(config: GPTConfig, T: int, device) -> torch.Tensor:
+    dims = (torch.arange(T, device=device) + 1) % config.transition_dim
+    kinds = torch.zeros(T, dtype=torch.long, device=device)
+    kinds[dims >= config.observation_dim] = 1
+    kinds[dims == config.transition_dim - 2] = 2
+    kinds[dims == config.transition_dim - 1] = 3
+    return kinds
+
+
+# ------------------------------------------------------------- checkpoints
+def checkpoint_dict(model, discretizer, data_cfg: DataConfig, train_cfg: TrainConfig, **extra):
+    return {
+        "format": CHECKPOINT_FORMAT,
+        "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+        "gpt_config": model.config.to_dict(),
+        "data_config": data_cfg.to_dict(),
+        "train_config": train_cfg.to_dict(),
+        "discretizer": discretizer.state_dict(),
+        **extra,
+    }
+
+
+def load_checkpoint(path: str | Path, device: str = "auto"):
+    """Load ``(model, discretizer, checkpoint_dict)``; the model is in eval mode."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / "checkpoint.pt"
+    if not path.exists():
+        raise CheckpointError(f"no checkpoint at {path}; train one with `ttlib train`")
+    try:
+        ckpt = load_torch(path)
+    except Exception as err:
+        raise CheckpointError(
+            f"{path} is not a readable checkpoint ({type(err).__name__})"
+        ) from err
+    if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
+        raise CheckpointError(f"{path} is not a ttlib checkpoint (format {CHECKPOINT_FORMAT})")
+    model = TrajectoryGPT(GPTConfig(**ckpt["gpt_config"]))
+    model.load_state_dict(ckpt["model"])
+    model.to(resolve_device(device)).eval()
+    return model, Discretizer.from_state_dict(ckpt["discretizer"]), ckpt
+
+
+def _check_resumable(ckpt: dict, model_cfg: GPTConfig, data_cfg: DataConfig, cfg: TrainConfig):
+    for name, ours in (
+        ("gpt_config", model_cfg.to_dict()),
+        ("data_config", data_cfg.to_dict()),
+        ("train_config", cfg.to_dict()),
+    ):
+        theirs = ckpt.get(name, {})
+        diff = {k: (theirs.get(k), v) for k, v in ours.items() if theirs.get(k) != v}
+        if name == "train_config":
+            diff.pop("device", None)
+        if diff:
+            pretty = ", ".join(f"{k}: checkpoint {a!r} vs now {b!r}" for k, (a, b) in diff.items())
+            raise CheckpointError(
+                f"cannot resume: {name} differs ({pretty}); use another output directory"
+            )
+
+
+# -------------------------------------------------------------------- loop
+def train(
+    dataset: SequenceDataset,
+    model_cfg: GPTConfig,
+    cfg: TrainConfig,
+    out_dir: str | Path | None = None,
+    progress: bool = True,
+    stop_at_step: int | None = None,
+) -> TrainResult:
+    """Train (or resume) a model; ``out_dir/checkpoint.pt`` is written every few steps.
+
+    ``stop_at_step`` ends the run early after checkpointing, as an interruption would.
+    """
+    device = resolve_device(cfg.device)
+    torch.manual_seed(cfg.seed)
+    model = TrajectoryGPT(model_cfg).to(device)
+    optimizer = model.configure_optimizer(cfg.lr, cfg.weight_decay, tuple(cfg.betas))
+    gen = torch.Generator().manual_seed(cfg.seed)
+    history: list[dict] = []
+    step = 0
+
+    ckpt_path = Path(out_dir) / "checkpoint.pt" if out_dir is not None else None
+    if ckpt_path is not None and ckpt_path.exists():
+        ckpt = load_torch(ckpt_path)
+        _check_resumable(ckpt, model_cfg, dataset.cfg, cfg)
+        model.load_state_dict(ckpt["model"])
+        optimizer.load_state_dict(ckpt["optimizer"])
+        gen.set_state(ckpt["generator"])
+        torch.set_rng_state(ckpt["rng"])
+        if device.type == "cuda" and "cuda_rng" in ckpt:
+            torch.cuda.set_rng_state(ckpt["cuda_rng"])
+        step, history = int(ckpt["step"]), list(ckpt["history"])
+
+    def save(at_step: int):
+        if ckpt_path is None:
+            return
+        extra = {
+            "optimizer": optimizer.state_dict(),
+            "generator": gen.get_state(),
+            "rng": torch.get_rng_state(),
+            "step": at_step,
+            "history": history,
+        }
+        if device.type == "cuda":
+            extra["cuda_rng"] = torch.cuda.get_rng_state()
+        save_torch(
+            checkpoint_dict(model, dataset.discretizer, dataset.cfg, cfg, **extra), ckpt_path
+        )
+
+    tokens_per_step = cfg.batch_size * model_cfg.block_size
+    start_step, t_start = step, time.perf_counter()
+    bar = tqdm(total=cfg.max_steps, initial=step, disable=not progress, desc="train", unit="step")
+    model.train()
+    while step < cfg.max_steps:
+        index = torch.randint(len(dataset), (cfg.batch_size,), generator=gen)
+        batch = [t.to(device) for t in dataset.batch(index, generator=gen)]
+        x, y, mask = batch[:3]
+        goal = batch[3] if len(batch) > 3 else None
+        for group in optimizer.param_groups:
+            group["lr"] = lr_at(step, cfg)
+        logits, loss = model(x, y, mask, goal=goal)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+        optimizer.step()
+        step += 1
+
+        if step % cfg.log_every == 0 or step == cfg.max_steps:
+            elapsed = time.perf_counter() - t_start
+            rec = {
+                "step": step,
+                "tokens": step * tokens_per_step,
+                "loss": float(loss.detach()),
+                "lr": lr_at(step - 1, cfg),
+                **loss_by_kind(logits.detach(), y, mask, model_cfg),
+            }
+            history.append(rec)
+            bar.set_postfix(
+                loss=f"{rec['loss']:.3f}",
+                tok_s=f"{(step - start_step) * tokens_per_step / max(elapsed, 1e-9):.0f}",
+            )
+        bar.update(1)
+        if step % cfg.checkpoint_every == 0 or step == cfg.max_steps:
+            save(step)
+        if stop_at_step is not None and step >= stop_at_step:
+            save(step)
+            break
+    bar.close()
+    model.eval()
+    return TrainResult(
+        model=model,
+        history=history,
+        checkpoint=ckpt_path,
+        steps_run=step - start_step,
+        seconds=time.perf_counter() - t_start,
+    )
