@@ -200,9 +200,10 @@ def _load_checkpoint(cfg: PolicyConfig, env):
     rb = model.replay_buffer
     # The episode running at the kill is lost: close it as a time-out (bootstrapped, like a
     # time limit) and make SB3 reset the fresh env instead of reusing the pickled last obs.
-    if rb.pos > 0:
-        rb.dones[rb.pos - 1] = 1.0
-        rb.timeouts[rb.pos - 1] = 1.0
+    if rb.pos > 0 or rb.full:
+        last = (rb.pos - 1) % rb.buffer_size
+        rb.dones[last] = 1.0
+        rb.timeouts[last] = 1.0
     model._last_obs = None
     env.seed(cfg.seed + model.num_timesteps)
     return model
