@@ -1,0 +1,129 @@
+"""The Jupyter Book builds offline, with zero warnings, and needs no remote asset to render.
+
+The book is built once per test session into a temporary folder (never into book/_build),
+exactly as CI builds it: ``jupyter-book build book/ -W --keep-going``.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from html.parser import HTMLParser
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import pytest
+
+BOOK = Path(__file__).resolve().parent.parent / "book"
+
+# Page file in the HTML output -> a sentence fragment that must be on it.
+PAGES = {
+    "intro.html": "The Trajectory Transformer, reproduced",
+    "method.html": "Planning with beam search",
+    "reproducing.html": "Where results land",
+    "differences.html": "D4RL-style, not D4RL",
+    "api.html": "API reference",
+}
+FIGURES = ("tokenisation.svg", "discretizers.svg", "beam_search.svg")
+MATHJAX = "_static/mathjax/tex-svg-full.js"
+
+
+@pytest.fixture(scope="module")
+def built_book(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> tuple[subprocess.CompletedProcess[str], Path]:
+    out = tmp_path_factory.mktemp("book")
+    cmd = [
+        sys.executable,
+        "-c",
+        "import sys; from jupyter_book.cli.main import main; sys.exit(main())",
+        "build",
+        str(BOOK),
+        "--path-output",
+        str(out),
+        "-W",
+        "--keep-going",
+    ]
+    result = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    return result, out / "_build" / "html"
+
+
+class _AssetCollector(HTMLParser):
+    """Collects the URLs of scripts, stylesheets and images a page loads."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.assets: list[str] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        a = dict(attrs)
+        if tag in ("script", "img") and a.get("src"):
+            self.assets.append(a["src"])
+        rel = set((a.get("rel") or "").lower().split())
+        if tag == "link" and a.get("href") and rel & {"stylesheet", "preload", "modulepreload"}:
+            self.assets.append(a["href"])
+
+
+def _assets(page: Path) -> list[str]:
+    parser = _AssetCollector()
+    parser.feed(page.read_text(encoding="utf-8"))
+    return parser.assets
+
+
+def test_book_builds_with_zero_warnings(built_book):
+    result, html = built_book
+    log = result.stdout + result.stderr
+    assert result.returncode == 0, f"jupyter-book build failed:\n{log[-4000:]}"
+    warnings = [line for line in log.splitlines() if "WARNING" in line or "ERROR" in line]
+    assert not warnings, "the book build warned:\n" + "\n".join(warnings)
+    assert (html / "index.html").is_file()
+
+
+def test_every_page_is_built_with_its_text(built_book):
+    _, html = built_book
+    for page, text in PAGES.items():
+        path = html / page
+        assert path.is_file(), f"{page} missing from the build"
+        assert text in path.read_text(encoding="utf-8"), f"{page} lacks {text!r}"
+
+
+def test_no_page_loads_a_remote_script_stylesheet_or_image(built_book):
+    _, html = built_book
+    pages = sorted(html.glob("*.html"))
+    assert pages
+    for page in pages:
+        for url in _assets(page):
+            parts = urlsplit(url)
+            assert not (parts.scheme or url.startswith("//")), f"{page.name} loads remote {url}"
+            if parts.scheme == "" and parts.path and not url.startswith("data:"):
+                local = (page.parent / parts.path).resolve()
+                assert local.is_file(), f"{page.name} loads {url}, which is not in the build"
+
+
+def test_math_is_typeset_by_the_bundled_mathjax(built_book):
+    _, html = built_book
+    method = html / "method.html"
+    assert any(urlsplit(u).path == MATHJAX for u in _assets(method))
+    assert (html / MATHJAX).stat().st_size > 1_000_000
+    text = method.read_text(encoding="utf-8")
+    assert r"V_t \;=\; \sum_{k \ge 1}" in text  # TeX source is in the page for MathJax
+
+
+def test_method_figures_are_in_the_build(built_book):
+    _, html = built_book
+    for name in FIGURES:
+        assert (html / "_images" / name).is_file(), f"figure {name} missing"
+
+
+def test_paper_numbers_are_labelled_as_the_papers(built_book):
+    _, html = built_book
+    for page in ("intro.html", "differences.html"):
+        text = (html / page).read_text(encoding="utf-8")
+        assert "not reproduced here" in text, f"{page}: paper table lacks its label"
+
+
+def test_api_page_is_rendered_by_autodoc_not_left_as_raw_rst(built_book):
+    _, html = built_book
+    text = (html / "api.html").read_text(encoding="utf-8")
+    assert 'id="ttlib.discretize.QuantileDiscretizer"' in text
+    assert ".. py:" not in text and ".. automodule::" not in text
