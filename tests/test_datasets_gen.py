@@ -1,0 +1,166 @@
+"""make-data: D4RL-style datasets written as Minari datasets into a temporary data dir."""
+
+import numpy as np
+import pytest
+
+from ttlib.datasets_gen import (
+    LOCOMOTION_KINDS,
+    DataConfig,
+    data_summary,
+    dataset_id,
+    make_dataset,
+    make_datasets,
+    parse_dataset_id,
+)
+from ttlib.envs import REF_SCORES
+
+
+@pytest.fixture(autouse=True)
+def minari_dir(tmp_path, monkeypatch):
+    """Never touch the user's Minari data dir."""
+    monkeypatch.setenv("MINARI_DATASETS_PATH", str(tmp_path / "minari"))
+    return tmp_path / "minari"
+
+
+@pytest.fixture(scope="module")
+def policy_dir(tmp_path_factory):
+    """medium/expert/medium_replay files of a tiny hopper SAC run (300 steps)."""
+    from ttlib.policies import PolicyConfig, make_policies
+
+    root = tmp_path_factory.mktemp("policies")
+    make_policies(PolicyConfig(
+        env="hopper", total_steps=300, checkpoint_every=100, learning_starts=250,
+        eval_episodes=1, final_eval_episodes=1, cache_dir=str(root / "cache"),
+        out_dir=str(root / "out"),
+    ))
+    return root / "out"
+
+
+def _arrays(ds):
+    eps = list(ds.iterate_episodes())
+    obs = [e.observations for e in eps]
+    if isinstance(obs[0], dict):
+        obs = [o["observation"] for o in obs]
+    return np.concatenate(obs), np.concatenate([e.actions for e in eps]), eps
+
+
+@pytest.mark.parametrize("kind", LOCOMOTION_KINDS)
+def test_locomotion_dataset_loads_back_with_d4rl_reference_scores(kind, policy_dir):
+    import minari
+
+    ds = make_dataset("hopper", kind, DataConfig(transitions=250, policy_dir=str(policy_dir)))
+    ds = minari.load_dataset(dataset_id("hopper", kind))
+    steps = 250 if kind != "medium-replay" else min(250, int(
+        np.load(policy_dir / "hopper" / "medium_replay.npz")["rewards"].size))
+    assert ds.total_steps == steps
+    for ep in ds.iterate_episodes():
+        n = len(ep.rewards)
+        assert ep.observations.shape == (n + 1, 11) and ep.actions.shape == (n, 3)
+        assert np.all(np.abs(ep.actions) <= 1.0)
+        # exactly one episode end, at the last step; hopper terminates when it falls
+        ends = ep.terminations | ep.truncations
+        assert ends[-1] and not ends[:-1].any()
+    assert ep.truncations[-1] or ep.terminations[-1]
+    lo, hi = REF_SCORES["hopper"]
+    assert ds.storage.metadata["ref_min_score"] == lo
+    np.testing.assert_allclose(minari.get_normalized_score(ds, np.array([lo, hi])), [0, 1])
+
+
+def test_random_dataset_is_cut_to_the_size_and_marks_the_cut_as_truncation():
+    ds = make_dataset("halfcheetah", "random", DataConfig(transitions=1500))
+    eps = list(ds.iterate_episodes())
+    assert [len(e.rewards) for e in eps] == [1000, 500]  # halfcheetah never terminates
+    assert eps[0].truncations[-1] and eps[1].truncations[-1]
+    assert not any(e.terminations.any() for e in eps)
+
+
+def test_same_seed_gives_identical_arrays_and_another_seed_does_not():
+    obs_a, act_a, _ = _arrays(make_dataset("hopper", "random", DataConfig(transitions=200)))
+    again = make_dataset("hopper", "random", DataConfig(transitions=200, overwrite=True))
+    obs_b, act_b, _ = _arrays(again)
+    np.testing.assert_array_equal(obs_a, obs_b)
+    np.testing.assert_array_equal(act_a, act_b)
+    other = make_dataset("hopper", "random", DataConfig(transitions=200, seed=1, overwrite=True))
+    assert not np.array_equal(act_a, _arrays(other)[1])
+
+
+def test_existing_dataset_is_kept_unless_overwrite():
+    first = make_dataset("hopper", "random", DataConfig(transitions=100))
+    kept = make_dataset("hopper", "random", DataConfig(transitions=100, seed=5))
+    np.testing.assert_array_equal(_arrays(first)[1], _arrays(kept)[1])
+
+
+def test_medium_replay_is_the_saved_replay_buffer(policy_dir):
+    replay = np.load(policy_dir / "hopper" / "medium_replay.npz")
+    ds = make_dataset("hopper", "medium-replay", DataConfig(policy_dir=str(policy_dir)))
+    obs, act, eps = _arrays(ds)
+    np.testing.assert_array_equal(act, replay["actions"].astype(np.float32))
+    np.testing.assert_array_equal(
+        np.concatenate([e.rewards for e in eps]), replay["rewards"].astype(np.float64))
+    # observations round-trip through float16; each episode's last one is its final observation
+    n0 = len(eps[0].rewards)
+    np.testing.assert_array_equal(eps[0].observations[:-1], replay["observations"][:n0])
+    np.testing.assert_array_equal(eps[0].observations[-1], replay["final_observations"][0])
+    assert len(eps) == len(replay["final_observations"])
+
+
+def test_medium_expert_is_half_medium_then_half_expert(policy_dir):
+    ds = make_dataset("hopper", "medium-expert",
+                      DataConfig(transitions=240, policy_dir=str(policy_dir)))
+    lengths = np.cumsum([len(e.rewards) for e in ds.iterate_episodes()])
+    assert 120 in lengths and lengths[-1] == 240  # the medium half is cut at exactly half
+
+
+def test_maze_data_reward_is_sparse_wrt_the_episode_goal():
+    ds = make_dataset("fourrooms", "diverse", DataConfig(transitions=1500))
+    eps = list(ds.iterate_episodes())
+    successes = 0
+    for ep in eps:
+        goal = ep.observations["desired_goal"]
+        assert np.all(goal == goal[0])  # one goal per episode, stored at every step
+        dist = np.linalg.norm(ep.observations["achieved_goal"][1:] - goal[1:], axis=1)
+        np.testing.assert_array_equal(ep.rewards, (dist <= 0.45).astype(float))
+        np.testing.assert_array_equal(ep.terminations, dist <= 0.45)  # terminates at the goal
+        successes += ep.terminations[-1]
+        start = ep.observations["observation"][0, :2]
+        assert np.linalg.norm(start - goal[0]) > 0.45  # start and goal cells differ
+    assert successes >= 0.8 * (len(eps) - 1)  # only the last episode may be cut short
+
+
+def test_noise_free_controller_crosses_the_large_maze():
+    ds = make_dataset("pointmaze-large", "diverse", DataConfig(transitions=2000, action_noise=0.0))
+    eps = list(ds.iterate_episodes())
+    assert all(e.terminations[-1] for e in eps[:-1]) and len(eps) >= 5
+
+
+def test_bad_env_or_kind_is_named():
+    with pytest.raises(ValueError, match=r"'diverse'.*random, medium"):
+        dataset_id("hopper", "diverse")
+    with pytest.raises(ValueError, match=r"'hoper'.*Did you mean 'hopper'"):
+        make_datasets(["hoper"])
+    with pytest.raises(ValueError, match="mujoco/hopper/medium-v0"):
+        parse_dataset_id("mujoco/hopper/medium-v0")
+
+
+def test_missing_policy_says_which_command_to_run(tmp_path):
+    with pytest.raises(FileNotFoundError, match="make-policies --env walker2d"):
+        make_dataset("walker2d", "expert", DataConfig(policy_dir=str(tmp_path)))
+
+
+def test_cli_reports_bad_input_in_one_line(capsys):
+    from ttlib.cli_data import main
+
+    assert main(["make-data", "--env", "hopper", "--kind", "medum"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "'medum'" in err and "\n" not in err
+
+
+def test_data_summary_writes_csv_only_where_asked(tmp_path):
+    make_dataset("hopper", "random", DataConfig(transitions=300))
+    make_dataset("fourrooms", "diverse", DataConfig(transitions=300))
+    table = data_summary()
+    assert list(table["dataset_id"]) == ["ttlib/fourrooms/diverse-v0", "ttlib/hopper/random-v0"]
+    assert np.isnan(table["normalized_score_mean"][0]) and table["transitions"][1] == 300
+    assert not (tmp_path / "summary.csv").exists()
+    data_summary(out=tmp_path / "summary.csv")
+    assert (tmp_path / "summary.csv").read_text().startswith("dataset_id,episodes,transitions")
