@@ -1,0 +1,235 @@
+"""Experiment presets (``_config.yml``), notebook parameters, and run records.
+
+A notebook's ``parameters`` cell sets ``preset`` and leaves every other knob ``None``;
+:func:`resolve` fills each ``None`` from the preset's block and keeps what the user passed
+with ``papermill -p NAME VALUE``. Outputs of the ``cpu`` and ``paper`` presets go to
+``results/``; ``smoke`` runs write under ``build/`` so they never overwrite published results.
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+PRESETS = ("smoke", "cpu", "paper")
+EXPERIMENTS = ("prediction", "attention", "imitation", "goal_reaching", "d4rl", "maze_q")
+_IPYTHON_NAMES = {"In", "Out", "get_ipython", "exit", "quit", "open"}
+
+
+class ConfigError(ValueError):
+    """Bad preset or parameter. In a notebook it shows as one line, not a traceback."""
+
+    def _render_traceback_(self):  # IPython hook: print just the message
+        return [f"ConfigError: {self}"]
+
+
+def repo_root() -> Path:
+    """The checkout that holds ``_config.yml``: $TTLIB_ROOT, the cwd or a parent, or the
+    folder above the installed package (editable installs)."""
+    if "TTLIB_ROOT" in os.environ:
+        return Path(os.environ["TTLIB_ROOT"]).resolve()
+    here = Path.cwd().resolve()
+    for d in (here, *here.parents):
+        if (d / "_config.yml").exists() and (d / "ttlib").is_dir():
+            return d
+    return Path(__file__).resolve().parent.parent
+
+
+def load_presets(path: str | Path | None = None) -> dict:
+    path = Path(path) if path else repo_root() / "_config.yml"
+    if not path.exists():
+        raise ConfigError(f"preset file {path} not found; run from the ttlib checkout")
+    with open(path) as f:
+        return yaml.safe_load(f)
+
+
+def preset_params(experiment: str, preset: str, path: str | Path | None = None) -> dict:
+    presets = load_presets(path)
+    if preset not in presets:
+        raise ConfigError(f"unknown preset {preset!r}; choose one of {sorted(presets)}")
+    block = presets[preset]
+    if experiment not in block:
+        raise ConfigError(f"preset {preset!r} has no block for experiment {experiment!r}")
+    return dict(block[experiment])
+
+
+def _coerce(name: str, value: Any, like: Any) -> Any:
+    """Accept a value of the preset's type (ints for floats, lists for lists)."""
+    if like is None or value is None:
+        return value
+    if isinstance(like, bool):
+        ok = isinstance(value, bool)
+    elif isinstance(like, int | float):
+        ok = isinstance(value, int | float) and not isinstance(value, bool)
+        if ok and isinstance(like, int) and not isinstance(value, int):
+            ok = float(value).is_integer()
+            value = int(value) if ok else value
+    elif isinstance(like, list):
+        ok = isinstance(value, list | tuple)
+        value = list(value) if ok else value
+    else:
+        ok = isinstance(value, type(like))
+    if not ok:
+        raise ConfigError(
+            f"parameter {name}={value!r} has type {type(value).__name__}, "
+            f"expected {type(like).__name__} like the preset's {like!r}"
+        )
+    return value
+
+
+def resolve(experiment: str, namespace: dict, path: str | Path | None = None) -> dict:
+    """Merge a notebook's parameters with its preset; reject unknown names and wrong types.
+
+    ``namespace`` is the notebook's ``globals()`` right after the parameters cell (and the
+    cell papermill injects): every public, non-module name in it is a parameter.
+    """
+    preset = namespace.get("preset", "smoke")
+    if preset not in PRESETS:
+        near = difflib.get_close_matches(str(preset), PRESETS, n=1)
+        hint = f" (did you mean {near[0]!r}?)" if near else ""
+        raise ConfigError(f"unknown preset {preset!r}{hint}; choose one of {list(PRESETS)}")
+    base = preset_params(experiment, preset, path)
+    given = {
+        k: v
+        for k, v in namespace.items()
+        if not k.startswith("_")
+        and k not in _IPYTHON_NAMES
+        and k != "preset"
+        and not callable(v)
+        and type(v).__name__ != "module"
+    }
+    unknown = sorted(set(given) - set(base))
+    if unknown:
+        near = {u: difflib.get_close_matches(u, base, n=1) for u in unknown}
+        hints = ", ".join(f"{u}" + (f" (did you mean {n[0]}?)" if n else "") for u, n in near.items())
+        raise ConfigError(f"unknown parameter(s) for {experiment}: {hints}")
+    params = dict(base)
+    for k, v in given.items():
+        if v is not None:
+            params[k] = _coerce(k, v, base[k])
+    params["preset"] = preset
+    return params
+
+
+# ------------------------------------------------------------ output dirs
+def results_dir(experiment: str, preset: str) -> Path:
+    """``results/<experiment>`` for cpu, ``results/<experiment>-paper`` for paper, and
+    ``build/smoke/<experiment>`` for smoke (never the published folder)."""
+    root = repo_root()
+    if preset == "smoke":
+        d = root / "build" / "smoke" / experiment
+    elif preset == "paper":
+        d = root / "results" / f"{experiment}-paper"
+    else:
+        d = root / "results" / experiment
+    d.mkdir(parents=True, exist_ok=True)
+    return d
+
+
+def cache_dir(*parts: str) -> Path:
+    """Trained models and other expensive intermediates ($TTLIB_CACHE or <repo>/cache)."""
+    base = Path(os.environ.get("TTLIB_CACHE", repo_root() / "cache"))
+    d = base.joinpath(*parts)
+    d.mkdir(parents=True, exist_ok=True)
+    return d
+
+
+def config_key(obj: Any) -> str:
+    """A short stable hash of a JSON-able config, to key caches by what produced them."""
+    blob = json.dumps(obj, sort_keys=True, default=str).encode()
+    return hashlib.sha1(blob).hexdigest()[:10]
+
+
+# ------------------------------------------------------------ run record
+def _git_sha(root: Path) -> str | None:
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=5
+        )
+        return out.stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def _versions() -> dict:
+    names = ["ttlib", "torch", "numpy", "gymnasium", "gymnasium-robotics", "mujoco", "minari"]
+    out = {"python": platform.python_version()}
+    for n in names:
+        try:
+            out[n] = metadata.version(n)
+        except metadata.PackageNotFoundError:
+            pass
+    return out
+
+
+def hardware() -> dict:
+    cpu = platform.processor() or ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    info = {"cpu": cpu, "cores": os.cpu_count(), "platform": platform.platform()}
+    try:
+        import torch
+
+        info["torch_threads"] = torch.get_num_threads()
+        if torch.cuda.is_available():
+            info["gpu"] = torch.cuda.get_device_name(0)
+    except ImportError:
+        pass
+    return info
+
+
+@dataclass
+class RunRecord:
+    """What ``results/<experiment>/run.json`` holds: enough to rerun and to trust a number."""
+
+    experiment: str
+    params: dict
+    command: str = ""
+    started: float = field(default_factory=time.time)
+    extra: dict = field(default_factory=dict)
+
+    def write(self, out_dir: Path) -> Path:
+        from ttlib.io import save_json
+
+        root = repo_root()
+        record = {
+            "experiment": self.experiment,
+            "preset": self.params.get("preset"),
+            "params": self.params,
+            "command": self.command or default_command(self.experiment, self.params),
+            "git_sha": _git_sha(root),
+            "versions": _versions(),
+            "hardware": hardware(),
+            "started_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(self.started)),
+            "wall_time_s": round(time.time() - self.started, 1),
+            **self.extra,
+        }
+        return save_json(record, Path(out_dir) / "run.json")
+
+
+def default_command(experiment: str, params: dict) -> str:
+    """The command that reproduces a notebook run (set TTLIB_COMMAND to record another)."""
+    if "TTLIB_COMMAND" in os.environ:
+        return os.environ["TTLIB_COMMAND"]
+    return f"ttlib reproduce --preset {params.get('preset', 'smoke')} --only {experiment}"
+
+
+def command_line() -> str:
+    return " ".join(["ttlib" if Path(sys.argv[0]).name == "ttlib" else sys.argv[0], *sys.argv[1:]])

@@ -1,0 +1,62 @@
+"""`ttlib reproduce`: run the experiment notebooks with papermill, in the paper's order."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+from ttlib.config import EXPERIMENTS, PRESETS, ConfigError, repo_root
+
+
+def executed_dir(preset: str) -> Path:
+    """results/executed (cpu), results/executed-paper (paper), build/smoke/executed (smoke)."""
+    root = repo_root()
+    if preset == "smoke":
+        return root / "build" / "smoke" / "executed"
+    return root / "results" / ("executed" if preset == "cpu" else "executed-paper")
+
+
+def notebooks(only: list[str] | None = None) -> list[Path]:
+    nb_dir = repo_root() / "notebooks"
+    names = list(EXPERIMENTS) if not only else only
+    unknown = [n for n in names if n not in EXPERIMENTS]
+    if unknown:
+        raise ConfigError(f"unknown experiment(s) {unknown}; choose from {list(EXPERIMENTS)}")
+    paths = [nb_dir / f"{n}.ipynb" for n in names]
+    missing = [p.name for p in paths if not p.exists()]
+    if missing and only:
+        raise ConfigError(f"notebook(s) {missing} not found in {nb_dir}")
+    return [p for p in paths if p.exists()]
+
+
+def reproduce(preset: str, only: list[str] | None = None, progress: bool = True) -> list[Path]:
+    """Execute each notebook with ``-p preset <preset>``; returns the executed notebooks.
+
+    Each notebook caches its trained models, so a rerun after an interruption resumes; the
+    executed copy is written to a temporary name and moved into place only on success.
+    """
+    import papermill as pm
+
+    if preset not in PRESETS:
+        raise ConfigError(f"unknown preset {preset!r}; choose one of {list(PRESETS)}")
+    out_dir = executed_dir(preset)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    done = []
+    for nb in notebooks(only):
+        os.environ["TTLIB_COMMAND"] = f"ttlib reproduce --preset {preset} --only {nb.stem}"
+        with tempfile.TemporaryDirectory(dir=out_dir) as tmp:
+            tmp_out = Path(tmp) / nb.name
+            pm.execute_notebook(
+                str(nb),
+                str(tmp_out),
+                parameters={"preset": preset},
+                cwd=str(nb.parent),
+                progress_bar=progress,
+                kernel_name="python3",
+            )
+            shutil.move(tmp_out, out_dir / nb.name)
+        done.append(out_dir / nb.name)
+    os.environ.pop("TTLIB_COMMAND", None)
+    return done
