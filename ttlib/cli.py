@@ -104,7 +104,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"ttlib {args.command}: error: {msg}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print(f"ttlib {args.command}: interrupted; rerun the same command to resume", file=sys.stderr)
+        print(
+            f"ttlib {args.command}: interrupted; rerun the same command to resume", file=sys.stderr
+        )
         return 130
 
 

@@ -113,7 +113,9 @@ def resolve(experiment: str, namespace: dict, path: str | Path | None = None) ->
     unknown = sorted(set(given) - set(base))
     if unknown:
         near = {u: difflib.get_close_matches(u, base, n=1) for u in unknown}
-        hints = ", ".join(f"{u}" + (f" (did you mean {n[0]}?)" if n else "") for u, n in near.items())
+        hints = ", ".join(
+            f"{u}" + (f" (did you mean {n[0]}?)" if n else "") for u, n in near.items()
+        )
         raise ConfigError(f"unknown parameter(s) for {experiment}: {hints}")
     params = dict(base)
     for k, v in given.items():
