@@ -33,11 +33,8 @@ def _run_train(args: argparse.Namespace) -> int:
         checkpoint_every=args.checkpoint_every,
     )
     res = train(dataset, model_cfg, cfg, out_dir=args.out)
-    last = res.history[-1] if res.history else {}
-    print(
-        f"trained {res.steps_run} steps in {res.seconds:.0f}s; loss {last.get('loss', float('nan')):.3f}; "
-        f"checkpoint {res.checkpoint}"
-    )
+    loss = res.history[-1]["loss"] if res.history else float("nan")
+    print(f"trained {res.steps_run} steps in {res.seconds:.0f}s; loss {loss:.3f}; {res.checkpoint}")
     return 0
 
 
