@@ -1,0 +1,50 @@
+import json
+
+import pytest
+
+from ttlib.config import ConfigError, RunRecord, resolve, results_dir
+
+
+def test_none_parameters_take_the_preset_and_given_ones_win():
+    ns = {"preset": "cpu", "episodes": None, "horizon": 7, "np": None}
+    ns.pop("np")
+    p = resolve("d4rl", ns)
+    assert p["horizon"] == 7 and p["preset"] == "cpu"
+    assert p["episodes"] == resolve("d4rl", {"preset": "cpu"})["episodes"]
+
+
+def test_unknown_preset_is_one_line_with_a_suggestion():
+    with pytest.raises(ConfigError, match="did you mean 'smoke'"):
+        resolve("d4rl", {"preset": "smok"})
+
+
+def test_unknown_parameter_is_named():
+    with pytest.raises(ConfigError, match=r"horizn \(did you mean horizon\?\)"):
+        resolve("d4rl", {"preset": "smoke", "horizn": 3})
+
+
+def test_wrong_type_is_rejected():
+    with pytest.raises(ConfigError, match="expected int"):
+        resolve("d4rl", {"preset": "smoke", "episodes": "ten"})
+    assert resolve("d4rl", {"preset": "smoke", "episodes": 3.0})["episodes"] == 3
+
+
+def test_ipython_render_hook_is_one_line():
+    err = ConfigError("bad thing")
+    assert err._render_traceback_() == ["ConfigError: bad thing"]
+
+
+def test_smoke_results_never_go_to_results(tmp_path, monkeypatch):
+    monkeypatch.setenv("TTLIB_ROOT", str(tmp_path))
+    assert results_dir("d4rl", "smoke") == tmp_path / "build" / "smoke" / "d4rl"
+    assert results_dir("d4rl", "cpu") == tmp_path / "results" / "d4rl"
+    assert results_dir("d4rl", "paper") == tmp_path / "results" / "d4rl-paper"
+
+
+def test_run_record_has_what_it_takes_to_rerun(tmp_path):
+    p = RunRecord("d4rl", {"preset": "smoke", "episodes": 2}).write(tmp_path)
+    rec = json.loads(p.read_text())
+    for key in ("preset", "params", "command", "versions", "hardware", "wall_time_s"):
+        assert key in rec
+    assert rec["command"].startswith("ttlib reproduce --preset smoke")
+    assert "torch" in rec["versions"]
