@@ -231,9 +231,9 @@ class WaypointController:
     wall corner.
     """
 
-    def __init__(self, env: gym.Env, cfg: DataConfig, rng: np.random.Generator):
+    def __init__(self, env: gym.Env, env_name: str, cfg: DataConfig, rng: np.random.Generator):
         self.maze = env.unwrapped.maze
-        self.free = np.array(maze_map(_maze_name(env)), dtype=int) == 0
+        self.free = np.array(maze_map(env_name), dtype=int) == 0
         self.cfg, self.rng = cfg, rng
         self.dist: np.ndarray | None = None
 
@@ -265,16 +265,11 @@ class WaypointController:
         return np.clip(action, -1.0, 1.0).astype(np.float32)
 
 
-def _maze_name(env: gym.Env) -> str:
-    return env.get_wrapper_attr("ttlib_name")
-
-
 def maze_episodes(env_name: str, cfg: DataConfig) -> list[Episode]:
     env = make_env(env_name)
-    env.unwrapped.ttlib_name = env_name
     seed = cfg.seed * 1_000_000
     rng = np.random.default_rng(seed)
-    controller = WaypointController(env, cfg, rng)
+    controller = WaypointController(env, env_name, cfg, rng)
     free_cells = np.argwhere(controller.free)
 
     def options(_ep_seed: int) -> dict:
