@@ -1,0 +1,304 @@
+"""Long-horizon, open-loop prediction: the Trajectory Transformer used as a dynamics model.
+
+Both models get the same start state s_0 and the same action sequence a_0 … a_{H-1} of a
+held-out trajectory. The Trajectory Transformer writes s_0 and every true action into its
+sequence as tokens and fills in everything else itself (reward, value, next state) one token
+at a time; the single-step model of :mod:`ttlib.baselines` applies itself H times. Both are
+scored against the states the simulator actually visited.
+
+The KV cache makes each predicted token one small forward pass. When the sequence outgrows
+the model's block, the window jumps forward to start ``keep`` transitions before the current
+one and is re-encoded in one pass (the planner in :mod:`ttlib.search` does the same).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+import numpy as np
+import pandas as pd
+import torch
+
+from ttlib.data import DataConfig, Episode, load_episodes
+from ttlib.discretize import Discretizer
+from ttlib.train import TrainConfig
+
+DECODES = ("argmax", "expectation")
+
+# Observation indices of the joint angles (gymnasium v5 locomotion, x position excluded).
+JOINT_ANGLES: dict[str, dict[str, int]] = {
+    "hopper": {"torso": 1, "thigh": 2, "leg": 3, "foot": 4},
+    "walker2d": {"torso": 1, "thigh": 2, "leg": 3, "foot": 4},
+    "halfcheetah": {"torso": 1, "bthigh": 2, "bshin": 3, "bfoot": 4, "fthigh": 5, "fshin": 6},
+}
+
+
+# ------------------------------------------------------------------ shared model configs
+def tt_configs(
+    dataset_id: str,
+    params: dict,
+    held_out_fraction: float = 0.1,
+) -> tuple[DataConfig, TrainConfig, dict]:
+    """Data, training and model settings of the analysed models, from a notebook's params.
+
+    The prediction and attention notebooks both call this, so at equal presets their configs
+    are equal and :func:`ttlib.experiment.train_cached` trains the Hopper model only once.
+    The last ``held_out_fraction`` of the dataset's transitions (whole episodes) is never
+    trained on: :func:`split_episodes` returns it as the test set.
+    """
+    data_cfg = DataConfig(
+        dataset_id=dataset_id,
+        discretizer=params["discretizer"],
+        max_transitions=int(round((1 - held_out_fraction) * params["dataset_transitions"])),
+    )
+    train_cfg = TrainConfig(
+        max_steps=params["train_steps"],
+        batch_size=params["batch_size"],
+        seed=params["seed"],
+        checkpoint_every=max(1, min(500, params["train_steps"])),
+        log_every=max(1, min(50, params["train_steps"] // 4)),
+    )
+    model = {k: params[k] for k in ("n_layer", "n_head", "n_embd")}
+    return data_cfg, train_cfg, model
+
+
+def split_episodes(data_cfg: DataConfig) -> tuple[list[Episode], list[Episode]]:
+    """(training episodes, held-out episodes): those ``data_cfg`` keeps and all the others."""
+    train = load_episodes(data_cfg)
+    every = load_episodes(replace(data_cfg, max_transitions=None))
+    return train, every[len(train) :]
+
+
+# ------------------------------------------------------------------ held-out segments
+@dataclass
+class Segments:
+    """n pieces of real trajectories: what both models are given and what they must predict."""
+
+    states: np.ndarray  # (n, H+1, N) true states s_0 … s_H
+    actions: np.ndarray  # (n, H, M) the actions taken, fed open-loop to the models
+    rewards: np.ndarray  # (n, H) true rewards
+    episode: np.ndarray  # (n,) index of the source episode
+    start: np.ndarray  # (n,) step of s_0 in that episode
+
+    @property
+    def horizon(self) -> int:
+        return self.actions.shape[1]
+
+
+def sample_segments(episodes: list[Episode], horizon: int, n: int, seed: int = 0) -> Segments:
+    """Up to ``n`` distinct windows of ``horizon`` steps that lie inside one episode each.
+
+    A window needs ``horizon + 1`` stored states, so episodes shorter than that are skipped.
+    """
+    starts = [(i, t) for i, ep in enumerate(episodes) for t in range(len(ep) - horizon)]
+    if not starts:
+        longest = max((len(ep) for ep in episodes), default=0)
+        raise ValueError(
+            f"no held-out episode has {horizon + 1} states (the longest has {longest}); "
+            "lower the horizon or hold out more data"
+        )
+    rng = np.random.default_rng(seed)
+    pick = rng.choice(len(starts), size=min(n, len(starts)), replace=False)
+    chosen = sorted(starts[k] for k in pick)
+    S = np.stack([episodes[i].observations[t : t + horizon + 1] for i, t in chosen])
+    A = np.stack([episodes[i].actions[t : t + horizon] for i, t in chosen])
+    R = np.stack([episodes[i].rewards[t : t + horizon] for i, t in chosen])
+    ep_idx, st = (np.array(x) for x in zip(*chosen, strict=True))
+    return Segments(S.astype(np.float64), A.astype(np.float64), R.astype(np.float64), ep_idx, st)
+
+
+# ------------------------------------------------------------------ TT rollout
+@dataclass
+class RolloutConfig:
+    decode: str = "argmax"  # argmax: most likely bin; expectation: E[value] under the bins
+    statistic: str = "mean"  # a bin's value: its training mean ("mean") or its centre
+    keep: int | None = None  # past transitions kept when the window jumps; None: all that fit
+    use_cache: bool = True  # False recomputes the window for every token (slow reference)
+
+    def validate(self) -> RolloutConfig:
+        if self.decode not in DECODES:
+            raise ValueError(f"unknown decode {self.decode!r}; choose one of {DECODES}")
+        if self.keep is not None and self.keep < 0:
+            raise ValueError(f"keep must be >= 0 or None, got {self.keep}")
+        return self
+
+
+@dataclass
+class Rollout:
+    states: np.ndarray  # (n, H+1, N): s_0 as given, then the predicted states
+    rewards: np.ndarray  # (n, H) predicted rewards
+
+
+class _Window:
+    """The token history of every row and the part of it the model sees (cached or not)."""
+
+    def __init__(self, model, n_rows: int, keep: int, use_cache: bool):
+        c = model.config
+        self.model, self.td, self.limit = model, c.transition_dim, c.block_size
+        self.keep, self.use_cache = keep, use_cache
+        device = next(model.parameters()).device
+        self.seq = torch.empty((n_rows, 0), dtype=torch.long, device=device)
+        self.start = 0
+        self.cache = None
+
+    def feed(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Append tokens (R, n); return the logits (R, K+1) of the token that follows."""
+        self.seq = torch.cat([self.seq, tokens], dim=1)
+        length = self.seq.shape[1]
+        if length - self.start > self.limit:
+            current = (length - 1) // self.td * self.td  # s^0 of the transition being written
+            for k in range(self.keep, -1, -1):
+                if current - k * self.td >= 0 and length - (current - k * self.td) <= self.limit:
+                    self.start, self.cache = current - k * self.td, None
+                    break
+            else:
+                raise ValueError(f"one transition ({self.td} tokens) exceeds the model's block")
+        if self.use_cache and self.cache is not None:
+            logits, _ = self.model(tokens, cache=self.cache)
+        else:
+            self.cache = self.model.new_cache(self.seq.shape[0]) if self.use_cache else None
+            logits, _ = self.model(self.seq[:, self.start :], cache=self.cache)
+        return logits[:, -1]
+
+
+@torch.no_grad()
+def tt_rollout(
+    model,
+    discretizer: Discretizer,
+    s0: np.ndarray,
+    actions: np.ndarray,
+    config: RolloutConfig | None = None,
+) -> Rollout:
+    """Predict states and rewards for start states ``s0`` (n, N) under ``actions`` (n, H, M).
+
+    The sequence is [s_0, a_0, r_0, V_0, s_1, a_1, …]: s_0 and the actions are the given ones,
+    r, V and every later state dimension come from the model. Each predicted dimension is
+    either its most likely bin or its expected value, and the token written back is the bin
+    of that value, so the sequence the model continues is the trajectory it reports.
+    """
+    cfg = (config or RolloutConfig()).validate()
+    c = model.config
+    N, M, K = c.observation_dim, c.action_dim, c.n_bins
+    s0 = np.asarray(s0, dtype=np.float64)
+    actions = np.asarray(actions, dtype=np.float64)
+    n, H = actions.shape[:2]
+    if s0.shape != (n, N) or actions.shape[2] != M:
+        raise ValueError(
+            f"expected s0 ({n}, {N}) and actions ({n}, H, {M}), got {s0.shape} and {actions.shape}"
+        )
+    device = next(model.parameters()).device
+    keep = c.n_transitions - 2 if cfg.keep is None else min(cfg.keep, c.n_transitions - 2)
+    window = _Window(model, n, max(keep, 0), cfg.use_cache)
+
+    def tokens(values: np.ndarray, dims: list[int]) -> torch.Tensor:
+        return torch.as_tensor(discretizer.encode(values, dims=dims), device=device)
+
+    def choose(logits: torch.Tensor, dim: int) -> tuple[np.ndarray, torch.Tensor]:
+        probs = logits[:, :K].softmax(-1)  # the stop token is not a value: leave it out
+        if cfg.decode == "argmax":
+            tok = probs.argmax(-1)
+            value = discretizer.decode(tok.cpu().numpy()[:, None], [dim], cfg.statistic)[:, 0]
+            return value, tok
+        value = discretizer.expectation(probs[:, None], [dim], cfg.statistic)[:, 0]
+        value = value.cpu().numpy().astype(np.float64)
+        return value, tokens(value[:, None], [dim])[:, 0]
+
+    a_tok = tokens(actions, list(range(N, N + M)))  # (n, H, M)
+    pending = tokens(s0, list(range(N)))  # state tokens not yet fed
+    states, rewards = [s0], []
+    for t in range(H):
+        logits = window.feed(torch.cat([pending, a_tok[:, t]], dim=1))
+        r, r_tok = choose(logits, N + M)
+        logits = window.feed(r_tok[:, None])
+        v_tok = logits[:, :K].argmax(-1)  # no query attends to V, but it is fed as in training
+        logits = window.feed(v_tok[:, None])
+        s_next, s_tok = np.empty((n, N)), []
+        for j in range(N):
+            if j > 0:
+                logits = window.feed(s_tok[-1][:, None])
+            s_next[:, j], tok = choose(logits, j)
+            s_tok.append(tok)
+        pending = s_tok[-1][:, None]
+        states.append(s_next)
+        rewards.append(r)
+    return Rollout(np.stack(states, axis=1), np.stack(rewards, axis=1))
+
+
+# ------------------------------------------------------------------ errors
+def state_scale(episodes: list[Episode]) -> np.ndarray:
+    """Per-dimension standard deviation of the states, to put all dimensions on one scale."""
+    obs = np.concatenate([ep.observations for ep in episodes]).astype(np.float64)
+    return np.maximum(obs.std(0), 1e-6)
+
+
+def horizon_errors(pred: np.ndarray, true: np.ndarray, scale: np.ndarray) -> np.ndarray:
+    """Error (n, H+1) of predicted states at every step: the root-mean-square over dimensions
+    of (pred - true) / scale, i.e. in units of each dimension's spread in the data."""
+    pred, true = np.asarray(pred, dtype=np.float64), np.asarray(true, dtype=np.float64)
+    if pred.shape != true.shape:
+        raise ValueError(f"predicted states {pred.shape} and true states {true.shape} differ")
+    return np.sqrt((((pred - true) / scale) ** 2).mean(-1))
+
+
+def error_quantiles(errors: np.ndarray, **labels) -> pd.DataFrame:
+    """Median and quartiles over trajectories at every horizon, one row per horizon."""
+    q25, q50, q75 = np.quantile(errors, [0.25, 0.5, 0.75], axis=0)
+    df = pd.DataFrame(
+        {"horizon": np.arange(errors.shape[1]), "median": q50, "q25": q25, "q75": q75}
+    )
+    for k, v in reversed(labels.items()):
+        df.insert(0, k, v)
+    return df
+
+
+def error_table(curves: pd.DataFrame, horizons: list[int]) -> pd.DataFrame:
+    """Errors at a few horizons: one row per (env, horizon), median and quartiles per model."""
+    rows = curves[curves["horizon"].isin(horizons)]
+    wide = rows.pivot_table(
+        index=["env", "horizon"], columns="model", values=["median", "q25", "q75"]
+    )
+    wide.columns = [f"{model} {stat}" for stat, model in wide.columns]
+    return wide[sorted(wide.columns)].reset_index()
+
+
+# ------------------------------------------------------------------ rendering
+def render_states(env_name: str, states: np.ndarray, size: int = 160) -> np.ndarray | None:
+    """RGB frames (T, size, size, 3) of a locomotion body put into ``states`` (T, N), or None
+    when MuJoCo cannot render here (no EGL). The x position is not observed: it is set to 0."""
+    import os
+
+    os.environ.setdefault("MUJOCO_GL", "egl")
+    from ttlib.envs import make_env
+
+    try:
+        env = make_env(env_name, render_mode="rgb_array", width=size, height=size)
+        env.reset(seed=0)
+        u = env.unwrapped
+        nq = u.model.nq
+        frames = []
+        for s in np.asarray(states, dtype=np.float64):
+            u.set_state(np.r_[0.0, s[: nq - 1]], s[nq - 1 :])
+            frames.append(env.render())
+        env.close()
+        return np.stack(frames)
+    except Exception:  # no OpenGL context: the notebook falls back to joint-angle plots
+        return None
+
+
+# ------------------------------------------------------------------ the baseline
+def dynamics_cached(data_cfg: DataConfig, episodes: list[Episode], steps: int, seed: int = 0):
+    """The single-step model of :mod:`ttlib.baselines` trained on ``episodes``, once per
+    (data, model) config: later calls load it from the cache."""
+    from dataclasses import asdict
+
+    from ttlib.baselines import DynamicsConfig, ProbabilisticDynamics, train_dynamics
+    from ttlib.config import cache_dir, config_key
+
+    cfg = DynamicsConfig(steps=steps, seed=seed)
+    key = config_key({"data": data_cfg.to_dict(), "dynamics": asdict(cfg)})
+    path = cache_dir("dynamics") / f"{data_cfg.dataset_id.replace('/', '_')}-{key}.pt"
+    if path.exists():
+        return ProbabilisticDynamics.load(path)
+    model = train_dynamics(episodes, cfg, progress=False)
+    model.save(path)
+    return model
