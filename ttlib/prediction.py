@@ -13,14 +13,17 @@ one and is re-encoded in one pass (the planner in :mod:`ttlib.search` does the s
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+import os
+from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 import pandas as pd
 import torch
 
+from ttlib.config import cache_dir, config_key
 from ttlib.data import DataConfig, Episode, load_episodes
 from ttlib.discretize import Discretizer
+from ttlib.envs import make_env
 from ttlib.train import TrainConfig
 
 DECODES = ("argmax", "expectation")
@@ -265,11 +268,7 @@ def error_table(curves: pd.DataFrame, horizons: list[int]) -> pd.DataFrame:
 def render_states(env_name: str, states: np.ndarray, size: int = 160) -> np.ndarray | None:
     """RGB frames (T, size, size, 3) of a locomotion body put into ``states`` (T, N), or None
     when MuJoCo cannot render here (no EGL). The x position is not observed: it is set to 0."""
-    import os
-
     os.environ.setdefault("MUJOCO_GL", "egl")
-    from ttlib.envs import make_env
-
     try:
         env = make_env(env_name, render_mode="rgb_array", width=size, height=size)
         env.reset(seed=0)
@@ -289,10 +288,7 @@ def render_states(env_name: str, states: np.ndarray, size: int = 160) -> np.ndar
 def dynamics_cached(data_cfg: DataConfig, episodes: list[Episode], steps: int, seed: int = 0):
     """The single-step model of :mod:`ttlib.baselines` trained on ``episodes``, once per
     (data, model) config: later calls load it from the cache."""
-    from dataclasses import asdict
-
     from ttlib.baselines import DynamicsConfig, ProbabilisticDynamics, train_dynamics
-    from ttlib.config import cache_dir, config_key
 
     cfg = DynamicsConfig(steps=steps, seed=seed)
     key = config_key({"data": data_cfg.to_dict(), "dynamics": asdict(cfg)})
