@@ -8,7 +8,8 @@ import torch
 
 from ttlib.data import Episode
 
-torch.set_num_threads(2)
+# One thread: the tests share 2 cores with each other's subprocesses; more threads thrash.
+torch.set_num_threads(1)
 
 
 @pytest.fixture(autouse=True)

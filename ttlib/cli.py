@@ -6,6 +6,7 @@ import argparse
 import sys
 
 from ttlib.cli_data import add_data_summary, add_make_data, add_make_policies
+from ttlib.cli_plan import add_plan
 
 
 def _run_train(args: argparse.Namespace) -> int:
@@ -83,7 +84,14 @@ def build_parser() -> argparse.ArgumentParser:
         prog="ttlib", description="Trajectory Transformer reproduction toolkit"
     )
     sub = parser.add_subparsers(required=True, metavar="COMMAND")
-    for add in (add_make_policies, add_make_data, add_data_summary, add_train, add_reproduce):
+    for add in (
+        add_make_policies,
+        add_make_data,
+        add_data_summary,
+        add_train,
+        add_plan,
+        add_reproduce,
+    ):
         add(sub)
     return parser
 

@@ -86,12 +86,13 @@ class KVCache:
     def select(self, index: torch.Tensor) -> KVCache:
         """Keep rows ``index`` (may repeat rows or change the batch size), in place."""
         n = self.length
-        k = torch.zeros(
+        # empty, not zeros: positions past ``length`` are never read before being written
+        k = torch.empty(
             (self.k.shape[0], len(index), *self.k.shape[2:]),
             device=self.k.device,
             dtype=self.k.dtype,
         )
-        v = torch.zeros_like(k)
+        v = torch.empty_like(k)
         k[:, :, :, :n] = self.k[:, index, :, :n]
         v[:, :, :, :n] = self.v[:, index, :, :n]
         self.k, self.v = k, v
@@ -284,6 +285,8 @@ class TrajectoryGPT(nn.Module):
         """Apply head[e] at positions with index-in-transition e, in one batched einsum."""
         td = self.config.transition_dim
         B, T, E = x.shape
+        if T == 1:  # one decoded token (beam search): a single matrix-vector product
+            return x @ self.head[t0 % td].T
         lead = t0 % td
         total = lead + T
         pad_back = (-total) % td
