@@ -48,3 +48,15 @@ def test_run_record_has_what_it_takes_to_rerun(tmp_path):
         assert key in rec
     assert rec["command"].startswith("ttlib reproduce --preset smoke")
     assert "torch" in rec["versions"]
+
+
+def test_runs_summary_collects_every_run_record(tmp_path):
+    from ttlib.reproduce import summarize_runs
+
+    RunRecord("d4rl", {"preset": "cpu"}, command="ttlib reproduce --preset cpu --only d4rl").write(
+        tmp_path / "d4rl"
+    )
+    RunRecord("attention", {"preset": "cpu"}).write(tmp_path / "attention")
+    text = summarize_runs(tmp_path).read_text().splitlines()
+    assert text[0].startswith("experiment,preset,command")
+    assert [line.split(",")[0] for line in text[1:]] == ["attention", "d4rl"]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import csv
+import json
 import os
 import shutil
 import tempfile
@@ -59,4 +61,45 @@ def reproduce(preset: str, only: list[str] | None = None, progress: bool = True)
             shutil.move(tmp_out, out_dir / nb.name)
         done.append(out_dir / nb.name)
     os.environ.pop("TTLIB_COMMAND", None)
+    if preset != "smoke":
+        summarize_runs()
     return done
+
+
+def summarize_runs(results: Path | None = None) -> Path:
+    """Collect every ``results/*/run.json`` into ``results/runs.csv`` for the book's
+    Reproducing page: experiment, preset, command, wall time, hardware, commit."""
+    results = results or repo_root() / "results"
+    rows = []
+    for path in sorted(results.glob("*/run.json")):
+        rec = json.loads(path.read_text())
+        hw = rec.get("hardware", {})
+        rows.append(
+            {
+                "experiment": rec.get("experiment", path.parent.name),
+                "preset": rec.get("preset"),
+                "command": rec.get("command"),
+                "wall time (min)": round(float(rec.get("wall_time_s", 0)) / 60, 1),
+                "hardware": f"{hw.get('cpu', '?')}, {hw.get('cores', '?')} cores"
+                + (f", {hw['gpu']}" if hw.get("gpu") else ""),
+                "started (UTC)": rec.get("started_utc"),
+                "commit": (rec.get("git_sha") or "")[:8],
+            }
+        )
+    out = results / "runs.csv"
+    fields = [
+        "experiment",
+        "preset",
+        "command",
+        "wall time (min)",
+        "hardware",
+        "started (UTC)",
+        "commit",
+    ]
+    tmp = out.with_suffix(".csv.tmp")
+    with open(tmp, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=fields)
+        writer.writeheader()
+        writer.writerows(rows)
+    os.replace(tmp, out)
+    return out
