@@ -1,0 +1,231 @@
+"""TT(+Q) on mazes: geometry of the value map, the evaluation tasks, success aggregation,
+the AntMaze ids and the paper's AntMaze table."""
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from ttlib import maze_q
+from ttlib.envs import make_env, maze_map
+from ttlib.iql import IQL, IQLConfig
+
+# A 4 x 5 maze: walls around, one inner wall, six free cells in a U.
+U_MAZE = [
+    [1, 1, 1, 1, 1],
+    [1, 0, 0, 0, 1],
+    [1, 0, 1, 0, 1],
+    [1, 1, 1, 1, 1],
+]
+
+
+class PositionCritic:
+    """A stand-in critic whose V is 100·x + y of the state, and Q the sum of its inputs."""
+
+    def __init__(self):
+        self.config = IQLConfig(reward_bias=-1.0)
+
+    def value(self, s: torch.Tensor) -> torch.Tensor:
+        return 100 * s[:, 0] + s[:, 1]
+
+    def q_value(self, s: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
+        return s.sum(-1) + a.sum(-1)
+
+
+# ------------------------------------------------------------------ geometry
+def test_value_map_covers_exactly_the_free_cells():
+    layout = maze_map("pointmaze-medium")
+    vm = maze_q.value_map(PositionCritic(), layout, np.zeros(2), np.zeros(6), per_cell=3)
+    free = np.kron(np.asarray(layout) == 0, np.ones((3, 3), bool))
+    assert vm.values.shape == (8 * 3, 8 * 3)
+    np.testing.assert_array_equal(np.isfinite(vm.values), free)
+
+
+def test_value_map_points_lie_inside_their_cells_and_get_the_goal():
+    seen = []
+
+    class Recorder(PositionCritic):
+        def value(self, s):
+            seen.append(s.clone())
+            return super().value(s)
+
+    goal = np.array([0.7, -0.3])
+    vm = maze_q.value_map(Recorder(), U_MAZE, goal, np.zeros(4), per_cell=2)
+    states = seen[0]
+    np.testing.assert_allclose(states[:, -2:].numpy(), np.tile(goal, (len(states), 1)), 1e-6)
+    # The top-left free cell (row 1, col 1) has its centre at (-1.0, 0.5); its 2 x 2 points
+    # lie a quarter cell away from it. V = 100 x + y reveals where each point was.
+    centre = maze_q.cell_centre(U_MAZE, (1, 1))
+    np.testing.assert_allclose(centre, [-1.0, 0.5])
+    block = vm.values[2:4, 2:4]
+    expected = [
+        [100 * (centre[0] + dx) + centre[1] + dy for dx in (-0.25, 0.25)] for dy in (0.25, -0.25)
+    ]
+    np.testing.assert_allclose(block, expected, atol=1e-4)
+    assert vm.extent == (-2.5, 2.5, -2.0, 2.0)
+
+
+def test_cell_centres_match_the_simulator():
+    env = make_env("pointmaze-large")
+    layout = maze_map("pointmaze-large")
+    for cell in maze_q.free_cells(layout)[::7]:
+        np.testing.assert_allclose(
+            maze_q.cell_centre(layout, cell), env.unwrapped.maze.cell_rowcol_to_xy(cell)
+        )
+
+
+def test_bfs_distances_follow_corridors_not_walls():
+    d = maze_q.bfs_distances(U_MAZE, (2, 1))
+    assert d[2, 3] == 4  # around the inner wall, not 2 through it
+    assert d[2, 2] == -1 and d[0, 0] == -1
+
+
+# ------------------------------------------------------------------ evaluation tasks
+def test_evaluation_tasks_are_far_apart_seeded_and_in_free_cells():
+    layout = maze_map("pointmaze-large")
+    tasks = maze_q.evaluation_tasks(layout, 30, seed=3)
+    again = maze_q.evaluation_tasks(layout, 30, seed=3)
+    other = maze_q.evaluation_tasks(layout, 30, seed=4)
+    key = lambda ts: [(tuple(t["reset_cell"]), tuple(t["goal_cell"])) for t in ts]  # noqa: E731
+    assert key(tasks) == key(again) and key(tasks) != key(other)
+    longest = max(maze_q.bfs_distances(layout, tuple(c)).max() for c in maze_q.free_cells(layout))
+    grid = np.asarray(layout)
+    for t in tasks:
+        start, goal = tuple(t["reset_cell"]), tuple(t["goal_cell"])
+        assert grid[start] == 0 and grid[goal] == 0
+        assert maze_q.bfs_distances(layout, start)[goal] >= np.ceil(longest / 2)
+
+
+def test_evaluation_tasks_repeat_only_when_too_few_pairs():
+    tasks = maze_q.evaluation_tasks(U_MAZE, 4, min_fraction=1.0)
+    pairs = {(tuple(t["reset_cell"]), tuple(t["goal_cell"])) for t in tasks}
+    assert pairs == {((2, 1), (2, 3)), ((2, 3), (2, 1))}  # the only pairs 4 cells apart
+
+
+# ------------------------------------------------------------------ aggregation
+def _evaluation(maze, method, success):
+    return {"maze": maze, "method": method, "success": success, "lengths": [5] * len(success)}
+
+
+def test_success_rate_is_mean_times_100_with_standard_error():
+    evs = [
+        _evaluation("m", "TT", [True, False, False, False]),
+        _evaluation("m", "TT(+Q)", [True, True, True, False]),
+    ]
+    table = maze_q.success_table(maze_q.episode_table(evs)).set_index("method")
+    assert table.loc["TT", "success"] == pytest.approx(25.0)
+    assert table.loc["TT(+Q)", "success"] == pytest.approx(75.0)
+    # population std of {1, 0, 0, 0} is sqrt(3)/4; s.e. = std / sqrt(4)
+    assert table.loc["TT", "se"] == pytest.approx(100 * np.sqrt(3) / 4 / 2)
+    assert list(table["episodes"]) == [4, 4]
+    wide = maze_q.wide_table(table.reset_index())
+    assert wide.loc["m", "TT(+Q)"] == "75.0 ± 21.7"
+    gain = maze_q.q_gain(table.reset_index()).iloc[0]
+    assert gain["gain"] == pytest.approx(50.0)
+    assert gain["se"] == pytest.approx(np.hypot(21.650635, 21.650635))
+    assert "no clear difference" in maze_q.describe_gain(maze_q.q_gain(table.reset_index()))
+
+
+def test_q_gain_calls_a_two_standard_error_difference_clear():
+    s = pd.DataFrame(
+        {"maze": ["m", "m"], "method": ["TT", "TT(+Q)"], "success": [10.0, 60.0], "se": [5.0, 5.0]}
+    )
+    assert "TT(+Q) is better" in maze_q.describe_gain(maze_q.q_gain(s))
+
+
+def test_path_recorder_keeps_positions_and_goals():
+    calls = []
+
+    def policy(obs):
+        calls.append(obs)
+        return np.zeros((len(obs), 2))
+
+    rec = maze_q.PathRecorder(policy)
+    rec.reset(2, goals=np.array([[1.0, 2.0], [3.0, 4.0]]))
+    rec.act(np.array([[0.1, 0.2, 9.0], [0.3, 0.4, 9.0]]), np.array([0, 1]))
+    rec.observe(np.zeros(2), np.array([0, 1]))
+    rec.act(np.array([[0.5, 0.6, 9.0]]), np.array([1]))
+    assert rec.paths == [[[0.1, 0.2]], [[0.3, 0.4], [0.5, 0.6]]]
+    assert rec.goals == [[1.0, 2.0], [3.0, 4.0]]
+    assert len(calls) == 2
+
+
+# ------------------------------------------------------------------ configs and the critic
+def test_q_heuristic_maps_the_r_minus_1_critic_to_the_planners_reward_scale():
+    q = maze_q.q_heuristic(PositionCritic(), discount=0.99)
+    s, a = torch.tensor([[-50.0, 0.0]]), torch.tensor([[0.0]])
+    # Q_{r-1} = -50 → 1 + 0.01 · (-50) = 0.5; Q_{r-1} = 0 (at the goal) → 1
+    assert q(s, a).item() == pytest.approx(0.5)
+    assert q(torch.zeros(1, 2), a).item() == pytest.approx(1.0)
+
+
+def test_real_iql_critic_runs_through_the_heuristic_and_value_map():
+    iql = IQL(6, 2, IQLConfig(hidden=(8,), reward_bias=-1.0)).eval()
+    q = maze_q.q_heuristic(iql, 0.99)
+    assert q(torch.zeros(3, 6), torch.zeros(3, 2)).shape == (3,)
+    vm = maze_q.value_map(iql, U_MAZE, np.zeros(2), np.zeros(6), per_cell=1)
+    assert np.isfinite(vm.values).sum() == 5
+
+
+def test_maze_data_has_no_terminal_penalty_and_the_goal_in_the_state():
+    params = {
+        "env_family": "pointmaze",
+        "mazes": ["pointmaze-large"],
+        "discretizer": "uniform",
+        "dataset_transitions": 1000,
+    }
+    (maze,) = maze_q.mazes_for(params)
+    cfg = maze_q.data_config(maze, params)
+    assert cfg.dataset_id == "ttlib/pointmaze-large/diverse-v0"
+    assert cfg.termination_penalty is None
+    assert cfg.obs_keys == ["observation", "desired_goal"]
+
+
+def test_unknown_maze_or_family_is_rejected_by_name():
+    with pytest.raises(ValueError, match="pointmaze-huge"):
+        maze_q.mazes_for({"env_family": "pointmaze", "mazes": ["pointmaze-huge"]})
+    with pytest.raises(ValueError, match="antmaze"):
+        maze_q.mazes_for({"env_family": "mujoco", "mazes": []})
+
+
+def test_glue_names_are_identifiers():
+    assert maze_q.glue_name("pointmaze-large", "TT(+Q)") == "pointmaze_large_tt_q"
+    assert maze_q.glue_name("pointmaze-medium", "BC") == "pointmaze_medium_bc"
+
+
+# ------------------------------------------------------------------ AntMaze
+def test_antmaze_names_map_to_minari_d4rl_ids():
+    assert maze_q.antmaze_dataset_id("umaze") == "D4RL/antmaze/umaze-v1"
+    assert maze_q.antmaze_dataset_id("antmaze-large-diverse") == "D4RL/antmaze/large-diverse-v1"
+    assert maze_q.antmaze_dataset_id("medium-play-v1") == "D4RL/antmaze/medium-play-v1"
+    with pytest.raises(ValueError, match="huge-play"):
+        maze_q.antmaze_dataset_id("huge-play")
+
+
+def test_antmaze_family_uses_position_first_goal_last():
+    params = {"env_family": "antmaze", "antmaze_datasets": ["umaze", "large-play"]}
+    mazes = maze_q.mazes_for(params)
+    assert [m.dataset_id for m in mazes] == ["D4RL/antmaze/umaze-v1", "D4RL/antmaze/large-play-v1"]
+    assert [m.name for m in mazes] == ["antmaze-umaze", "antmaze-large-play"]
+    assert mazes[0].obs_keys == ["achieved_goal", "observation", "desired_goal"]
+
+
+def test_paper_antmaze_table_holds_the_papers_numbers():
+    t = maze_q.paper_antmaze_table().set_index("dataset")
+    assert list(t.index) == [
+        "umaze",
+        "medium-play",
+        "medium-diverse",
+        "large-play",
+        "large-diverse",
+    ]
+    assert t.loc["large-diverse", "TT(+Q)"] == 60.0 and t.loc["large-diverse", "TT(+Q) se"] == 12.7
+    assert t.loc["medium-play", "IQL"] == 71.2 and t.loc["umaze", "BC"] == 54.6
+    assert t["source"].str.contains("secondary source").all()
+    # The five rows reproduce the printed averages, except CQL (printed 44.9, rows 43.9).
+    for method, printed in maze_q.PAPER_PRINTED_AVERAGES.items():
+        mean = round(float(t[method].mean()), 1)
+        if method == "CQL":
+            assert (mean, printed) == (43.9, 44.9)
+        else:
+            assert mean == printed, method
