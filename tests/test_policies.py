@@ -61,6 +61,7 @@ def test_finalize_writes_small_weights_only_files(tiny_run):
     out = Path(cfg.out_dir) / "hopper"
     saved = json.loads((out / "policies.json").read_text())
     assert saved["command"] == "pytest"
+    assert saved["train_commands"] == ["pytest", "pytest"]  # the first run and the resume
     for name in ("medium", "expert"):
         assert saved[name]["episodes"] == 3
         assert np.isfinite(saved[name]["return_mean"])

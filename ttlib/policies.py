@@ -223,6 +223,9 @@ def train(cfg: PolicyConfig) -> Path:
     torch.set_num_threads(1)  # two trainers share a 2-core machine
     cache = _env_cache(cfg)
     cache.mkdir(parents=True, exist_ok=True)
+    if cfg.command:  # a run may be resumed or extended several times: keep every command
+        with open(cache / "commands.txt", "a") as f:
+            f.write(cfg.command + "\n")
     env = make_vec_env(lambda: make_env(cfg.env), n_envs=1, seed=cfg.seed)
     model = _load_checkpoint(cfg, env)
     if model is None:
@@ -349,6 +352,8 @@ def finalize(cfg: PolicyConfig) -> dict:
     }
     info["evaluations"] = evals
     info["config"] = {k: v for k, v in asdict(cfg).items() if k != "command"}
+    commands = cache / "commands.txt"
+    info["train_commands"] = commands.read_text().splitlines() if commands.exists() else []
     info["command"] = cfg.command
     _write_json(out / "policies.json", info)
     return info
