@@ -1,0 +1,118 @@
+"""Four-rooms helpers: rooms, cross-room pairs, BFS path lengths, recorded rollouts."""
+
+import numpy as np
+import pytest
+
+from ttlib.envs import make_env, maze_map
+from ttlib.goals import (
+    ControllerAgent,
+    bfs_distances,
+    cell_path_length,
+    cell_to_xy,
+    doorways,
+    path_length_ratio,
+    room_ids,
+    run_from_cells,
+    sample_pairs,
+    shortest_path_length,
+    success_summary,
+    xy_to_cell,
+)
+
+FOUR = maze_map("fourrooms")
+
+# Two 2x2 rooms joined by one doorway at (2, 3); (1, 3) and (3, 3) are walls.
+TINY = [
+    [1, 1, 1, 1, 1, 1, 1],
+    [1, 0, 0, 1, 0, 0, 1],
+    [1, 0, 0, 0, 0, 0, 1],
+    [1, 1, 1, 1, 1, 1, 1],
+]
+
+
+def test_four_rooms_has_four_rooms_of_sixteen_cells_and_four_doorways():
+    rooms = room_ids(FOUR)
+    assert sorted(doorways(FOUR)) == [(3, 5), (5, 2), (5, 8), (8, 5)]
+    assert rooms.max() == 3
+    assert [int((rooms == k).sum()) for k in range(4)] == [16, 16, 16, 16]
+    assert rooms[1, 1] == rooms[4, 4] != rooms[1, 6]  # top-left vs top-right
+    assert rooms[6, 1] != rooms[6, 6] and rooms[9, 9] == rooms[6, 6]
+    assert rooms[0, 0] == -1 and rooms[3, 5] == -1  # wall, doorway
+
+
+def test_sampled_pairs_always_cross_rooms_and_avoid_doorways():
+    rooms = room_ids(FOUR)
+    pairs = sample_pairs(FOUR, 200, seed=3)
+    assert len(pairs) == 200
+    for start, goal in pairs:
+        assert rooms[start] >= 0 and rooms[goal] >= 0
+        assert rooms[start] != rooms[goal]
+    assert pairs == sample_pairs(FOUR, 200, seed=3)
+    assert pairs != sample_pairs(FOUR, 200, seed=4)
+
+
+def test_pairs_need_two_rooms():
+    with pytest.raises(ValueError, match="fewer than two rooms"):
+        sample_pairs([[1, 1, 1], [1, 0, 1], [1, 1, 1]], 1)
+
+
+def test_bfs_goes_round_the_wall_through_the_doorway():
+    d = bfs_distances(TINY, (1, 1))
+    assert d[1, 2] == 1 and d[2, 3] == 3
+    assert d[1, 4] == 5  # (1,1)→(2,1)/(1,2)→(2,2)→(2,3)→(2,4)→(1,4)
+    assert d[1, 3] == -1 and d[0, 0] == -1  # walls
+    assert shortest_path_length(TINY, (1, 1), (2, 5)) == 5
+    assert shortest_path_length(FOUR, (1, 1), (9, 9)) == 16
+    with pytest.raises(ValueError, match="wall"):
+        bfs_distances(TINY, (1, 3))
+
+
+def test_path_length_ratio_is_at_least_one_for_random_valid_paths():
+    rng = np.random.default_rng(0)
+    free = np.array(FOUR) == 0
+    for _ in range(200):
+        cell = tuple(map(int, np.argwhere(free)[rng.integers(free.sum())]))
+        path = [cell]
+        for _ in range(rng.integers(1, 60)):
+            r, c = path[-1]
+            moves = [(r + dr, c + dc) for dr, dc in ((1, 0), (-1, 0), (0, 1), (0, -1))]
+            moves = [m for m in moves if free[m]]
+            path.append(moves[rng.integers(len(moves))])
+            if rng.random() < 0.3:  # staying in a cell costs nothing
+                path.append(path[-1])
+        ratio = path_length_ratio(FOUR, np.array(path))
+        assert np.isnan(ratio) or ratio >= 1.0
+
+
+def test_shortest_path_has_ratio_one_and_detours_cost():
+    straight = [(1, 1), (1, 2), (2, 2), (2, 3), (2, 4), (2, 5)]
+    assert cell_path_length(np.array(straight)) == 5
+    assert path_length_ratio(TINY, np.array(straight)) == 1.0
+    detour = [(1, 1), (2, 1), (1, 1), *straight[1:]]
+    assert path_length_ratio(TINY, np.array(detour)) == pytest.approx(7 / 5)
+    assert cell_path_length(np.array([(1, 1), (2, 2)])) == 2  # diagonal = two moves
+
+
+def test_cell_and_xy_conversions_match_pointmaze():
+    maze = make_env("fourrooms").unwrapped.maze
+    for cell in [(1, 1), (3, 5), (9, 9), (5, 8), (6, 2)]:
+        xy = cell_to_xy(FOUR, cell)
+        np.testing.assert_allclose(xy, maze.cell_rowcol_to_xy(np.array(cell)))
+        for jitter in ([0.3, -0.2], [-0.45, 0.45]):
+            p = xy + np.array(jitter)
+            assert tuple(xy_to_cell(FOUR, p)) == tuple(maze.cell_xy_to_rowcol(p))
+
+
+def test_controller_reaches_goals_in_other_rooms_and_paths_are_recorded():
+    pairs = sample_pairs(FOUR, 3, seed=0)
+    out = run_from_cells(ControllerAgent("fourrooms", seed=0), "fourrooms", pairs, max_steps=300)
+    assert out.success.all()
+    for (start, goal), path, g in zip(out.pairs, out.paths, out.goals, strict=True):
+        assert tuple(xy_to_cell(FOUR, path[0])) == start
+        assert tuple(xy_to_cell(FOUR, g)) == goal
+        assert np.linalg.norm(path[-1] - g) < 0.5
+    table = out.table()
+    assert (table["ratio"] >= 1.0).all()
+    summary = success_summary(out)
+    assert summary["success"] == 1.0 and summary["ratio_mean"] < 2.0
+    assert [len(p) - 1 for p in out.paths] == out.result.lengths.tolist()

@@ -1,0 +1,377 @@
+"""Four-rooms goal reaching: rooms, start/goal pairs, shortest paths, and recorded rollouts.
+
+The paper's four-rooms figure sends the goal-conditioned planner from a start to a goal in
+another room. This module picks such pairs (one room per connected area between doorways),
+measures how long the path the agent took was against the BFS shortest path between the two
+cells, and runs any :class:`ttlib.evaluate.Agent` from given cells with ``reset_options``
+while recording where the point went, for the path figure.
+
+Cells are (row, col) of the maze layout (1 = wall); positions are PointMaze's xy, with
+cells of size 1 and (0, 0) at the centre of the layout.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import gymnasium as gym
+import numpy as np
+
+from ttlib.data import DataConfig
+from ttlib.envs import make_env, maze_map
+from ttlib.evaluate import EvalResult, evaluate
+from ttlib.train import TrainConfig
+
+Cell = tuple[int, int]
+_MOVES = ((1, 0), (-1, 0), (0, 1), (0, -1))
+
+
+GOAL_DIMS = [0, 1]  # the point's x and y: the first two entries of PointMaze's observation
+
+
+def goal_configs(dataset_id: str, params: dict) -> tuple[DataConfig, TrainConfig, dict]:
+    """Data, training and model settings of the goal-conditioned model, from notebook params.
+
+    Hindsight goals: every training window is paired with the xy position (``GOAL_DIMS``) of a
+    later state of its own episode, so any reached position is a goal the data shows how to
+    get to.
+    """
+    steps = int(params["train_steps"])
+    data_cfg = DataConfig(
+        dataset_id=dataset_id, discretizer=params["discretizer"], goal_dims=list(GOAL_DIMS)
+    )
+    train_cfg = TrainConfig(
+        max_steps=steps,
+        batch_size=params["batch_size"],
+        seed=params["seed"],
+        checkpoint_every=max(1, min(250, steps)),
+        log_every=max(1, min(50, steps // 4)),
+    )
+    model = {k: params[k] for k in ("n_layer", "n_head", "n_embd")}
+    return data_cfg, train_cfg, model
+
+
+# ------------------------------------------------------------------ cells and rooms
+def free_mask(layout: Sequence[Sequence[int]]) -> np.ndarray:
+    """Boolean (rows, cols) array, True where the layout has no wall."""
+    return np.asarray(layout, dtype=int) == 0
+
+
+def _free(free: np.ndarray, r: int, c: int) -> bool:
+    return 0 <= r < free.shape[0] and 0 <= c < free.shape[1] and bool(free[r, c])
+
+
+def doorways(layout: Sequence[Sequence[int]]) -> list[Cell]:
+    """Free cells walled in on both sides along one axis: the gaps that join two rooms."""
+    free = free_mask(layout)
+    out = []
+    for r, c in np.argwhere(free):
+        left_right = not _free(free, r, c - 1) and not _free(free, r, c + 1)
+        up_down = not _free(free, r - 1, c) and not _free(free, r + 1, c)
+        if left_right or up_down:
+            out.append((int(r), int(c)))
+    return out
+
+
+def room_ids(layout: Sequence[Sequence[int]]) -> np.ndarray:
+    """Room index of every cell (rows, cols): connected free areas once the doorways are
+    closed, numbered in reading order; -1 for walls and doorways."""
+    free = free_mask(layout)
+    for r, c in doorways(layout):
+        free[r, c] = False
+    rooms = np.full(free.shape, -1, dtype=int)
+    n = 0
+    for r, c in np.argwhere(free):
+        if rooms[r, c] >= 0:
+            continue
+        rooms[r, c] = n
+        queue = deque([(int(r), int(c))])
+        while queue:
+            y, x = queue.popleft()
+            for dy, dx in _MOVES:
+                if _free(free, y + dy, x + dx) and rooms[y + dy, x + dx] < 0:
+                    rooms[y + dy, x + dx] = n
+                    queue.append((y + dy, x + dx))
+        n += 1
+    return rooms
+
+
+def sample_pairs(layout: Sequence[Sequence[int]], n: int, seed: int = 0) -> list[tuple[Cell, Cell]]:
+    """``n`` (start, goal) cell pairs, each start and goal inside rooms that differ.
+
+    Doorway cells are never used. The same seed gives the same pairs.
+    """
+    if n < 1:
+        raise ValueError(f"n must be >= 1, got {n}")
+    rooms = room_ids(layout)
+    if rooms.max() < 1:
+        raise ValueError("the layout has fewer than two rooms: no pair can cross rooms")
+    cells = np.argwhere(rooms >= 0)
+    rng = np.random.default_rng(seed)
+    pairs = []
+    while len(pairs) < n:
+        i, j = rng.choice(len(cells), size=2, replace=False)
+        start, goal = tuple(map(int, cells[i])), tuple(map(int, cells[j]))
+        if rooms[start] != rooms[goal]:
+            pairs.append((start, goal))
+    return pairs
+
+
+# ------------------------------------------------------------------ path lengths
+def bfs_distances(layout: Sequence[Sequence[int]], source: Cell) -> np.ndarray:
+    """Fewest moves between 4-neighbouring free cells from ``source`` to every cell; -1 where
+    no path exists (and on walls)."""
+    free = free_mask(layout)
+    if not _free(free, *source):
+        raise ValueError(f"source cell {source} is a wall or outside the layout")
+    dist = np.full(free.shape, -1, dtype=int)
+    dist[source] = 0
+    queue = deque([source])
+    while queue:
+        r, c = queue.popleft()
+        for dr, dc in _MOVES:
+            if _free(free, r + dr, c + dc) and dist[r + dr, c + dc] < 0:
+                dist[r + dr, c + dc] = dist[r, c] + 1
+                queue.append((r + dr, c + dc))
+    return dist
+
+
+def shortest_path_length(layout: Sequence[Sequence[int]], start: Cell, goal: Cell) -> int:
+    """Number of cell-to-cell moves on a shortest path from ``start`` to ``goal``."""
+    d = int(bfs_distances(layout, start)[goal])
+    if d < 0:
+        raise ValueError(f"no path between {start} and {goal}")
+    return d
+
+
+def cell_path_length(cells: np.ndarray) -> int:
+    """Moves along a sequence of cells (T, 2): each change of cell counts its Manhattan
+    distance, so a diagonal step past a corner counts as the two moves it stands for."""
+    cells = np.asarray(cells, dtype=int).reshape(-1, 2)
+    return int(np.abs(np.diff(cells, axis=0)).sum())
+
+
+def path_length_ratio(layout: Sequence[Sequence[int]], cells: np.ndarray) -> float:
+    """Moves the path took over the shortest possible from its first cell to its last (≥ 1
+    for any path through neighbouring free cells; nan when it starts in the goal cell)."""
+    cells = np.asarray(cells, dtype=int).reshape(-1, 2)
+    best = shortest_path_length(layout, tuple(cells[0]), tuple(cells[-1]))
+    return cell_path_length(cells) / best if best > 0 else float("nan")
+
+
+def xy_to_cell(layout: Sequence[Sequence[int]], xy: np.ndarray) -> np.ndarray:
+    """(row, col) of PointMaze positions xy (..., 2), as ``Maze.cell_xy_to_rowcol``."""
+    rows, cols = np.shape(layout)
+    xy = np.asarray(xy, dtype=np.float64)
+    r = np.floor(rows / 2 - xy[..., 1]).astype(int)
+    c = np.floor(xy[..., 0] + cols / 2).astype(int)
+    return np.stack([r, c], axis=-1)
+
+
+def cell_to_xy(layout: Sequence[Sequence[int]], cell) -> np.ndarray:
+    """PointMaze xy of cell centres (..., 2), as ``Maze.cell_rowcol_to_xy``."""
+    rows, cols = np.shape(layout)
+    cell = np.asarray(cell, dtype=np.float64)
+    return np.stack([cell[..., 1] + 0.5 - cols / 2, rows / 2 - cell[..., 0] - 0.5], axis=-1)
+
+
+# ------------------------------------------------------------------ rollouts
+class PathRecorder(gym.Wrapper):
+    """Keeps the point's xy (``achieved_goal``) after every reset and step, and the goal."""
+
+    def __init__(self, env: gym.Env):
+        super().__init__(env)
+        self.positions: list[np.ndarray] = []
+        self.goal: np.ndarray | None = None
+
+    def reset(self, **kwargs):
+        obs, info = self.env.reset(**kwargs)
+        self.positions = [np.array(obs["achieved_goal"], dtype=np.float64)]
+        self.goal = np.array(obs["desired_goal"], dtype=np.float64)
+        return obs, info
+
+    def step(self, action):
+        obs, reward, terminated, truncated, info = self.env.step(action)
+        self.positions.append(np.array(obs["achieved_goal"], dtype=np.float64))
+        return obs, reward, terminated, truncated, info
+
+
+@dataclass
+class GoalRollouts:
+    """Episodes from given (start, goal) cells: the evaluation and the path of each."""
+
+    env_name: str
+    pairs: list[tuple[Cell, Cell]]
+    result: EvalResult
+    paths: list[np.ndarray]  # (T_i + 1, 2) xy positions, reset included
+    goals: np.ndarray  # (E, 2) goal positions the agent was given
+
+    @property
+    def success(self) -> np.ndarray:
+        if self.result.success is None:
+            return np.zeros(len(self.pairs), dtype=bool)
+        return self.result.success
+
+    def table(self):
+        """One row per episode: cells, success, steps, moves taken, shortest moves, ratio.
+
+        Moves count from the start cell to the goal cell; an episode that stops within the
+        success radius but just outside the goal cell is charged the last move(s) to it.
+        Ratios exist for successful episodes only.
+        """
+        import pandas as pd
+
+        layout = maze_map(self.env_name)
+        rows = []
+        for (start, goal), path, ok, steps in zip(
+            self.pairs, self.paths, self.success, self.result.lengths, strict=True
+        ):
+            cells = xy_to_cell(layout, path)
+            if ok and tuple(cells[-1]) != goal:
+                cells = np.vstack([cells, goal])
+            shortest = shortest_path_length(layout, start, goal)
+            moves = cell_path_length(cells) if ok else np.nan
+            rows.append(
+                {
+                    "start": f"{start[0]},{start[1]}",
+                    "goal": f"{goal[0]},{goal[1]}",
+                    "success": bool(ok),
+                    "steps": int(steps),
+                    "moves": moves,
+                    "shortest": shortest,
+                    "ratio": moves / shortest if ok else np.nan,
+                }
+            )
+        return pd.DataFrame(rows)
+
+
+def run_from_cells(
+    agent,
+    env_name: str,
+    pairs: Sequence[tuple[Cell, Cell]],
+    max_steps: int | None = None,
+    seed: int = 0,
+    video_episodes: int = 0,
+    frame_every: int = 1,
+    progress: bool = False,
+) -> GoalRollouts:
+    """Run ``agent`` once per (start, goal) pair, all episodes batched, recording paths.
+
+    Each episode resets with ``reset_cell`` / ``goal_cell`` options (PointMaze adds its
+    ±0.25 position noise to both); the agent is given the goal positions through
+    ``reset(n, goals)``.
+    """
+    recorders: list[PathRecorder] = []
+
+    def factory(**kw) -> gym.Env:
+        recorders.append(PathRecorder(make_env(env_name, **kw)))
+        return recorders[-1]
+
+    options = [{"reset_cell": np.array(s), "goal_cell": np.array(g)} for s, g in pairs]
+    result = evaluate(
+        agent,
+        factory,
+        n_episodes=len(pairs),
+        max_steps=max_steps,
+        seed=seed,
+        reset_options=options,
+        video_episodes=video_episodes,
+        frame_every=frame_every,
+        progress=progress,
+    )
+    paths = [np.stack(r.positions) for r in recorders]
+    goals = np.stack([r.goal for r in recorders])
+    return GoalRollouts(env_name, list(pairs), result, paths, goals)
+
+
+class ControllerAgent:
+    """The data's noisy waypoint controller (``ttlib.datasets_gen``) as an evaluation Agent:
+    the behaviour policy, to set the planner's success and path lengths against."""
+
+    def __init__(self, env_name: str, seed: int = 0, **controller_knobs):
+        from ttlib.datasets_gen import DataConfig, WaypointController
+
+        self.env_name = env_name
+        self.env = make_env(env_name)
+        self.cfg = DataConfig(**controller_knobs)
+        self.rng = np.random.default_rng(seed)
+        self.maze = self.env.unwrapped.maze
+        self._controller = WaypointController
+        self.controllers: list = []
+        self.goals: np.ndarray | None = None
+
+    def reset(self, n_episodes: int, goals: np.ndarray | None = None) -> None:
+        if goals is None:
+            raise ValueError("the waypoint controller needs the goals: reset(n, goals=...)")
+        self.goals = np.asarray(goals, dtype=np.float64).reshape(n_episodes, 2)
+        self.controllers = []
+        for g in self.goals:
+            c = self._controller(self.env, self.env_name, self.cfg, self.rng)
+            c.set_goal(tuple(int(v) for v in self.maze.cell_xy_to_rowcol(g)))
+            self.controllers.append(c)
+
+    def act(self, observations: np.ndarray, index: np.ndarray) -> np.ndarray:
+        return np.stack(
+            [
+                self.controllers[i]({"observation": o, "desired_goal": self.goals[i]})
+                for o, i in zip(np.asarray(observations), index, strict=True)
+            ]
+        )
+
+    def observe(self, rewards: np.ndarray, index: np.ndarray) -> None:
+        pass
+
+
+def success_summary(rollouts: GoalRollouts) -> dict:
+    """Success rate (± s.e.) and path-length ratio of the successful episodes (mean ± s.e.,
+    median), as plain floats."""
+    from ttlib.evaluate import mean_se
+
+    t = rollouts.table()
+    s_mean, s_se = mean_se(t["success"].to_numpy(float))
+    ratios = t["ratio"].dropna().to_numpy(float)
+    r_mean, r_se = mean_se(ratios)
+    return {
+        "episodes": len(t),
+        "success": s_mean,
+        "success_se": s_se,
+        "ratio_mean": r_mean,
+        "ratio_se": r_se,
+        "ratio_median": float(np.median(ratios)) if len(ratios) else float("nan"),
+    }
+
+
+# ------------------------------------------------------------------ the figure
+def plot_paths(rollouts: GoalRollouts, max_paths: int | None = None, title: str | None = None):
+    """The maze with walls, and the path of every episode in its own colour: start as a
+    circle, goal as a star (filled when reached, hollow when missed)."""
+    import matplotlib.pyplot as plt
+    import seaborn as sns
+
+    layout = np.asarray(maze_map(rollouts.env_name))
+    rows, cols = layout.shape
+    n = len(rollouts.paths) if max_paths is None else min(max_paths, len(rollouts.paths))
+    colours = sns.color_palette("husl", n)
+    fig, ax = plt.subplots(figsize=(4.6, 4.6))
+    extent = (-cols / 2, cols / 2, -rows / 2, rows / 2)
+    ax.imshow(layout, cmap="Greys", vmin=0, vmax=1.6, extent=extent, interpolation="nearest")
+    for k in range(n):
+        path, goal, ok = rollouts.paths[k], rollouts.goals[k], rollouts.success[k]
+        ax.plot(path[:, 0], path[:, 1], color=colours[k], lw=1.2, alpha=0.9)
+        ax.plot(*path[0], "o", color=colours[k], ms=5, mec="black", mew=0.5)
+        ax.plot(
+            *goal,
+            "*",
+            ms=11,
+            mec=colours[k] if not ok else "black",
+            mew=0.8,
+            color=colours[k] if ok else "none",
+        )
+    ax.set(xticks=[], yticks=[], xlim=extent[:2], ylim=extent[2:], aspect="equal")
+    ax.grid(False)
+    if title:
+        ax.set_title(title, fontsize="medium")
+    fig.tight_layout()
+    return fig
