@@ -273,3 +273,14 @@ def test_table_and_learning_curve_on_synthetic_hopper_data(monkeypatch):
     for fig in (dt.plot_table(summary), dt.plot_losses(run.histories),
                 dt.plot_learning_curve(curve)):  # fmt: skip
         assert fig.axes
+
+
+def test_quiet_c_output_silences_both_file_descriptors(capfd):
+    import os
+
+    with dt.quiet_c_output():
+        os.write(1, b"from C to stdout\n")
+        os.write(2, b"from C to stderr\n")
+    os.write(1, b"after\n")
+    out, err = capfd.readouterr()
+    assert (out, err) == ("after\n", "")

@@ -62,23 +62,27 @@ def tt_method(discretizer: str) -> str:
 
 
 @contextlib.contextmanager
-def quiet_c_stdout():
-    """Silence what C code writes to stdout (MuJoCo warns about HalfCheetah's deprecated
-    ``settotalmass`` every time the model is compiled), keeping Python's own output."""
-    sys.stdout.flush()
+def quiet_c_output():
+    """Silence what C code writes to stdout / stderr (MuJoCo warns about HalfCheetah's
+    deprecated ``settotalmass`` each time it compiles the model); exceptions still propagate."""
+    streams = [s for s in (sys.__stdout__, sys.__stderr__) if s is not None]
+    for stream in (sys.stdout, sys.stderr, *streams):
+        stream.flush()
     try:
-        fd = sys.__stdout__.fileno()
-    except (AttributeError, OSError, ValueError):  # no real stdout: nothing to silence
+        fds = sorted({s.fileno() for s in streams})
+    except (OSError, ValueError):  # no real file descriptors: nothing to silence
+        fds = []
+    saved = [os.dup(fd) for fd in fds]
+    null = os.open(os.devnull, os.O_WRONLY)
+    try:
+        for fd in fds:
+            os.dup2(null, fd)
         yield
-        return
-    saved = os.dup(fd)
-    try:
-        with open(os.devnull, "w") as null:
-            os.dup2(null.fileno(), fd)
-            yield
     finally:
-        os.dup2(saved, fd)
-        os.close(saved)
+        for fd, copy in zip(fds, saved, strict=True):
+            os.dup2(copy, fd)
+            os.close(copy)
+        os.close(null)
 
 
 # ------------------------------------------------------------------ the paper's numbers
@@ -249,7 +253,7 @@ def local_dataset(env: str, kind: str, transitions: int, seed: int = 0) -> str:
     did = dataset_id(env, kind)
     if did not in minari.list_local_datasets():
         policies = repo_root() / "results" / "policies"
-        with quiet_c_stdout():
+        with quiet_c_output():
             make_dataset(env, kind, GenConfig(transitions, seed, policy_dir=str(policies)))
     return ensure_dataset(env, kind, transitions, seed)  # checks the size of an existing one
 
@@ -473,7 +477,7 @@ def episode_scores(
         path = folder / f"seed{seed}.json"
         if not path.exists():
             t0 = time.perf_counter()
-            with quiet_c_stdout():
+            with quiet_c_output():
                 res = evaluate(
                     make_agent(seed), env, 1, max_steps=max_steps, seed=seed, progress=False
                 )
