@@ -234,6 +234,9 @@ def test_config_unpickler_refuses_anything_but_config(tmp_path):
         cfg = Config(GPT, n_layer=4)
         for protocol in (0, 2, 5):
             (tmp_path / f"p{protocol}.pkl").write_bytes(pickle.dumps(cfg, protocol=protocol))
+        (tmp_path / "instance.pkl").write_bytes(pickle.dumps(GPT()))  # a class name, called
+    with pytest.raises(OriginalCheckpointError):
+        load_original_config(tmp_path / "instance.pkl")
     for protocol in (0, 2, 5):
         loaded = load_original_config(tmp_path / f"p{protocol}.pkl")
         assert loaded.class_name == "GPT" and loaded["n_layer"] == 4

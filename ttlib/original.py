@@ -145,8 +145,8 @@ def load_original_config(path: str | Path) -> OriginalConfig:
     with open(path, "rb") as f:
         try:
             cfg = _ConfigUnpickler(f).load()
-        except (pickle.UnpicklingError, EOFError, AttributeError, ValueError) as err:
-            raise OriginalCheckpointError(f"{path}: {err}") from err
+        except Exception as err:  # malformed or refused: any failure means "not importable"
+            raise OriginalCheckpointError(f"{path}: {type(err).__name__}: {err}") from err
     if not isinstance(cfg, OriginalConfig):
         raise OriginalCheckpointError(f"{path} holds a {type(cfg).__name__}, not a Config")
     return cfg
