@@ -25,6 +25,7 @@ def bands(
     col: str | None = None,
     xlabel: str | None = None,
     ylabel: str | None = None,
+    logy: bool = False,
 ) -> plt.Figure:
     """Lines of ``y`` with a shaded band from ``lo`` to ``hi``, one colour per ``hue`` value
     and one panel per ``col`` value (e.g. median error and its quartiles vs horizon)."""
@@ -37,6 +38,8 @@ def bands(
             ax.plot(g[x], g[y], color=colours[name], label=name)
             ax.fill_between(g[x], g[lo], g[hi], color=colours[name], alpha=0.25, lw=0)
         ax.set(title=panel or "", xlabel=xlabel or x, ylabel=ylabel or y)
+        if logy:
+            ax.set_yscale("log")
     axes[0, 0].legend(frameon=False)
     fig.tight_layout()
     return fig
