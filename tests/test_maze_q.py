@@ -229,3 +229,15 @@ def test_paper_antmaze_table_holds_the_papers_numbers():
             assert (mean, printed) == (43.9, 44.9)
         else:
             assert mean == printed, method
+
+
+def test_value_by_distance_averages_cells_by_their_path_length_to_the_goal():
+    # V = 100 x + y; goal in cell (2, 1) of the U maze, at its centre (-1.0, -0.5).
+    vm = maze_q.value_map(PositionCritic(), U_MAZE, np.array([-1.0, -0.5]), np.zeros(4), 2)
+    table = maze_q.value_by_distance(vm, U_MAZE).set_index("cells to goal")["V"]
+    assert list(table.index) == [0, 1, 2, 3, 4]
+    # d = 0: cell (2, 1) centre (-1, -0.5); d = 2: cell (1, 2) centre (0, 0.5);
+    # d = 4: cell (2, 3) centre (1, -0.5) — means over a cell equal the centre's value.
+    assert table[0] == pytest.approx(-100.5)
+    assert table[2] == pytest.approx(0.5)
+    assert table[4] == pytest.approx(99.5)

@@ -308,6 +308,24 @@ def value_map(
     return ValueMap(values, maze_extent(layout, scaling), np.asarray(goal_xy, dtype=np.float64))
 
 
+def value_by_distance(vm: ValueMap, layout, scaling: float = 1.0) -> pd.DataFrame:
+    """Mean V over the cells that are d steps (shortest path, in cells) from the goal's cell.
+
+    A heuristic that can guide a search from far away keeps rising all the way to the goal;
+    a critic whose goal signal has not propagated is flat beyond a few cells.
+    """
+    grid = np.asarray(layout)
+    rows, cols = grid.shape
+    k = vm.values.shape[0] // rows
+    left, _, _, top = maze_extent(layout, scaling)
+    goal_cell = (int((top - vm.goal[1]) // scaling), int((vm.goal[0] - left) // scaling))
+    dist = bfs_distances(layout, goal_cell)
+    blocks = vm.values.reshape(rows, k, cols, k).transpose(0, 2, 1, 3).reshape(rows, cols, -1)
+    free = dist >= 0
+    df = pd.DataFrame({"cells to goal": dist[free], "V": blocks[free].mean(-1)})
+    return df.groupby("cells to goal", as_index=False)["V"].mean()
+
+
 # ------------------------------------------------------------------ evaluation
 class PathRecorder:
     """Wraps an evaluation agent and keeps every episode's (x, y) before each action."""
