@@ -90,6 +90,17 @@ def test_existing_dataset_is_kept_unless_overwrite():
     np.testing.assert_array_equal(_arrays(first)[1], _arrays(kept)[1])
 
 
+def test_half_written_dataset_is_regenerated():
+    import minari
+
+    from ttlib.envs import make_env
+
+    did = dataset_id("hopper", "random")
+    minari.create_dataset_from_buffers(did, [], env=make_env("hopper"))  # like a killed write
+    assert minari.load_dataset(did).total_steps == 0
+    assert make_dataset("hopper", "random", DataConfig(transitions=50)).total_steps == 50
+
+
 def test_medium_replay_is_the_saved_replay_buffer(policy_dir):
     replay = np.load(policy_dir / "hopper" / "medium_replay.npz")
     ds = make_dataset("hopper", "medium-replay", DataConfig(policy_dir=str(policy_dir)))

@@ -292,14 +292,33 @@ def _to_buffer(ep: Episode, index: int):
     )
 
 
+def _complete_dataset(did: str):
+    """The local dataset `did` if it was written to the end, else None.
+
+    Minari writes the step count into the metadata only after the last episode, so a run
+    killed mid-write leaves a dataset with 0 steps (or an unreadable file) that is redone.
+    """
+    import minari
+
+    try:
+        ds = minari.load_dataset(did)
+        if ds.total_steps > 0:
+            next(ds.iterate_episodes())
+            return ds
+    except (OSError, KeyError, ValueError, StopIteration):
+        pass
+    return None
+
+
 def make_dataset(env_name: str, kind: str, cfg: DataConfig):
     """Generate one dataset into Minari's data dir and return it as a `MinariDataset`."""
     import minari
 
     did = dataset_id(env_name, kind)
     if did in minari.list_local_datasets():
-        if not cfg.overwrite:
-            return minari.load_dataset(did)
+        existing = None if cfg.overwrite else _complete_dataset(did)
+        if existing is not None:
+            return existing
         minari.delete_dataset(did)
     if env_name in LOCOMOTION_ENVS:
         with one_torch_thread():
