@@ -18,7 +18,7 @@ from typing import Protocol
 
 import gymnasium as gym
 import numpy as np
-from tqdm.auto import tqdm
+from tqdm import tqdm  # plain bars: tqdm.auto warns in kernels without ipywidgets
 
 from ttlib.envs import REF_SCORES, make_env, normalized_score
 
