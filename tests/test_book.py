@@ -23,6 +23,7 @@ PAGES = {
     "reproducing.html": "Where results land",
     "differences.html": "D4RL-style, not D4RL",
     "api.html": "API reference",
+    "experiments/maze_q.html": "Q-guided beam search on sparse-reward mazes",
 }
 FIGURES = ("tokenisation.svg", "discretizers.svg", "beam_search.svg")
 MATHJAX = "_static/mathjax/tex-svg-full.js"
