@@ -8,8 +8,15 @@ import torch
 
 from ttlib.data import Episode
 
-# One thread: the tests share 2 cores with each other's subprocesses; more threads thrash.
-torch.set_num_threads(1)
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Small models on a shared 2-core machine: one thread avoids synchronisation stalls, and
+    a test that changes the thread count cannot leak it into the next one."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
 
 
 @pytest.fixture(autouse=True)

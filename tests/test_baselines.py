@@ -17,16 +17,6 @@ from ttlib.data import Episode
 
 from conftest import linear_episodes
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Small models on a shared 2-core machine: one thread avoids synchronisation stalls."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 GAIN = np.array([[0.5, -1.0, 0.3], [-0.2, 0.4, 0.8]])
 NOISE = 0.05
 

@@ -6,22 +6,12 @@ import warnings
 import gymnasium as gym
 import numpy as np
 import pytest
-import torch
 
 from ttlib.cli_plan import main as plan_main
 from ttlib.data import DataConfig, Episode, SequenceDataset
 from ttlib.envs import normalized_score
 from ttlib.evaluate import evaluate, mean_se
 from ttlib.train import TrainConfig, gpt_config_for, train
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Small models on a shared 2-core machine: one thread avoids synchronisation stalls."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 class CountdownEnv(gym.Env):

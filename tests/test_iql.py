@@ -7,16 +7,6 @@ import torch
 from ttlib.data import Episode
 from ttlib.iql import IQL, IQLConfig, expectile, train_iql, transitions_from_episodes
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Small models on a shared 2-core machine: one thread avoids synchronisation stalls."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 ACTIONS = np.array([0.0, 0.5, 1.0])
 REWARDS = np.array([0.0, 1.0, 2.0])  # r(s1, a) for the three actions in the data
 GAMMA = 0.9

@@ -12,16 +12,6 @@ from ttlib.discretize import UniformDiscretizer
 from ttlib.model import GPTConfig, TrajectoryGPT
 from ttlib.search import PlannerConfig, TTPlanner, beam_search, filter_cdf
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Small models on a shared 2-core machine: one thread avoids synchronisation stalls."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 NEG = float("-inf")
 
 
