@@ -101,7 +101,9 @@ def ensure_dataset(env: str, kind: str, transitions: int, seed: int = 0) -> str:
                 f"--transitions {transitions} --overwrite`"
             )
         return did
-    make_dataset(env, kind, GenConfig(transitions=transitions, seed=seed))
+    # The committed policies, found from the checkout (a notebook's cwd is notebooks/).
+    policies = repo_root() / "results" / "policies"
+    make_dataset(env, kind, GenConfig(transitions=transitions, seed=seed, policy_dir=str(policies)))
     return did
 
 
