@@ -23,6 +23,7 @@ PAGES = {
     "reproducing.html": "Where results land",
     "differences.html": "D4RL-style, not D4RL",
     "api.html": "API reference",
+    "experiments/goal_reaching.html": "Goal reaching in four rooms",
     "experiments/maze_q.html": "Q-guided beam search on sparse-reward mazes",
 }
 FIGURES = ("tokenisation.svg", "discretizers.svg", "beam_search.svg")
