@@ -210,6 +210,17 @@ def test_staged_training_equals_one_run_and_a_second_call_loads(tmp_path, monkey
     other = dt.train_tt(data_cfg, TrainConfig(max_steps=6, batch_size=5), TINY_MODEL)
     assert other.folder != first.folder
 
+    # the same id regenerated with other contents must not reuse the model fit on the old data
+    fresh = linear_episodes(10, 20)
+    for ep in fresh:
+        ep.rewards = ep.rewards + 1.0
+    import minari
+
+    minari.delete_dataset("ttlib/test/lin-v0")
+    write_minari_dataset("ttlib/test/lin-v0", fresh)
+    regenerated = dt.train_tt(data_cfg, train_cfg, TINY_MODEL)
+    assert regenerated.folder != first.folder
+
 
 def test_baselines_are_cached_by_config(monkeypatch):
     eps = linear_episodes(6, 20)

@@ -35,8 +35,16 @@ import pandas as pd
 import torch
 
 from ttlib.config import cache_dir, config_key, repo_root
-from ttlib.data import DataConfig, Episode, SequenceDataset, load_episodes, load_minari
+from ttlib.data import (
+    DataConfig,
+    Episode,
+    SequenceDataset,
+    data_fingerprint,
+    load_episodes,
+    load_minari,
+)
 from ttlib.evaluate import evaluate, mean_se
+from ttlib.experiment import model_folder
 from ttlib.io import load_torch, save_json, save_torch
 from ttlib.search import PlannerConfig, TTPlanner
 from ttlib.train import TrainConfig, gpt_config_for, load_checkpoint, train
@@ -258,16 +266,6 @@ def local_dataset(env: str, kind: str, transitions: int, seed: int = 0) -> str:
     return ensure_dataset(env, kind, transitions, seed)  # checks the size of an existing one
 
 
-def data_fingerprint(episodes: Sequence[Episode]) -> dict:
-    """Cheap identity of the data behind a cache entry (a regenerated dataset changes it)."""
-    rewards = np.concatenate([ep.rewards for ep in episodes])
-    return {
-        "episodes": len(episodes),
-        "transitions": int(len(rewards)),
-        "reward_sum": round(float(rewards.astype(np.float64).sum()), 3),
-    }
-
-
 # ------------------------------------------------------------------ planning
 # The original's offline-RL planner (config/offline.py): defaults and per-dataset overrides.
 BASE_PLANNING = {"horizon": 15, "beam_width": 128, "cdf_act": 0.6, "k_act": None}
@@ -326,14 +324,6 @@ def snapshot_steps(params: dict, fractions: Sequence[float] = (0.125, 0.25, 0.5)
     return sorted(keep | {steps})
 
 
-def model_folder(data_cfg: DataConfig, model_cfg, train_cfg: TrainConfig) -> Path:
-    """The cache folder of a TT model: the one :func:`ttlib.experiment.train_cached` uses."""
-    key = config_key(
-        {"data": data_cfg.to_dict(), "model": model_cfg.to_dict(), "train": train_cfg.to_dict()}
-    )
-    return cache_dir("models", f"{data_cfg.dataset_id.replace('/', '_')}-{key}")
-
-
 @dataclass
 class TrainedTT:
     model: torch.nn.Module
@@ -365,14 +355,11 @@ def train_tt(
     cache entry as ``train_cached``). Snapshots of steps an earlier run already passed without
     keeping them are simply missing.
     """
-    dataset = SequenceDataset(load_episodes(data_cfg), data_cfg)
+    episodes = load_episodes(data_cfg)
+    dataset = SequenceDataset(episodes, data_cfg)
     model_cfg = gpt_config_for(dataset, **model_kw)
-    folder = model_folder(data_cfg, model_cfg, train_cfg)
+    folder = model_folder(data_cfg, episodes, model_cfg, train_cfg)
     ckpt = folder / "checkpoint.pt"
-    save_json(
-        {"data": data_cfg.to_dict(), "model": model_cfg.to_dict(), "train": train_cfg.to_dict()},
-        folder / "config.json",
-    )
     done = _saved_step(ckpt)
     wanted = sorted({s for s in snapshots if 0 < s <= train_cfg.max_steps})
     for stage_end in [*wanted, train_cfg.max_steps]:

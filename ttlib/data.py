@@ -143,6 +143,20 @@ def load_episodes(cfg: DataConfig, download: bool = False) -> list[Episode]:
 
 
 # ----------------------------------------------------------- transitions
+def data_fingerprint(episodes: list[Episode]) -> dict:
+    """A cheap identity of the data behind a cache entry.
+
+    Cache keys hold it next to the configs, so a dataset regenerated under the same id (other
+    policy, other seed) trains anew instead of silently reusing a model fit on the old data.
+    """
+    rewards = np.concatenate([ep.rewards for ep in episodes])
+    return {
+        "episodes": len(episodes),
+        "transitions": int(len(rewards)),
+        "reward_sum": round(float(rewards.astype(np.float64).sum()), 3),
+    }
+
+
 def returns_to_go(rewards: np.ndarray, discount: float) -> np.ndarray:
     """V_t = sum_{k>=1} discount^(k-1) r_{t+k}: the discounted reward *after* step t."""
     v = np.zeros(len(rewards), dtype=np.float64)

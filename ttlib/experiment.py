@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from ttlib.config import RunRecord, cache_dir, config_key, repo_root, resolve, results_dir
-from ttlib.data import DataConfig, SequenceDataset, load_episodes
+from ttlib.data import DataConfig, Episode, SequenceDataset, data_fingerprint, load_episodes
 from ttlib.io import save_json
 from ttlib.model import TrajectoryGPT
 from ttlib.train import TrainConfig, gpt_config_for, load_checkpoint, train
@@ -107,6 +107,31 @@ def ensure_dataset(env: str, kind: str, transitions: int, seed: int = 0) -> str:
     return did
 
 
+def model_folder(
+    data_cfg: DataConfig, episodes: list[Episode], model_cfg, train_cfg: TrainConfig
+) -> Path:
+    """The cache folder of a TT model, keyed by its three configs and the data's fingerprint."""
+    key = config_key(
+        {
+            "data": data_cfg.to_dict(),
+            "fingerprint": data_fingerprint(episodes),
+            "model": model_cfg.to_dict(),
+            "train": train_cfg.to_dict(),
+        }
+    )
+    folder = cache_dir("models", f"{data_cfg.dataset_id.replace('/', '_')}-{key}")
+    save_json(
+        {
+            "data": data_cfg.to_dict(),
+            "fingerprint": data_fingerprint(episodes),
+            "model": model_cfg.to_dict(),
+            "train": train_cfg.to_dict(),
+        },
+        folder / "config.json",
+    )
+    return folder
+
+
 def train_cached(
     data_cfg: DataConfig,
     train_cfg: TrainConfig,
@@ -115,23 +140,18 @@ def train_cached(
 ) -> tuple[TrajectoryGPT, SequenceDataset, list[dict]]:
     """Train a model once per (data, model, training) config; later calls load the cache.
 
-    The cache folder is keyed by all three configs, so changing any knob trains anew, and an
-    interrupted training resumes from its last checkpoint.
+    The cache folder is keyed by all three configs and the data's fingerprint, so changing
+    any knob or regenerating the dataset trains anew, and an interrupted training resumes from
+    its last checkpoint.
     """
-    dataset = SequenceDataset(load_episodes(data_cfg), data_cfg)
+    episodes = load_episodes(data_cfg)
+    dataset = SequenceDataset(episodes, data_cfg)
     model_cfg = gpt_config_for(dataset, **model_overrides)
-    key = config_key(
-        {"data": data_cfg.to_dict(), "model": model_cfg.to_dict(), "train": train_cfg.to_dict()}
-    )
-    folder = cache_dir("models", f"{data_cfg.dataset_id.replace('/', '_')}-{key}")
+    folder = model_folder(data_cfg, episodes, model_cfg, train_cfg)
     ckpt = folder / "checkpoint.pt"
     if ckpt.exists():
         model, _, saved = load_checkpoint(ckpt, device=train_cfg.device)
         if int(saved.get("step", 0)) >= train_cfg.max_steps:
             return model, dataset, list(saved.get("history", []))
-    save_json(
-        {"data": data_cfg.to_dict(), "model": model_cfg.to_dict(), "train": train_cfg.to_dict()},
-        folder / "config.json",
-    )
     res = train(dataset, model_cfg, train_cfg, out_dir=folder, progress=progress)
     return res.model, dataset, res.history
