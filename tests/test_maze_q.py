@@ -241,3 +241,20 @@ def test_value_by_distance_averages_cells_by_their_path_length_to_the_goal():
     assert table[0] == pytest.approx(-100.5)
     assert table[2] == pytest.approx(0.5)
     assert table[4] == pytest.approx(99.5)
+
+
+def test_describe_values_reports_the_reach_of_the_goal_signal():
+    # V rises by 2 per cell over the 5 cells next to the goal, then is flat except one step
+    # outwards that goes up by 0.5 (a wrong-way pull the text must count)
+    v = [0, -2, -4, -6, -8, -10, -10, -9.5, -9.5]
+    df = pd.DataFrame({"cells to goal": range(len(v)), "V": v, "maze": "m"})
+    text = maze_q.describe_values(df, near=5)
+    assert "V spans -10.0 to 0.0 over 8 cells" in text
+    assert "falls 2.00 per cell over the 5 cells next to the goal" in text
+    assert "-0.17 per cell beyond them, where 1 of 3 steps" in text
+
+
+def test_describe_paths_counts_successes_of_the_drawn_tasks_only():
+    runs = {"TT": {"success": np.array([1, 0, 0, 1])}, "TT(+Q)": {"success": np.array([0, 1])}}
+    text = maze_q.describe_paths(runs, n_paths=3)
+    assert "TT: 1 of 3" in text and "TT(+Q): 1 of 2" in text

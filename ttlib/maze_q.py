@@ -326,6 +326,43 @@ def value_by_distance(vm: ValueMap, layout, scaling: float = 1.0) -> pd.DataFram
     return df.groupby("cells to goal", as_index=False)["V"].mean()
 
 
+def describe_values(by_distance: pd.DataFrame, near: int = 5) -> str:
+    """One sentence per maze on how far the critic's goal signal reaches.
+
+    Compares the mean rise of V per cell over the ``near`` cells next to the goal with the
+    rise per cell further out, and counts the steps outwards where V goes *up* (a heuristic
+    that would pull the search away from the goal).
+    """
+    lines = []
+    for maze, g in by_distance.groupby("maze", sort=False):
+        v = g.sort_values("cells to goal")["V"].to_numpy()
+        drops = -np.diff(v)  # fall of V per cell moving away from the goal
+        inner, outer = drops[:near], drops[near:]
+        text = (
+            f"{maze}: V spans {v.min():.1f} to {v.max():.1f} over {len(v) - 1} cells; it falls "
+            f"{inner.mean():.2f} per cell over the {len(inner)} cells next to the goal"
+        )
+        if len(outer):
+            wrong = int((outer < 0).sum())
+            text += (
+                f" and {outer.mean():.2f} per cell beyond them, where {wrong} of {len(outer)}"
+                " steps away from the goal *raise* V."
+            )
+        else:
+            text += "."
+        lines.append(text)
+    return "\n".join(lines)
+
+
+def describe_paths(runs: dict[str, dict], n_paths: int) -> str:
+    """How many of the first ``n_paths`` tasks each planner solved (the ones drawn)."""
+    parts = [
+        f"{method}: {int(np.sum(ev['success'][:n_paths]))} of {min(n_paths, len(ev['success']))}"
+        for method, ev in runs.items()
+    ]
+    return "Goals reached on the tasks drawn: " + "; ".join(parts) + "."
+
+
 # ------------------------------------------------------------------ evaluation
 class PathRecorder:
     """Wraps an evaluation agent and keeps every episode's (x, y) before each action."""
