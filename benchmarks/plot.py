@@ -1,0 +1,409 @@
+"""Figure and tables of the planning/training benchmarks, read from results/benchmarks/*.json.
+
+    python benchmarks/plot.py            # writes results/benchmarks/planning.{png,svg},
+                                         # summary.csv (planning) and training.csv
+
+The book's performance page shows these files; no number there is typed by hand. The script
+does not assume a fixed layout of ``planning.json``: it walks the whole file and takes every
+dict with an ``env_steps_per_s`` entry as one measurement, reading the settings (horizon,
+beam width, episodes planned together, planner implementation) from the record itself, from
+a ``planner`` dict next to it or above it, from a setting of the same name under
+``configs``, or from the names on its path (``cpu_H5_B32``, ``"16"`` under a section named
+``episodes_together``, ``B64`` / ``"64"`` under a section whose name contains ``beam``).
+New sections therefore appear in the CSV without changes here, and any group of
+measurements that differs only in beam width gets an "env-steps/s vs beam width" panel.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import re
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import matplotlib.pyplot as plt  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+FOLDER = ROOT / "results" / "benchmarks"
+IMPLEMENTATIONS = ("ttlib", "original")
+COLOURS = {"ttlib": "#4C72B0", "original": "#DD8452"}
+MARKERS = "osD^v<>px*"
+
+# Columns of summary.csv, in order: (key in a row, header).
+PLANNING_COLUMNS = [
+    ("section", "section"),
+    ("setting", "setting"),
+    ("implementation", "planner"),
+    ("horizon", "horizon"),
+    ("beam_width", "beam width"),
+    ("episodes", "episodes together"),
+    ("env_steps_per_s", "env-steps/s"),
+    ("s_per_env_step", "CPU s per env-step"),
+    ("forward_passes_per_call", "forward passes per plan"),
+    ("gflop_per_env_step", "GFLOP per env-step"),
+    ("achieved_gflop_s", "achieved GFLOP/s"),
+    ("percent_of_matmul_peak", "% of matmul peak"),
+    ("speedup", "ttlib speed-up"),
+    ("device", "device"),
+    ("commit", "commit"),
+    ("note", "note"),
+]
+
+
+# ------------------------------------------------------------------------- reading
+def _int(value: Any) -> int | None:
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def _from_name(name: str, letters: tuple[str, ...]) -> int | None:
+    """``cpu_H5_B32`` with letters ("H",) -> 5; ("beam", "B") -> 32 (case-sensitive)."""
+    for letter in letters:
+        m = re.search(rf"(?:^|[_\-]){letter}_?(\d+)(?:$|[_\-])", name)
+        if m:
+            return int(m.group(1))
+    return None
+
+
+def _is_record(node: Any) -> bool:
+    return isinstance(node, dict) and ("env_steps_per_s" in node or "skipped" in node)
+
+
+def _walk(node: Any, path: tuple[str, ...], ancestors: tuple[dict, ...]):
+    """Yield (path, record, ancestors) for every measurement in ``node``."""
+    if _is_record(node):
+        yield path, node, ancestors
+        return
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if key in ("planner", "machine", "model", "sections_run"):
+                continue
+            yield from _walk(value, (*path, str(key)), (*ancestors, node))
+
+
+def _planner_settings(record: dict, ancestors: tuple[dict, ...]) -> dict:
+    """Planner settings stored with a record or in the nearest enclosing ``planner`` dict."""
+    found: dict = {}
+    for node in (record, *reversed(ancestors)):
+        for source in (node.get("planner"), node):
+            if isinstance(source, dict):
+                for key in ("horizon", "beam_width", "n_expand", "episodes"):
+                    if key in source and key not in found and _int(source[key]) is not None:
+                        found[key] = int(source[key])
+    return found
+
+
+def planning_rows(data: dict) -> list[dict]:
+    """One row per measurement in planning.json, settings inferred as the module says."""
+    configs = data.get("configs", {}) if isinstance(data.get("configs"), dict) else {}
+    sections_run = data.get("sections_run", {}) or {}
+    machine = data.get("machine", {}) or {}
+    rows = []
+    for path, record, ancestors in _walk(data, (), ()):
+        section = path[0]
+        implementation = next((p for p in path if p in IMPLEMENTATIONS), "ttlib")
+        names = [p for p in path[1:] if p not in IMPLEMENTATIONS]
+        numeric = [p for p in names if _int(p) is not None]
+        setting = next((p for p in names if _int(p) is None), "")
+        settings = _planner_settings(record, ancestors)
+        # a setting measured elsewhere under `configs` lends its planner settings
+        if setting in configs and isinstance(configs[setting], dict):
+            for key, value in _planner_settings(configs[setting], ()).items():
+                settings.setdefault(key, value)
+        for name in names:
+            settings.setdefault("horizon", _from_name(name, ("H", "horizon")))
+            settings.setdefault("beam_width", _from_name(name, ("B", "beam", "beam_width")))
+            settings.setdefault("episodes", _from_name(name, ("E", "episodes")))
+        if numeric:  # a bare number on the path names the swept quantity of its section
+            number = int(numeric[-1])
+            if "episode" in section:
+                settings["episodes"] = settings.get("episodes") or number
+            elif "beam" in section:
+                settings["beam_width"] = number
+            elif "horizon" in section:
+                settings["horizon"] = number
+        episodes = settings.get("episodes") or 1
+        run = sections_run.get(section) or sections_run.get(section.split("_")[0]) or {}
+        if not isinstance(run, dict):
+            run = {}
+        if section == "episodes_together":
+            run = sections_run.get("episodes", run) if isinstance(sections_run, dict) else run
+        elif section == "configs":
+            run = sections_run.get("speed", run) if isinstance(sections_run, dict) else run
+        row = {
+            "section": section,
+            "setting": setting,
+            "implementation": implementation,
+            "horizon": settings.get("horizon"),
+            "beam_width": settings.get("beam_width"),
+            "n_expand": settings.get("n_expand"),
+            "episodes": episodes,
+            "device": record.get("device") or machine.get("device") or machine.get("cpu_model"),
+            "commit": record.get("git_sha") or run.get("git_sha") or machine.get("git_sha"),
+            "note": record.get("skipped", ""),
+        }
+        if "env_steps_per_s" in record:
+            steps = record["env_steps_per_s"]
+            row["env_steps_per_s"] = steps
+            row["s_per_env_step"] = 1.0 / steps if steps else None
+            gflop = record.get("gflop_per_call")
+            row["gflop_per_env_step"] = gflop / episodes if gflop is not None else None
+            row["forward_passes_per_call"] = record.get("forward_passes_per_call")
+            row["achieved_gflop_s"] = record.get("achieved_gflop_s")
+            frac = record.get("fraction_of_matmul_peak")
+            row["percent_of_matmul_peak"] = 100 * frac if frac is not None else None
+        parent = ancestors[-1] if ancestors else {}
+        if implementation == "ttlib" and "speedup_ttlib_over_original" in parent:
+            row["speedup"] = parent["speedup_ttlib_over_original"]
+        rows.append(row)
+    return rows
+
+
+def training_rows(data: dict) -> list[dict]:
+    """One row per (batch size, implementation) in training.json."""
+    rows = []
+    for batch, body in (data.get("batches") or {}).items():
+        if not isinstance(body, dict):
+            continue
+        for name, record in body.items():
+            if isinstance(record, dict) and "tokens_per_s" in record:
+                rows.append(
+                    {
+                        "batch": _int(batch) or batch,
+                        "implementation": name,
+                        "tokens_per_s": record["tokens_per_s"],
+                        "cpu_s_per_step": record.get("cpu_s_per_step"),
+                        "tokens_per_step": record.get("tokens_per_step"),
+                    }
+                )
+    return rows
+
+
+# ------------------------------------------------------------------------- writing
+def _fmt(value: Any) -> str:
+    """Four significant digits, no exponent for the magnitudes in these tables."""
+    if value is None:
+        return ""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return str(value)
+    if isinstance(value, int):
+        return str(value)
+    if value == 0:
+        return "0"
+    if abs(value) >= 1000:
+        return f"{value:.0f}"
+    text = f"{value:.4g}"
+    if "e" in text:  # below 0.001
+        text = f"{value:.6f}".rstrip("0").rstrip(".")
+    return text
+
+
+def write_csv(rows: list[dict], columns: list[tuple[str, str]], path: Path) -> Path:
+    used = [(k, h) for k, h in columns if any(r.get(k) not in (None, "") for r in rows)]
+    with path.open("w", newline="") as f:
+        writer = csv.writer(f, lineterminator="\n")
+        writer.writerow([h for _, h in used])
+        for r in rows:
+            writer.writerow([_fmt(r.get(k)) for k, _ in used])
+    return path
+
+
+def _label(row: dict) -> str:
+    parts = [row["setting"] or row["section"]]
+    if row.get("horizon") is not None and row.get("beam_width") is not None:
+        parts = [f"H{row['horizon']} B{row['beam_width']}"]
+        if row["setting"]:
+            parts.insert(0, row["setting"].split("_")[0])
+    return " ".join(parts)
+
+
+def beam_sweeps(rows: list[dict]) -> dict[tuple, list[dict]]:
+    """Groups of single-episode measurements that differ only in beam width (>= 3 widths)."""
+    groups: dict[tuple, list[dict]] = defaultdict(list)
+    for r in rows:
+        if r.get("env_steps_per_s") and r.get("beam_width") and r.get("episodes") == 1:
+            key = (r["implementation"], r.get("horizon"), r.get("n_expand"), r.get("device") or "")
+            groups[key].append(r)
+    return {
+        k: sorted(v, key=lambda r: r["beam_width"])
+        for k, v in groups.items()
+        if len({r["beam_width"] for r in v}) >= 3
+    }
+
+
+def plot(rows: list[dict], machine: dict, out: Path) -> list[Path]:
+    configs = [r for r in rows if r["section"] == "configs" and r.get("env_steps_per_s")]
+    episodes = [r for r in rows if r["section"] == "episodes_together"]
+    sweeps = beam_sweeps(rows)
+    panels = [p for p, present in (("configs", configs), ("episodes", episodes)) if present]
+    if sweeps:
+        panels.insert(0, "beam")
+    if not panels:
+        raise SystemExit("no planning measurement found")
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.6 * len(panels), 3.9), squeeze=False)
+    for ax, panel in zip(axes[0], panels, strict=True):
+        if panel == "beam":
+            devices = {k[3] for k in sweeps}
+            for i, ((impl, horizon, _, device), group) in enumerate(
+                sorted(sweeps.items(), key=str)
+            ):
+                # the same (beam, horizon) may be measured in several sections: average them
+                by_beam: dict[int, list[float]] = defaultdict(list)
+                for r in group:
+                    by_beam[r["beam_width"]].append(r["env_steps_per_s"])
+                xs = sorted(by_beam)
+                ys = [sum(by_beam[x]) / len(by_beam[x]) for x in xs]
+                ax.plot(
+                    xs,
+                    ys,
+                    marker=MARKERS[i % len(MARKERS)],
+                    color=COLOURS.get(impl),
+                    label=f"{impl}, horizon {horizon}"
+                    + (f", {device}" if len(devices) > 1 else ""),
+                )
+            ax.set_xscale("log", base=2)
+            widths = sorted({r["beam_width"] for g in sweeps.values() for r in g})
+            ax.set_xticks(widths, [str(w) for w in widths])
+            ax.minorticks_off()
+            ax.set_yscale("log")
+            ax.set_xlabel("beam width")
+            ax.set_ylabel("env-steps/s (one plan per step)")
+            ax.set_title("planning speed vs beam width", loc="left", fontsize=10)
+            ax.legend(fontsize=8)
+        elif panel == "configs":
+            settings = list(dict.fromkeys(r["setting"] for r in configs))
+            width = 0.38
+            for j, impl in enumerate(IMPLEMENTATIONS):
+                xs, ys = [], []
+                for i, s in enumerate(settings):
+                    for r in configs:
+                        if r["setting"] == s and r["implementation"] == impl:
+                            xs.append(i + (j - 0.5) * width)
+                            ys.append(r["env_steps_per_s"])
+                if xs:
+                    ax.bar(xs, ys, width, color=COLOURS[impl], label=impl)
+            for i, s in enumerate(settings):
+                ours = [r for r in configs if r["setting"] == s and r.get("speedup")]
+                if ours:
+                    r = ours[0]
+                    ax.annotate(
+                        f"{r['speedup']:.1f}x",
+                        xy=(i - 0.5 * width, r["env_steps_per_s"]),
+                        xytext=(0, 3),
+                        textcoords="offset points",
+                        ha="center",
+                        fontsize=9,
+                    )
+            labels = [_label(next(r for r in configs if r["setting"] == s)) for s in settings]
+            ax.set_xticks(range(len(settings)), labels)
+            ax.set_yscale("log")
+            low, high = ax.get_ylim()
+            ax.set_ylim(low, high * 2)
+            ax.set_ylabel("env-steps/s (one plan per step)")
+            ax.set_title("KV-cache planner vs original, same weights", loc="left", fontsize=10)
+            ax.legend(fontsize=8)
+        else:
+            by_setting: dict[str, list[dict]] = defaultdict(list)
+            for r in episodes:
+                by_setting[r["setting"]].append(r)
+            all_x = sorted({r["episodes"] for r in episodes})
+            notes: list[str] = []
+            for i, group in enumerate(by_setting.values()):
+                done = sorted(
+                    (r for r in group if r.get("env_steps_per_s")), key=lambda r: r["episodes"]
+                )
+                if not done:
+                    continue
+                base = done[0]["env_steps_per_s"] / done[0]["episodes"]
+                ax.plot(
+                    [r["episodes"] for r in done],
+                    [r["env_steps_per_s"] / base for r in done],
+                    marker=MARKERS[i % len(MARKERS)],
+                    label=_label(done[0]),
+                )
+                skipped = [r for r in group if not r.get("env_steps_per_s")]
+                for r in skipped:
+                    notes.append(
+                        f"{_label(done[0])}, {r['episodes']} episodes: not run ({r['note']})"
+                    )
+            ax.plot(all_x, all_x, color="0.7", linestyle="--", linewidth=1, label="ideal (linear)")
+            ax.set_xscale("log", base=2)
+            ax.set_yscale("log", base=2)
+            ax.set_xticks(all_x, [str(x) for x in all_x])
+            ax.set_yticks(all_x, [str(x) for x in all_x])
+            ax.minorticks_off()
+            if notes:
+                ax.text(
+                    0.98,
+                    0.12,
+                    "\n".join(notes),
+                    transform=ax.transAxes,
+                    ha="right",
+                    va="bottom",
+                    fontsize=7,
+                    color="0.35",
+                    wrap=True,
+                )
+            ax.set_xlabel("episodes planned together (one batch)")
+            ax.set_ylabel("env-steps/s relative to one episode")
+            ax.set_title("batching episodes (ttlib)", loc="left", fontsize=10)
+            ax.legend(fontsize=8)
+        ax.grid(alpha=0.3, which="both")
+    cpu = machine.get("device") or machine.get("cpu_model", "")
+    threads = machine.get("torch_threads")
+    torch = machine.get("torch", "")
+    where = ", ".join(
+        x
+        for x in (
+            cpu,
+            f"{threads} torch thread{'s' if threads != 1 else ''}" if threads else "",
+            f"torch {torch}",
+        )
+        if x
+    )
+    timing = "CPU time of the process" if "process" in str(machine.get("timing", "")) else "time"
+    fig.suptitle(f"{where}; {timing}", fontsize=9, x=0.01, ha="left")
+    fig.tight_layout()
+    paths = []
+    for ext in ("png", "svg"):
+        path = out / f"planning.{ext}"
+        fig.savefig(path, dpi=130, metadata={"Date": None} if ext == "svg" else {})
+        paths.append(path)
+    plt.close(fig)
+    return paths
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--folder", type=Path, default=FOLDER, help="where the JSONs are and go")
+    args = p.parse_args(argv)
+    plt.rcParams["svg.hashsalt"] = "ttlib-benchmarks"
+    planning = json.loads((args.folder / "planning.json").read_text())
+    rows = planning_rows(planning)
+    print(write_csv(rows, PLANNING_COLUMNS, args.folder / "summary.csv"))
+    for path in plot(rows, planning.get("machine", {}), args.folder):
+        print(path)
+    training_json = args.folder / "training.json"
+    if training_json.exists():
+        columns = [
+            ("batch", "batch (windows)"),
+            ("implementation", "implementation"),
+            ("tokens_per_s", "tokens/s"),
+            ("cpu_s_per_step", "CPU s per step"),
+            ("tokens_per_step", "tokens per step"),
+        ]
+        rows = training_rows(json.loads(training_json.read_text()))
+        print(write_csv(rows, columns, args.folder / "training.csv"))
+
+
+if __name__ == "__main__":
+    main()
