@@ -60,3 +60,13 @@ def test_runs_summary_collects_every_run_record(tmp_path):
     text = summarize_runs(tmp_path).read_text().splitlines()
     assert text[0].startswith("experiment,preset,command")
     assert [line.split(",")[0] for line in text[1:]] == ["attention", "d4rl"]
+
+
+def test_model_kwargs_pass_dropout_only_where_a_preset_sets_it():
+    from ttlib.config import model_kwargs, preset_params
+
+    size = {"n_layer": 2, "n_head": 2, "n_embd": 32}
+    assert model_kwargs({**size, "seed": 0}) == size  # the paper's default dropout stays
+    assert model_kwargs({**size, "dropout": 0.0}) == {**size, "dropout": 0.0}
+    assert preset_params("d4rl", "cpu")["dropout"] == 0.0
+    assert "dropout" not in preset_params("d4rl", "paper")

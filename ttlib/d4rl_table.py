@@ -34,7 +34,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from ttlib.config import cache_dir, config_key, repo_root
+from ttlib.config import cache_dir, config_key, model_kwargs, repo_root
 from ttlib.data import (
     DataConfig,
     Episode,
@@ -311,10 +311,6 @@ def train_config(params: dict, seed: int) -> TrainConfig:
         checkpoint_every=max(1, min(250, steps)),
         log_every=max(1, min(50, steps // 4)),
     )
-
-
-def model_kwargs(params: dict) -> dict:
-    return {k: int(params[k]) for k in ("n_layer", "n_head", "n_embd")}
 
 
 def snapshot_steps(params: dict, fractions: Sequence[float] = (0.125, 0.25, 0.5)) -> list[int]:

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import gymnasium as gym
 import numpy as np
 
+from ttlib.config import model_kwargs
 from ttlib.data import DataConfig
 from ttlib.envs import make_env, maze_map
 from ttlib.evaluate import EvalResult, evaluate
@@ -49,8 +50,7 @@ def goal_configs(dataset_id: str, params: dict) -> tuple[DataConfig, TrainConfig
         checkpoint_every=max(1, min(250, steps)),
         log_every=max(1, min(50, steps // 4)),
     )
-    model = {k: params[k] for k in ("n_layer", "n_head", "n_embd")}
-    return data_cfg, train_cfg, model
+    return data_cfg, train_cfg, model_kwargs(params)
 
 
 # ------------------------------------------------------------------ cells and rooms

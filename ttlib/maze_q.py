@@ -28,7 +28,7 @@ import pandas as pd
 import torch
 
 from ttlib.baselines import BCConfig, BehaviourCloning, train_bc
-from ttlib.config import cache_dir, config_key
+from ttlib.config import cache_dir, config_key, model_kwargs
 from ttlib.data import DataConfig, Episode, load_minari
 from ttlib.envs import make_env, maze_map
 from ttlib.evaluate import evaluate, mean_se
@@ -147,7 +147,7 @@ def train_config(params: dict) -> TrainConfig:
 
 
 def model_overrides(params: dict) -> dict:
-    return {k: params[k] for k in ("n_layer", "n_head", "n_embd")}
+    return model_kwargs(params)
 
 
 def iql_config(params: dict) -> IQLConfig:

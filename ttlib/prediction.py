@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from ttlib.config import cache_dir, config_key
+from ttlib.config import cache_dir, config_key, model_kwargs
 from ttlib.data import DataConfig, Episode, load_episodes
 from ttlib.discretize import Discretizer
 from ttlib.envs import make_env
@@ -61,8 +61,7 @@ def tt_configs(
         checkpoint_every=max(1, min(500, params["train_steps"])),
         log_every=max(1, min(50, params["train_steps"] // 4)),
     )
-    model = {k: params[k] for k in ("n_layer", "n_head", "n_embd")}
-    return data_cfg, train_cfg, model
+    return data_cfg, train_cfg, model_kwargs(params)
 
 
 def split_episodes(data_cfg: DataConfig) -> tuple[list[Episode], list[Episode]]:
