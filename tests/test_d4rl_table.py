@@ -268,6 +268,14 @@ def test_table_and_learning_curve_on_synthetic_hopper_data(monkeypatch):
 
     monkeypatch.setattr(dt, "dataset_config", synthetic)
     params = tiny_params()
+
+    def no_episodes(*args, **kw):
+        raise AssertionError("train-only ran evaluation episodes")
+
+    with monkeypatch.context() as m:  # training alone fills the model caches, no episodes
+        m.setattr(dt, "episode_scores", no_episodes)
+        trained_only = dt.run_table(params, evaluate_agents=False)
+    assert trained_only.episodes.empty and not trained_only.histories.empty
     run = dt.run_table(params)
     assert set(run.episodes["method"]) == set(dt.METHODS)
     assert len(run.episodes) == 4 * params["episodes"]

@@ -561,9 +561,16 @@ def history_frame(history: Sequence[dict], **labels) -> pd.DataFrame:
 
 
 def run_table(
-    params: dict, progress: bool = False, methods: Sequence[str] | None = None
+    params: dict,
+    progress: bool = False,
+    methods: Sequence[str] | None = None,
+    evaluate_agents: bool = True,
 ) -> TableRun:
-    """Train (or load) and evaluate every method on every (env, kind) of ``params``."""
+    """Train (or load) and evaluate every method on every (env, kind) of ``params``.
+
+    With ``evaluate_agents=False`` only the models are trained (and cached): training does
+    not depend on the planner, so it can run ahead of the planning episodes.
+    """
     methods = list(methods or [*(tt_method(d) for d in params["discretizers"]), *BASELINES])
     episodes, histories, skipped = [], [], []
     for s in range(int(params["seeds"])):
@@ -595,12 +602,16 @@ def run_table(
                             progress,
                         )
                         histories.append(history_frame(trained.history, **labels, method=method))
+                        if not evaluate_agents:
+                            continue
                         rows = evaluate_tt(
                             trained, env, kind, params, int(params["train_steps"]), first_seed
                         )
                     else:
                         spec = BaselineSpec(method, int(params["baseline_steps"]), seed)
                         policy = baseline_cached(spec, base_cfg, data, progress)
+                        if not evaluate_agents:
+                            continue
                         policy_key = {
                             **asdict(spec),
                             "dataset_id": base_cfg.dataset_id,
@@ -904,6 +915,11 @@ def main(argv: Sequence[str] | None = None) -> None:
         help="datasets to do, e.g. hopper/medium (default: the preset's, curve dataset first)",
     )
     ap.add_argument("--curve", action="store_true", help="also the learning curve")
+    ap.add_argument(
+        "--train-only",
+        action="store_true",
+        help="train and cache the models (TT, BC, IQL) without the evaluation episodes",
+    )
     ap.add_argument("--log", default=None, help="append progress to this file")
     args = ap.parse_args(argv)
     logging.basicConfig(
@@ -919,7 +935,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     )
     pairs.sort(key=lambda pair: pair != curve)
     for env, kind in pairs:
-        run = run_table({**params, "envs": [env], "kinds": [kind]})
+        run = run_table(
+            {**params, "envs": [env], "kinds": [kind]}, evaluate_agents=not args.train_only
+        )
+        if args.train_only:
+            log.info("trained %s %s", env, kind)
+            continue
         if not run.episodes.empty:
             log.info("done %s %s:\n%s", env, kind, summarise(run.episodes).round(1))
         if args.curve and params["learning_curve"] and (env, kind) == curve:
