@@ -1,7 +1,7 @@
 """Figure and tables of the planning/training benchmarks, read from results/benchmarks/*.json.
 
     python benchmarks/plot.py            # writes results/benchmarks/planning.{png,svg},
-                                         # summary.csv (planning) and training.csv
+                                         # summary.csv (planning), agreement.csv, training.csv
 
 The book's performance page shows these files; no number there is typed by hand. The script
 does not assume a fixed layout of ``planning.json``: it walks the whole file and takes every
@@ -49,7 +49,7 @@ PLANNING_COLUMNS = [
     ("forward_passes_per_call", "forward passes per plan"),
     ("gflop_per_env_step", "GFLOP per env-step"),
     ("achieved_gflop_s", "achieved GFLOP/s"),
-    ("percent_of_matmul_peak", "% of matmul peak"),
+    ("percent_of_matmul_peak", "share of matmul peak (%)"),
     ("speedup", "ttlib speed-up"),
     ("device", "device"),
     ("commit", "commit"),
@@ -168,6 +168,35 @@ def planning_rows(data: dict) -> list[dict]:
     return rows
 
 
+def agreement_rows(data: dict) -> list[dict]:
+    """One row per case of the cached-vs-original agreement check in planning.json."""
+    rows = []
+    for case, r in (data.get("agreement") or {}).items():
+        if not isinstance(r, dict):
+            continue
+        row = {"case": case, "model": data.get("agreement_model", "")}
+        for key in ("context_transitions", "horizon", "beam_width", "contexts"):
+            row[key] = r.get(key)
+        for key in ("identical_first_action", "identical_plan"):
+            row[key] = 100 * r[key] if r.get(key) is not None else None
+        row["score_abs_diff_mean"] = r.get("score_abs_diff_mean")
+        rows.append(row)
+    return rows
+
+
+AGREEMENT_COLUMNS = [
+    ("case", "case"),
+    ("context_transitions", "context transitions"),
+    ("horizon", "horizon"),
+    ("beam_width", "beam width"),
+    ("contexts", "contexts"),
+    ("identical_first_action", "identical first action (%)"),
+    ("identical_plan", "identical plan (%)"),
+    ("score_abs_diff_mean", "mean abs score difference"),
+    ("model", "model"),
+]
+
+
 def training_rows(data: dict) -> list[dict]:
     """One row per (batch size, implementation) in training.json."""
     rows = []
@@ -208,6 +237,8 @@ def _fmt(value: Any) -> str:
 
 
 def write_csv(rows: list[dict], columns: list[tuple[str, str]], path: Path) -> Path:
+    """Only the columns that hold a value somewhere. The book parses every cell as MyST
+    markdown, so no header or cell may start with ``%`` (a comment there)."""
     used = [(k, h) for k, h in columns if any(r.get(k) not in (None, "") for r in rows)]
     with path.open("w", newline="") as f:
         writer = csv.writer(f, lineterminator="\n")
@@ -392,6 +423,9 @@ def main(argv: list[str] | None = None) -> None:
     print(write_csv(rows, PLANNING_COLUMNS, args.folder / "summary.csv"))
     for path in plot(rows, planning.get("machine", {}), args.folder):
         print(path)
+    agreement = agreement_rows(planning)
+    if agreement:
+        print(write_csv(agreement, AGREEMENT_COLUMNS, args.folder / "agreement.csv"))
     training_json = args.folder / "training.json"
     if training_json.exists():
         columns = [
