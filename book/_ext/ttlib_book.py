@@ -1,0 +1,133 @@
+"""Sphinx helpers of the ttlib book (loaded through ``local_extensions`` in _config.yml).
+
+* ``autodoc-process-docstring`` hook: the package's docstrings are written as plain text
+  with maths such as ``|τ - 1(x < 0)|`` and ``K²`` after inline code. reStructuredText
+  reads the first as a substitution reference and rejects the second as an unterminated
+  literal, and either fails the warning-free build. The hook escapes exactly those two
+  patterns (outside inline code and literal blocks), so the modules need no change and
+  render the text as written.
+* ``doctree-read`` hook: a page that pastes values glued in a notebook page
+  (``{glue:text}`experiments/x.ipynb::key```) is marked as depending on that notebook, so an
+  incremental build re-renders it when the notebook changes instead of keeping stale values.
+* ``preset-table`` directive: one experiment's knobs in every preset, read from the
+  repository's ``_config.yml`` when the book is built (nothing is copied by hand).
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import yaml
+from docutils import nodes
+from docutils.parsers.rst import directives
+from sphinx.util.docutils import SphinxDirective
+
+ROOT = Path(__file__).resolve().parents[2]
+PRESETS_FILE = ROOT / "_config.yml"
+
+# |text| that docutils would parse as a substitution reference: a bar after whitespace or
+# an opening bracket, text that neither starts nor ends with a space, a bar before whitespace
+# or punctuation.
+_SUBSTITUTION = re.compile(r"(?<![^\s(\[{<'\"])\|(?=\S)([^|\n]*?\S)\|(?=[\s.,;:!?)\]}'\"·²]|$)")
+# the end of an inline literal glued to a following character that is not a delimiter
+_GLUED_LITERAL_END = re.compile(r"(``[^`\s](?:[^`]*[^`\s])?``)(?=[^\s\\/:.,;!?)\]}'\"\-`])")
+_INLINE_LITERAL = re.compile(r"``.+?``")
+
+
+def _fix_line(line: str) -> str:
+    line = _GLUED_LITERAL_END.sub(r"\1\\ ", line)
+    out, last = [], 0
+    for m in _INLINE_LITERAL.finditer(line):  # leave inline code untouched
+        out.append(_SUBSTITUTION.sub(r"\\|\1\\|", line[last : m.start()]))
+        out.append(m.group(0))
+        last = m.end()
+    out.append(_SUBSTITUTION.sub(r"\\|\1\\|", line[last:]))
+    return "".join(out)
+
+
+def escape_plain_text_maths(app, what, name, obj, options, lines: list[str]) -> None:
+    literal_indent: int | None = None  # indentation of the paragraph that opened a :: block
+    previous_indent = 0
+    for i, line in enumerate(lines):
+        indent = len(line) - len(line.lstrip())
+        if literal_indent is not None:
+            if line.strip() and indent <= literal_indent:
+                literal_indent = None
+            else:
+                continue
+        if line.strip():
+            lines[i] = _fix_line(line)
+            previous_indent = indent
+        if line.rstrip().endswith("::"):
+            literal_indent = previous_indent
+
+
+def note_glue_sources(app, doctree) -> None:
+    try:
+        from myst_nb.ext.glue.utils import PendingGlueReference
+    except ImportError:  # another myst-nb layout: nothing to track
+        return
+    env = app.env
+    for node in doctree.findall(PendingGlueReference):
+        if node.refdoc != env.docname:
+            env.note_dependency(str(env.doc2path(node.refdoc)))
+
+
+def _cell(value) -> str:
+    if isinstance(value, list):
+        return ", ".join(str(v) for v in value)
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, int) and abs(value) >= 10_000:
+        return f"{value:,}"
+    return "" if value is None else str(value)
+
+
+class PresetTable(SphinxDirective):
+    """``{preset-table} experiment``: its knobs (rows) in every preset (columns)."""
+
+    required_arguments = 1
+    option_spec = {"name": directives.unchanged}
+
+    def run(self) -> list[nodes.Node]:
+        experiment = self.arguments[0]
+        self.env.note_dependency(str(PRESETS_FILE))
+        presets = yaml.safe_load(PRESETS_FILE.read_text(encoding="utf-8"))
+        names = [p for p, block in presets.items() if experiment in (block or {})]
+        if not names:
+            raise self.error(f"no preset in {PRESETS_FILE.name} has an entry {experiment!r}")
+        knobs = list(dict.fromkeys(k for p in names for k in presets[p][experiment]))
+        header = ["knob", *names]
+        body = [[k, *(_cell(presets[p][experiment].get(k)) for p in names)] for k in knobs]
+
+        table = nodes.table(classes=["colwidths-auto"])
+        group = nodes.tgroup(cols=len(header))
+        table += group
+        for _ in header:
+            group += nodes.colspec(colwidth=1)
+        for part, rows in ((nodes.thead(), [header]), (nodes.tbody(), body)):
+            for row in rows:
+                tr = nodes.row()
+                for j, text in enumerate(row):
+                    entry = nodes.entry()
+                    para = nodes.paragraph()
+                    para += nodes.literal(text, text) if j == 0 else nodes.Text(text)
+                    entry += para
+                    tr += entry
+                part += tr
+            group += part
+        title = nodes.title("", "Knobs of ")
+        title += nodes.literal(experiment, experiment)
+        title += nodes.Text(" in each preset of _config.yml")
+        table.insert(0, title)
+        if "name" in self.options:
+            self.add_name(table)
+        return [table]
+
+
+def setup(app):
+    app.connect("autodoc-process-docstring", escape_plain_text_maths)
+    app.connect("doctree-read", note_glue_sources)
+    app.add_directive("preset-table", PresetTable)
+    return {"parallel_read_safe": True, "parallel_write_safe": True, "version": "1"}
