@@ -6,6 +6,8 @@ exactly as CI builds it: ``jupyter-book build book/ -W --keep-going``.
 
 from __future__ import annotations
 
+import csv
+import re
 import subprocess
 import sys
 from html.parser import HTMLParser
@@ -14,13 +16,16 @@ from urllib.parse import urlsplit
 
 import pytest
 
-BOOK = Path(__file__).resolve().parent.parent / "book"
+ROOT = Path(__file__).resolve().parent.parent
+BOOK = ROOT / "book"
+RESULTS = ROOT / "results"
 
 # Page file in the HTML output -> a sentence fragment that must be on it.
 PAGES = {
     "intro.html": "The Trajectory Transformer, reproduced",
     "method.html": "Planning with beam search",
     "reproducing.html": "Where results land",
+    "performance.html": "Performance of the planner",
     "differences.html": "D4RL-style, not D4RL",
     "api.html": "API reference",
     "experiments/goal_reaching.html": "Goal reaching in four rooms",
@@ -129,3 +134,90 @@ def test_api_page_is_rendered_by_autodoc_not_left_as_raw_rst(built_book):
     text = (html / "api.html").read_text(encoding="utf-8")
     assert 'id="ttlib.discretize.QuantileDiscretizer"' in text
     assert ".. py:" not in text and ".. automodule::" not in text
+
+
+def _csv_rows(path: Path) -> list[dict[str, str]]:
+    with path.open(newline="", encoding="utf-8") as f:
+        return list(csv.DictReader(f))
+
+
+def _text(page: Path) -> str:
+    """The page's visible text, whitespace collapsed (for checking table contents)."""
+    import html as html_lib
+
+    raw = page.read_text(encoding="utf-8")
+    return re.sub(r"\s+", " ", html_lib.unescape(re.sub(r"<[^>]+>", " ", raw)))
+
+
+def test_no_table_has_an_empty_header_cell(built_book):
+    # a CSV header starting with "%" is a MyST comment and silently vanishes
+    _, html = built_book
+    for page in ("performance.html", "reproducing.html"):
+        text = (html / page).read_text(encoding="utf-8")
+        assert '<th class="head"></th>' not in text, f"{page} has an empty table header"
+
+
+def test_performance_page_shows_the_benchmark_figure_and_tables(built_book):
+    _, html = built_book
+    assert (html / "_images" / "planning.svg").is_file(), "planning figure missing"
+    page = (html / "performance.html").read_text(encoding="utf-8")
+    assert "planning.svg" in page
+    text = _text(html / "performance.html")
+    for name in ("summary.csv", "agreement.csv", "training.csv"):
+        rows = _csv_rows(RESULTS / "benchmarks" / name)
+        assert rows, f"{name} is empty"
+        for header in rows[0]:
+            assert header in text, f"{name}: column {header!r} not on the page"
+        for row in rows:
+            for value in row.values():
+                assert value in text, f"{name}: value {value!r} not on the page"
+
+
+def test_reproducing_page_lists_every_published_run_and_the_presets(built_book):
+    _, html = built_book
+    text = _text(html / "reproducing.html")
+    runs = _csv_rows(RESULTS / "runs.csv")
+    assert runs
+    for run in runs:
+        for column in ("experiment", "command", "wall time (min)", "hardware", "commit"):
+            assert run[column] in text, f"runs.csv {column} {run[column]!r} not on the page"
+    assert text.count("in each preset of _config.yml") >= 6, "a preset table is missing"
+
+
+def test_intro_pastes_the_glued_headline_numbers(built_book):
+    _, html = built_book
+    page = (html / "intro.html").read_text(encoding="utf-8")
+    assert page.count('class="pasted-text"') >= 10, "glued numbers missing from the intro"
+    assert "::" not in _text(html / "intro.html").split("What the paper reported")[0]
+
+
+def test_rollout_gifs_are_in_the_build(built_book):
+    _, html = built_book
+    for gif in RESULTS.glob("*/episode.gif"):
+        assert (html / "_images" / gif.name).is_file(), f"{gif} not shown in the book"
+
+
+def _package_modules() -> list[str]:
+    """Public modules of ttlib that git tracks (a module still being written is not yet
+    expected in the book); every module on disk when git is not available."""
+    try:
+        out = subprocess.run(
+            ["git", "ls-files", "ttlib/*.py"],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.split()
+        paths = [Path(p) for p in out]
+    except (OSError, subprocess.CalledProcessError):
+        paths = list((ROOT / "ttlib").glob("*.py"))
+    return sorted(p.stem for p in paths if not p.stem.startswith("_"))
+
+
+def test_api_page_documents_every_module(built_book):
+    _, html = built_book
+    text = (html / "api.html").read_text(encoding="utf-8")
+    modules = _package_modules()
+    assert modules
+    missing = [m for m in modules if f'id="module-ttlib.{m}"' not in text]
+    assert not missing, f"book/api.md lacks an automodule for: {missing}"
