@@ -120,9 +120,14 @@ def planning_rows(data: dict) -> list[dict]:
             for key, value in _planner_settings(configs[setting], ()).items():
                 settings.setdefault(key, value)
         for name in names:
-            settings.setdefault("horizon", _from_name(name, ("H", "horizon")))
-            settings.setdefault("beam_width", _from_name(name, ("B", "beam", "beam_width")))
-            settings.setdefault("episodes", _from_name(name, ("E", "episodes")))
+            for key, letters in (
+                ("horizon", ("H", "horizon")),
+                ("beam_width", ("B", "beam", "beam_width")),
+                ("episodes", ("E", "episodes")),
+            ):
+                value = _from_name(name, letters)
+                if settings.get(key) is None and value is not None:
+                    settings[key] = value
         if numeric:  # a bare number on the path names the swept quantity of its section
             number = int(numeric[-1])
             if "episode" in section:
