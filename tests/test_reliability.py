@@ -103,3 +103,117 @@ def test_every_torch_load_in_the_package_is_weights_only():
             if "weights_only=True" not in m.group(1):
                 offenders.append(f"{f.name}: {m.group(0)}")
     assert not offenders, offenders
+
+
+# ------------------------------------------------------------------ planning memory
+def _planner_setup():
+    from ttlib.discretize import make_discretizer
+    from ttlib.model import GPTConfig, TrajectoryGPT
+
+    torch.manual_seed(0)
+    cfg = GPTConfig(2, 1, n_bins=8, n_transitions=3, n_layer=2, n_head=2, n_embd=16, dropout=0.0)
+    model = TrajectoryGPT(cfg).eval()
+    x = torch.randn(300, cfg.transition_dim).numpy()
+    return model, make_discretizer("uniform", cfg.n_bins).fit(x)
+
+
+@pytest.mark.parametrize("rows", [1, 12, 256])
+def test_memory_estimate_of_one_cache_is_what_the_model_allocates(rows):
+    from ttlib.memory import estimate_planning_memory
+    from ttlib.search import PlannerConfig
+
+    model, _ = _planner_setup()
+    est = estimate_planning_memory(model.config, PlannerConfig(beam_width=rows, n_expand=1))
+    cache = model.new_cache(rows)
+    assert est.rows == rows and est.cache == cache.k.nbytes + cache.v.nbytes
+    assert est.weights == 4 * model.n_params
+
+
+def test_memory_estimate_matches_the_caches_beam_search_allocates(monkeypatch):
+    """Track the KV caches of a real plan, including the moments when beams are copied."""
+    from ttlib.memory import estimate_planning_memory
+    from ttlib.model import KVCache
+    from ttlib.search import PlannerConfig, beam_search
+
+    model, disc = _planner_setup()
+    peak = {"cache": 0, "kv": 0}
+    init, select = KVCache.__init__, KVCache.select
+
+    def tracked_init(self, *args, **kwargs):
+        init(self, *args, **kwargs)
+        peak["cache"] = max(peak["cache"], self.k.nbytes + self.v.nbytes)
+
+    def tracked_select(self, index):
+        before = self.k.nbytes + self.v.nbytes
+        out = select(self, index)
+        after = self.k.nbytes + self.v.nbytes
+        # index_select copies keys, then values: the old and new copies overlap by half.
+        peak["kv"] = max(peak["kv"], before + after // 2, after + before // 2)
+        peak["cache"] = max(peak["cache"], after)
+        return out
+
+    monkeypatch.setattr(KVCache, "__init__", tracked_init)
+    monkeypatch.setattr(KVCache, "select", tracked_select)
+    E, cfg = 3, PlannerConfig(horizon=4, beam_width=5, n_expand=3, max_context_transitions=1)
+    td = model.config.transition_dim
+    context = torch.randint(0, 8, (E, td + 2))  # one transition and the current observation
+    beam_search(model, disc, context, cfg, generator=torch.Generator().manual_seed(0))
+    est = estimate_planning_memory(model.config, cfg, n_episodes=E)
+    assert peak["cache"] == est.cache
+    assert abs(est.kv_peak - peak["kv"]) <= 0.1 * peak["kv"]
+
+
+def test_too_large_plan_fails_at_once_with_the_estimate():
+    from ttlib.memory import (
+        PlanningMemoryError,
+        check_planning_memory,
+        estimate_planning_memory,
+        format_bytes,
+    )
+    from ttlib.search import PlannerConfig
+
+    model, _ = _planner_setup()
+    cfg = PlannerConfig(beam_width=1_000_000, n_expand=4)
+    est = estimate_planning_memory(model.config, cfg, n_episodes=20)
+    start = time.perf_counter()
+    with pytest.raises(PlanningMemoryError) as err:
+        check_planning_memory(model.config, cfg, n_episodes=20, limit="2G")
+    assert time.perf_counter() - start < 1.0
+    message = str(err.value)
+    assert "20 episode(s) with beam_width 1000000 × n_expand 4" in message
+    assert f"needs about {format_bytes(est.total)}" in message and "limit of 2.0 GiB" in message
+    assert check_planning_memory(model.config, PlannerConfig(), limit="2G") is not None
+
+
+def test_memory_limit_comes_from_the_argument_the_environment_or_free_ram(monkeypatch):
+    from ttlib import memory
+
+    assert memory.parse_bytes("1.5G") == 3 * 2**29 and memory.parse_bytes("512MiB") == 2**29
+    assert memory.parse_bytes("1000") == 1000 and memory.parse_bytes(7) == 7
+    with pytest.raises(ValueError, match="memory size"):
+        memory.parse_bytes("lots")
+    monkeypatch.delenv(memory.LIMIT_ENV, raising=False)
+    free = memory.available_memory()
+    assert free is not None and free > 0
+    assert abs(memory.memory_limit() - memory.DEFAULT_FRACTION * free) < 0.05 * free
+    monkeypatch.setenv(memory.LIMIT_ENV, "3M")
+    assert memory.memory_limit() == 3 * 2**20
+    assert memory.memory_limit("1K") == 1024
+
+
+def test_evaluate_refuses_a_planner_too_big_before_making_envs():
+    from ttlib.evaluate import evaluate
+    from ttlib.memory import PlanningMemoryError
+    from ttlib.search import PlannerConfig, TTPlanner
+
+    model, disc = _planner_setup()
+    planner = TTPlanner(model, disc, PlannerConfig(beam_width=64))
+    made = []
+
+    def factory(**kwargs):
+        made.append(kwargs)
+        raise AssertionError("no env should be made")
+
+    with pytest.raises(PlanningMemoryError, match="planning 8 episode"):
+        evaluate(planner, factory, n_episodes=8, memory_limit="64K", progress=False)
+    assert made == []

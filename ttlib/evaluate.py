@@ -21,6 +21,7 @@ import numpy as np
 from tqdm import tqdm  # plain bars: tqdm.auto warns in kernels without ipywidgets
 
 from ttlib.envs import REF_SCORES, make_env, normalized_score
+from ttlib.memory import check_agent_memory
 
 SUCCESS_DISTANCE = 0.5  # goal reached when the achieved goal is this close (maze units)
 
@@ -142,6 +143,7 @@ def evaluate(
     video_episodes: int = 0,
     frame_every: int = 1,
     progress: bool = True,
+    memory_limit: int | str | None = None,
 ) -> EvalResult:
     """Run ``policy`` (an Agent, or a stateless ``act(obs)``) in ``n_episodes`` envs at once.
 
@@ -149,12 +151,15 @@ def evaluate(
     with seed ``seed + i`` (and ``reset_options[i]``) and ends when it terminates, is
     truncated, or after ``max_steps`` steps. The first ``video_episodes`` episodes are rendered
     (rgb_array) every ``frame_every`` steps; if rendering is impossible they are skipped.
+    A planner whose beam search for ``n_episodes`` at once would need more memory than
+    ``memory_limit`` (see :func:`ttlib.memory.memory_limit`) is refused before any env starts.
     """
     if n_episodes < 1:
         raise ValueError(f"n_episodes must be >= 1, got {n_episodes}")
     if max_steps is not None and max_steps < 1:
         raise ValueError(f"max_steps must be >= 1 or None, got {max_steps}")
     agent = as_agent(policy)
+    check_agent_memory(agent, n_episodes, memory_limit)
     env_name = env if isinstance(env, str) else None
     if video_episodes > 0:
         os.environ.setdefault("MUJOCO_GL", "egl")
