@@ -78,17 +78,38 @@ def load_minari(dataset_id: str, download: bool = False):
         try:
             minari.download_dataset(dataset_id)
         except Exception as err:
+            first = str(err).strip().splitlines()[0] if str(err).strip() else ""
+            why = f"{type(err).__name__}: {first}" if first else type(err).__name__
+            if isinstance(err, ImportError):
+                why = "downloading needs the optional package huggingface_hub, minari[hf]"
             raise DatasetError(
-                f"could not download {dataset_id!r} ({type(err).__name__}); remote Minari ids "
-                "need network. Without it, generate a local dataset with `ttlib make-data`"
+                f"could not download {dataset_id!r} ({why}); remote Minari ids "
+                f"need network access. Without it, {_local_alternative(dataset_id)}"
             ) from err
         return minari.load_dataset(dataset_id)
     near = difflib.get_close_matches(dataset_id, local, n=3)
     hint = f" Did you mean {', '.join(near)}?" if near else ""
     raise DatasetError(
-        f"no local Minari dataset {dataset_id!r}.{hint} Generate local ones with "
-        "`ttlib make-data`, or pass download=True for a remote id (needs network)."
+        f"no local Minari dataset {dataset_id!r}.{hint} A remote id downloads with --download "
+        f"(download=True; needs network); without network, {_local_alternative(dataset_id)}."
     )
+
+
+def _local_alternative(remote_id: str) -> str:
+    """How to make a local stand-in for a remote id such as ``mujoco/hopper/medium-v0``."""
+    from ttlib.datasets_gen import dataset_id as local_id
+
+    parts = remote_id.split("/")
+    if len(parts) == 3:
+        env, kind = parts[1], parts[2].rsplit("-v", 1)[0]
+        try:
+            made = local_id(env, kind)
+        except ValueError:
+            pass
+        else:
+            command = f"ttlib make-data --env {env} --kind {kind}"
+            return f"generate a local one with `{command}` and use {made!r}"
+    return "generate a local dataset with `ttlib make-data` (ids ttlib/<env>/<kind>-v0)"
 
 
 def _flat_obs(obs, keys: list[str]) -> np.ndarray:

@@ -130,8 +130,8 @@ def checkpoint_dict(model, discretizer, data_cfg: DataConfig, train_cfg: TrainCo
     }
 
 
-def load_checkpoint(path: str | Path, device: str = "auto"):
-    """Load ``(model, discretizer, checkpoint_dict)``; the model is in eval mode."""
+def read_checkpoint(path: str | Path) -> tuple[dict, Path]:
+    """The checkpoint dict at ``path`` (a file or its directory), or a CheckpointError."""
     path = Path(path)
     if path.is_dir():
         path = path / "checkpoint.pt"
@@ -139,16 +139,66 @@ def load_checkpoint(path: str | Path, device: str = "auto"):
         raise CheckpointError(f"no checkpoint at {path}; train one with `ttlib train`")
     try:
         ckpt = load_torch(path)
-    except Exception as err:
+    except Exception as err:  # truncated, corrupt, or not a torch file at all
         raise CheckpointError(
-            f"{path} is not a readable checkpoint ({type(err).__name__})"
+            f"{path} is not a readable checkpoint ({type(err).__name__}): the file is "
+            "truncated or corrupt; copy it again or train a new one"
         ) from err
     if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
         raise CheckpointError(f"{path} is not a ttlib checkpoint (format {CHECKPOINT_FORMAT})")
-    model = TrajectoryGPT(GPTConfig(**ckpt["gpt_config"]))
+    missing = [k for k in ("model", "gpt_config", "discretizer") if k not in ckpt]
+    if missing:
+        raise CheckpointError(f"{path} is incomplete (no {', '.join(missing)}); train it again")
+    return ckpt, path
+
+
+def _weight_mismatch(config: GPTConfig, weights: dict) -> str:
+    """What in ``weights`` does not fit a model built from ``config`` ('' if all fits)."""
+    expected = {k: tuple(v.shape) for k, v in TrajectoryGPT(config).state_dict().items()}
+    got = {k: tuple(v.shape) for k, v in weights.items()}
+    named = {  # parameter → (what its shape measures, the axis that measures it)
+        "tok_emb.weight": ("vocabulary size", 0),
+        "pos_emb": ("block size", 1),
+        "head": ("transition dims", 0),
+    }
+    found = []
+    for key, (what, axis) in named.items():
+        if key in got and got[key] != expected[key]:
+            found.append(f"{what} {got[key][axis]} in the weights vs {expected[key][axis]}")
+    if "head" in got and got["head"][1] != expected["head"][1]:
+        found.append(f"n_bins {got['head'][1] - 1} in the weights vs {config.n_bins}")
+    layers = {k.split(".")[1] for k in got if k.startswith("blocks.")}
+    if len(layers) != config.n_layer:
+        found.append(f"{len(layers)} layers in the weights vs n_layer {config.n_layer}")
+    if not found and (got.keys() != expected.keys() or got != expected):
+        found.append("other parameter shapes differ")
+    return "; ".join(found)
+
+
+def load_checkpoint(path: str | Path, device: str = "auto"):
+    """Load ``(model, discretizer, checkpoint_dict)``; the model is in eval mode."""
+    ckpt, path = read_checkpoint(path)
+    try:
+        config = GPTConfig(**ckpt["gpt_config"])
+        discretizer = Discretizer.from_state_dict(ckpt["discretizer"])
+    except (TypeError, KeyError, ValueError) as err:
+        raise CheckpointError(f"{path} has a config this version cannot read ({err})") from err
+    mismatch = _weight_mismatch(config, ckpt["model"])
+    if mismatch:
+        raise CheckpointError(
+            f"{path}: its weights do not fit its model config ({mismatch}); the file mixes "
+            "parts of different runs"
+        )
+    if (discretizer.n_bins, discretizer.dim) != (config.n_bins, config.transition_dim):
+        raise CheckpointError(
+            f"{path}: its discretizer ({discretizer.n_bins} bins, {discretizer.dim} dims) does "
+            f"not fit the model's vocabulary (n_bins {config.n_bins}, transition dims "
+            f"{config.transition_dim}); the file mixes parts of different runs"
+        )
+    model = TrajectoryGPT(config)
     model.load_state_dict(ckpt["model"])
     model.to(resolve_device(device)).eval()
-    return model, Discretizer.from_state_dict(ckpt["discretizer"]), ckpt
+    return model, discretizer, ckpt
 
 
 def _check_resumable(ckpt: dict, model_cfg: GPTConfig, data_cfg: DataConfig, cfg: TrainConfig):
@@ -191,8 +241,10 @@ def train(
 
     ckpt_path = Path(out_dir) / "checkpoint.pt" if out_dir is not None else None
     if ckpt_path is not None and ckpt_path.exists():
-        ckpt = load_torch(ckpt_path)
+        ckpt, _ = read_checkpoint(ckpt_path)
         _check_resumable(ckpt, model_cfg, dataset.cfg, cfg)
+        if "optimizer" not in ckpt:
+            raise CheckpointError(f"{ckpt_path} has no training state to resume from")
         model.load_state_dict(ckpt["model"])
         optimizer.load_state_dict(ckpt["optimizer"])
         gen.set_state(ckpt["generator"])
