@@ -7,6 +7,9 @@ import sys
 
 from ttlib.cli_data import add_data_summary, add_make_data, add_make_policies
 from ttlib.cli_plan import add_plan
+from ttlib.data import DatasetError
+from ttlib.memory import PlanningMemoryError
+from ttlib.train import CheckpointError
 
 
 def _run_train(args: argparse.Namespace) -> int:
@@ -79,34 +82,46 @@ def add_reproduce(sub) -> argparse.ArgumentParser:
     return p
 
 
-def build_parser() -> argparse.ArgumentParser:
+COMMANDS = (add_make_policies, add_make_data, add_data_summary, add_train, add_plan, add_reproduce)
+
+
+def build_parser(commands=COMMANDS) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="ttlib", description="Trajectory Transformer reproduction toolkit"
     )
     sub = parser.add_subparsers(required=True, metavar="COMMAND")
-    for add in (
-        add_make_policies,
-        add_make_data,
-        add_data_summary,
-        add_train,
-        add_plan,
-        add_reproduce,
-    ):
+    for add in commands:
         add(sub)
     return parser
 
 
-# Errors a user can cause with bad input: shown as one line, never as a traceback.
-USER_ERRORS: tuple[type[BaseException], ...] = (ValueError, FileNotFoundError, KeyError)
+# The exceptions that bad input causes. Each is reported as one line,
+# "ttlib <command>: error: <message>", with exit code 2 and no traceback; anything else is a
+# bug and keeps its traceback. Runners raise these and never print errors themselves.
+USER_ERRORS: tuple[type[BaseException], ...] = (
+    DatasetError,  # dataset id unknown, unreadable, or not downloadable here
+    CheckpointError,  # checkpoint missing, corrupt, or made for another env / model
+    PlanningMemoryError,  # planner settings that would not fit in memory
+    ValueError,  # any other bad value: env name, dataset kind, mode, option combination
+    FileNotFoundError,  # an input file (policy, IQL model) that does not exist
+    IsADirectoryError,  # a file path that names a folder
+    NotADirectoryError,  # a folder path that goes through a file
+    PermissionError,  # an output that cannot be written
+)
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+def one_line(err: BaseException) -> str:
+    """The error's message on a single line."""
+    return " ".join(str(err).split()) or type(err).__name__
+
+
+def main(argv: list[str] | None = None, commands=COMMANDS) -> int:
+    """Run one sub-command; ``commands`` limits the parser (``python -m ttlib.cli_data``)."""
+    args = build_parser(commands).parse_args(argv)
     try:
         return args.func(args)
     except USER_ERRORS as err:
-        msg = err.args[0] if isinstance(err, KeyError) and err.args else err
-        print(f"ttlib {args.command}: error: {msg}", file=sys.stderr)
+        print(f"ttlib {args.command}: error: {one_line(err)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(

@@ -1,0 +1,327 @@
+"""Bad input given to the command line: one line on stderr, exit code 2, nothing damaged.
+
+Each test runs the real entry point in a subprocess (as a user would) and checks the message,
+the exit code, that no traceback leaks out, and that the files it was given are unchanged.
+"""
+
+import hashlib
+import os
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import torch
+
+from ttlib import cli, cli_data, cli_plan
+from ttlib.data import DataConfig, DatasetError, load_minari
+from ttlib.discretize import make_discretizer
+from ttlib.io import load_torch, save_torch
+from ttlib.memory import PlanningMemoryError
+from ttlib.model import GPTConfig, TrajectoryGPT
+from ttlib.train import CheckpointError, TrainConfig, checkpoint_dict
+
+from conftest import linear_episodes, write_minari_dataset
+
+
+def run(*args, module="ttlib.cli", env=None, timeout=120):
+    env = {**os.environ, "OMP_NUM_THREADS": "1", **(env or {})}
+    cmd = [sys.executable, "-m", module, *args]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
+
+
+def one_line_error(r, command: str, *fragments: str) -> str:
+    """Assert a failed run printed exactly one error line with ``fragments``; return it."""
+    assert r.returncode == 2, (r.returncode, r.stderr)
+    assert "Traceback" not in r.stderr, r.stderr
+    # MuJoCo's C library prints its own notices (a deprecated XML attribute in HalfCheetah).
+    lines = [x for x in r.stderr.splitlines() if x.strip() and not x.startswith("WARNING: ")]
+    assert len(lines) == 1, r.stderr
+    assert lines[0].startswith(f"ttlib {command}: error: "), lines[0]
+    for fragment in fragments:
+        assert fragment in lines[0], (fragment, lines[0])
+    return lines[0]
+
+
+def digest(path) -> str:
+    return hashlib.sha256(open(path, "rb").read()).hexdigest()
+
+
+def hopper_like_checkpoint(path, obs_dim=11, act_dim=3, n_bins=10, n_transitions=3, edit=None):
+    """An untrained checkpoint with the given dimensions (Hopper's by default)."""
+    torch.manual_seed(0)
+    model_cfg = GPTConfig(
+        obs_dim, act_dim, n_bins, n_transitions, n_layer=1, n_head=2, n_embd=16, dropout=0.0
+    )
+    data_cfg = DataConfig(
+        "ttlibtest/hopperlike/medium-v0", n_bins=n_bins, n_transitions=n_transitions
+    )
+    x = np.random.default_rng(0).normal(size=(200, obs_dim + act_dim + 2))
+    disc = make_discretizer("quantile", n_bins).fit(x)
+    ckpt = checkpoint_dict(TrajectoryGPT(model_cfg), disc, data_cfg, TrainConfig())
+    if edit is not None:
+        edit(ckpt)
+    return save_torch(ckpt, path)
+
+
+PLAN = ["plan", "--env", "hopper", "--horizon", "2", "--beam-width", "2", "--max-steps", "1"]
+
+
+# ------------------------------------------------- one place turns errors into one line
+def test_runners_raise_and_only_main_reports(capsys):
+    args = cli.build_parser().parse_args(["make-data", "--env", "hopper", "--kind", "medum"])
+    with pytest.raises(ValueError, match="medum"):
+        args.func(args)  # the runner itself prints nothing and raises
+    assert capsys.readouterr().err == ""
+    assert cli.main(["make-data", "--env", "hopper", "--kind", "medum"]) == 2
+    assert capsys.readouterr().err.startswith("ttlib make-data: error: Unknown dataset kind")
+    assert not hasattr(cli_data, "_guard") and not hasattr(cli_plan, "_guarded")
+
+
+def test_user_errors_are_a_short_explicit_list():
+    for kind in (DatasetError, CheckpointError, PlanningMemoryError, ValueError):
+        assert kind in cli.USER_ERRORS
+    assert not any(k in cli.USER_ERRORS for k in (Exception, RuntimeError, OSError, KeyError))
+
+
+def test_unexpected_errors_keep_their_traceback():
+    def add_broken(sub):
+        def crash(args):
+            raise RuntimeError("a bug, not bad input")
+
+        sub.add_parser("broken").set_defaults(func=crash, command="broken")
+
+    with pytest.raises(RuntimeError, match="a bug"):
+        cli.main(["broken"], commands=(add_broken,))
+
+
+@pytest.mark.parametrize(
+    "module, args, command, fragment",
+    [
+        (
+            "ttlib.cli_data",
+            ["make-data", "--env", "hopper", "--kind", "medum"],
+            "make-data",
+            "medum",
+        ),
+        ("ttlib.cli_data", ["data-summary", "--ids", "ttlib/hoper/x-v0"], "data-summary", "hoper"),
+        (
+            "ttlib.cli_plan",
+            ["plan", "--checkpoint", "/nonexistent", "--env", "hopper"],
+            "plan",
+            "no checkpoint at /nonexistent",
+        ),
+    ],
+)
+def test_stand_alone_entry_points_report_through_the_same_path(module, args, command, fragment):
+    one_line_error(run(*args, module=module), command, fragment)
+
+
+# ----------------------------------------------- checkpoints that do not fit what they meet
+def test_plan_with_a_checkpoint_from_another_env_names_both_dims(tmp_path):
+    ckpt = hopper_like_checkpoint(tmp_path / "checkpoint.pt")
+    before = digest(ckpt)
+    r = run(
+        "plan", "--checkpoint", str(ckpt), "--env", "halfcheetah", "--out", str(tmp_path / "r.json")
+    )
+    one_line_error(
+        r, "plan", "observation/action dims 11/3", "'halfcheetah' has 17/6", "hopperlike"
+    )
+    assert digest(ckpt) == before and not (tmp_path / "r.json").exists()
+
+
+def _other_discretizer(ckpt):
+    x = np.random.default_rng(1).normal(size=(200, 16))
+    ckpt["discretizer"] = make_discretizer("quantile", 20).fit(x).state_dict()
+
+
+def _longer_block(ckpt):
+    ckpt["gpt_config"]["n_transitions"] = 5
+
+
+def _more_bins(ckpt):
+    ckpt["gpt_config"]["n_bins"] = 20
+
+
+@pytest.mark.parametrize(
+    "edit, fragments",
+    [
+        (_other_discretizer, ["discretizer (20 bins, 16 dims)", "n_bins 10"]),
+        (_longer_block, ["block size 47 in the weights vs 79"]),
+        (
+            _more_bins,
+            ["vocabulary size 161 in the weights vs 321", "n_bins 10 in the weights vs 20"],
+        ),
+    ],
+)
+def test_plan_with_a_checkpoint_whose_parts_disagree_names_the_mismatch(tmp_path, edit, fragments):
+    ckpt = hopper_like_checkpoint(tmp_path / "checkpoint.pt", edit=edit)
+    before = digest(ckpt)
+    one_line_error(run(*PLAN, "--checkpoint", str(ckpt)), "plan", str(ckpt), *fragments)
+    assert digest(ckpt) == before
+
+
+def test_plan_longer_than_the_models_block_is_refused_up_front(tmp_path):
+    ckpt = hopper_like_checkpoint(tmp_path / "checkpoint.pt", n_transitions=1)
+    r = run(*PLAN, "--checkpoint", str(ckpt))
+    one_line_error(r, "plan", "block size (15 tokens, n_transitions 1)", "--horizon 1")
+
+
+TRAIN = ["train", "--n-bins", "5", "--n-transitions", "2", "--steps", "2", "--batch-size", "4"]
+TRAIN += ["--n-layer", "1", "--n-head", "1", "--n-embd", "8", "--checkpoint-every", "1"]
+
+
+def test_train_resuming_from_a_checkpoint_of_other_data_names_the_dims(tmp_path):
+    write_minari_dataset("ttlibtest/two/medium-v0", linear_episodes(4, 10, obs_dim=2))
+    write_minari_dataset("ttlibtest/one/medium-v0", linear_episodes(4, 10, obs_dim=1))
+    out = tmp_path / "run"
+    assert cli.main([*TRAIN, "--dataset", "ttlibtest/two/medium-v0", "--out", str(out)]) == 0
+    before = digest(out / "checkpoint.pt")
+    r = run(*TRAIN, "--dataset", "ttlibtest/one/medium-v0", "--out", str(out))
+    one_line_error(r, "train", "cannot resume", "observation_dim: checkpoint 2 vs now 1")
+    assert digest(out / "checkpoint.pt") == before
+
+
+# --------------------------------------------------------------- corrupt checkpoint files
+def _truncated(path):
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+
+
+def _garbage(path):
+    path.write_bytes(b"\x80\x02 this is not what torch.save writes")
+
+
+def _not_a_checkpoint(path):
+    save_torch({"weights": torch.ones(2)}, path)
+
+
+def _incomplete(path):
+    ckpt = load_torch(path)
+    del ckpt["model"]
+    save_torch(ckpt, path)
+
+
+@pytest.mark.parametrize(
+    "damage, fragment",
+    [
+        (_truncated, "is not a readable checkpoint"),
+        (_garbage, "is not a readable checkpoint (UnpicklingError): the file is truncated"),
+        (_not_a_checkpoint, "is not a ttlib checkpoint"),
+        (_incomplete, "is incomplete (no model)"),
+    ],
+)
+def test_plan_with_a_damaged_checkpoint_is_one_line(tmp_path, damage, fragment):
+    ckpt = hopper_like_checkpoint(tmp_path / "checkpoint.pt")
+    damage(ckpt)
+    before = digest(ckpt)
+    one_line_error(run(*PLAN, "--checkpoint", str(tmp_path)), "plan", fragment)
+    assert digest(ckpt) == before
+
+
+def test_train_does_not_overwrite_a_truncated_checkpoint(tmp_path):
+    write_minari_dataset("ttlibtest/two/medium-v0", linear_episodes(4, 10, obs_dim=2))
+    out = tmp_path / "run"
+    args = [*TRAIN, "--dataset", "ttlibtest/two/medium-v0", "--out", str(out)]
+    assert cli.main(args) == 0
+    _truncated(out / "checkpoint.pt")
+    before = digest(out / "checkpoint.pt")
+    one_line_error(run(*args), "train", "not a readable checkpoint", "truncated or corrupt")
+    assert digest(out / "checkpoint.pt") == before
+    assert [p.name for p in out.iterdir()] == ["checkpoint.pt"]  # no temporary file left
+
+
+def test_plan_with_a_corrupt_q_checkpoint_is_one_line(tmp_path):
+    ckpt = hopper_like_checkpoint(tmp_path / "checkpoint.pt")
+    q = tmp_path / "iql.pt"
+    q.write_bytes(b"\x80\x02 not really a torch file")
+    r = run(*PLAN, "--checkpoint", str(ckpt), "--mode", "q", "--q-checkpoint", str(q))
+    one_line_error(r, "plan", "is not a readable IQL model")
+
+
+# --------------------------------------------------------------- remote data, no network
+# huggingface_hub (Minari's default remote), where installed, fails at once: offline mode, and
+# an endpoint on a closed local port in case offline mode were ignored.
+OFFLINE = {"HF_HUB_OFFLINE": "1", "HF_ENDPOINT": "http://127.0.0.1:9"}
+
+
+def test_remote_dataset_without_network_says_how_to_make_a_local_one(tmp_path):
+    write_minari_dataset("ttlibtest/local/medium-v0", linear_episodes(3, 5))
+    start = time.monotonic()
+    r = run(
+        "train",
+        "--dataset",
+        "mujoco/halfcheetah/medium-v0",
+        "--download",
+        "--out",
+        str(tmp_path / "run"),
+        env=OFFLINE,
+        timeout=60,
+    )
+    assert time.monotonic() - start < 60
+    one_line_error(
+        r,
+        "train",
+        "could not download 'mujoco/halfcheetah/medium-v0'",
+        "need network access",
+        "`ttlib make-data --env halfcheetah --kind medium`",
+        "'ttlib/halfcheetah/medium-v0'",
+    )
+    assert not (tmp_path / "run").exists()
+    assert load_minari("ttlibtest/local/medium-v0").total_steps == 15  # the local data is intact
+
+
+def test_failed_download_names_the_network_error(tmp_path):
+    # The download itself fails the way it does without network, whatever is installed.
+    code = (
+        "import sys, minari\n"
+        "def offline(*args, **kwargs):\n"
+        "    raise ConnectionError('Temporary failure in name resolution')\n"
+        "minari.download_dataset = offline\n"
+        "from ttlib.cli import main\n"
+        "sys.exit(main(sys.argv[1:]))\n"
+    )
+    cmd = [
+        sys.executable,
+        "-c",
+        code,
+        "train",
+        "--dataset",
+        "D4RL/antmaze/umaze-v1",
+        "--download",
+        "--out",
+        str(tmp_path / "run"),
+    ]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
+    one_line_error(
+        r,
+        "train",
+        "ConnectionError: Temporary failure in name resolution",
+        "need network access",
+        "`ttlib make-data`",
+    )
+
+
+# ---------------------------------------------------------------- planning memory
+def test_plan_too_big_for_memory_fails_before_planning(tmp_path):
+    ckpt = hopper_like_checkpoint(tmp_path / "checkpoint.pt")
+    out = tmp_path / "r.json"
+    r = run(
+        *PLAN,
+        "--checkpoint",
+        str(ckpt),
+        "--beam-width",
+        "4000000",
+        "--episodes",
+        "50",
+        "--out",
+        str(out),
+    )
+    line = one_line_error(r, "plan", "beam_width 4000000 × n_expand 2", "needs about", "limit")
+    assert "TiB" in line and "--memory-limit" in line
+    assert not out.exists()
+    r = run(*PLAN, "--checkpoint", str(ckpt), "--memory-limit", "100K")
+    one_line_error(r, "plan", "above the limit of 100.0 KiB")
+    r = run(*PLAN, "--checkpoint", str(ckpt), "--quiet", env={"TTLIB_MEMORY_LIMIT": "1K"})
+    one_line_error(r, "plan", "above the limit of 1.0 KiB")
