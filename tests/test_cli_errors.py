@@ -325,3 +325,13 @@ def test_plan_too_big_for_memory_fails_before_planning(tmp_path):
     one_line_error(r, "plan", "above the limit of 100.0 KiB")
     r = run(*PLAN, "--checkpoint", str(ckpt), "--quiet", env={"TTLIB_MEMORY_LIMIT": "1K"})
     one_line_error(r, "plan", "above the limit of 1.0 KiB")
+
+
+def test_plan_memory_limit_option_overrides_the_default_everywhere(tmp_path, monkeypatch):
+    from ttlib import memory
+
+    ckpt = hopper_like_checkpoint(tmp_path / "checkpoint.pt")
+    monkeypatch.setenv(memory.LIMIT_ENV, "")  # restored after the test; the CLI sets it
+    monkeypatch.setattr(memory, "available_memory", lambda device=None: 1024)
+    assert cli.main([*PLAN, "--checkpoint", str(ckpt), "--quiet"]) == 2  # default: 768 bytes
+    assert cli.main([*PLAN, "--checkpoint", str(ckpt), "--quiet", "--memory-limit", "1G"]) == 0

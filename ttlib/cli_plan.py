@@ -10,6 +10,7 @@ input; `ttlib.cli.main` reports that as one line and exit code 2.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from ttlib.memory import parse_bytes
@@ -61,7 +62,7 @@ def _run_plan(args: argparse.Namespace) -> int:
     from ttlib.envs import check_env_name
     from ttlib.evaluate import evaluate, save_video
     from ttlib.io import save_json
-    from ttlib.memory import check_planning_memory
+    from ttlib.memory import LIMIT_ENV, check_planning_memory
     from ttlib.search import PlannerConfig, TTPlanner
     from ttlib.train import load_checkpoint
 
@@ -80,6 +81,8 @@ def _run_plan(args: argparse.Namespace) -> int:
         import torch
 
         torch.set_num_threads(args.threads)
+    if args.memory_limit is not None:  # every later check in this process uses it too
+        os.environ[LIMIT_ENV] = str(args.memory_limit)
     model, discretizer, ckpt = load_checkpoint(args.checkpoint, device=args.device)
     device = next(model.parameters()).device
     check_planning_memory(model.config, config, args.episodes, args.memory_limit, device)
