@@ -9,8 +9,9 @@ What is counted, for R = episodes × beam_width × n_expand rows (the widest bat
 
 * KV caches. The model preallocates keys and values for its whole block (goal prefix plus
   ``block_size`` tokens) whatever the context and horizon, since the window slides over
-  longer plans. When beams are expanded or pruned the cache is copied row by row, and the old
-  and new copies briefly live together: one full R-row cache plus half of the E·W-row one.
+  longer plans. When beams are expanded or pruned the cache is copied into a buffer of the
+  new batch size, so an R-row cache and an E·W-row one live together (briefly, or for the
+  whole plan where spare buffers are kept for reuse).
 * One full-window forward pass over T tokens of R rows, run when the window jumps and its
   cache is rebuilt, next to the R-row cache it fills: per row, the logits and a copy of them
   (2 × T × (n_bins + 1)), the attention scores and their softmax (2 × heads × T², as the
@@ -47,7 +48,7 @@ class PlanningMemory:
 
     rows: int  # episodes × beam_width × n_expand
     cache: int  # one KV cache of all rows
-    kv_peak: int  # caches while beams are expanded or pruned (old and new copy)
+    kv_peak: int  # caches while beams are expanded or pruned (R-row and E·W-row copies)
     window_pass: int  # activations of one full-window forward pass
     weights: int
 
@@ -99,7 +100,7 @@ def estimate_planning_memory(
     kept = n_episodes * planner_config.beam_width
     rows = kept * planner_config.n_expand
     cache = KVCache.bytes_needed(c, rows, bytes_per_element)
-    kv_peak = cache + KVCache.bytes_needed(c, kept, bytes_per_element) // 2
+    kv_peak = cache + KVCache.bytes_needed(c, kept, bytes_per_element)
     T = c.goal_dim + c.block_size
     window = (
         rows
