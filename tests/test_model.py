@@ -112,3 +112,47 @@ def test_attention_maps_are_causal_distributions():
     assert att.shape == (2, 1, 2, x.shape[1], x.shape[1])
     torch.testing.assert_close(att.sum(-1), torch.ones(att.shape[:-1]))
     assert torch.triu(att[0, 0, 0], diagonal=1).abs().max() == 0
+
+
+@pytest.mark.parametrize("goal_dim", [0, 2])
+def test_shared_prefix_cache_gives_the_logits_of_a_plain_cache(goal_dim):
+    """Two episodes' contexts, shared by 3 beams each, then reordered and decoded as beams."""
+    m = tiny(goal_dim)
+    td = m.config.transition_dim
+    x = torch.randint(0, 11, (2, 2 * td + 3))  # two transitions and an observation
+    g = torch.randint(0, 10, (2, goal_dim)) if goal_dim else None
+    plain, shared = m.new_cache(2), m.new_cache(2)
+    for cache in (plain, shared):
+        m(x, goal=g, cache=cache)
+    rows = torch.arange(2).repeat_interleave(3)
+    plain.select(rows)
+    shared.share_prefix(3)
+    assert shared.shared == plain.length and shared.n_groups == 2
+    new = torch.randint(0, 11, (6, td))
+    reorders = {2: torch.tensor([1, 1, 0, 5, 3, 3]), 5: torch.tensor([2, 0, 1, 4, 4, 5])}
+    with torch.no_grad():
+        for j in range(td):
+            a, _ = m(new[:, j : j + 1], cache=plain)
+            b, _ = m(new[:, j : j + 1], cache=shared)
+            torch.testing.assert_close(b, a, rtol=0, atol=1e-5)
+            if j in reorders:
+                for cache in (plain, shared):
+                    cache.select(reorders[j])
+                new = new[reorders[j]]
+        # Several tokens at once over a shared prefix take the general path.
+        a, _ = m(new[:, :4], cache=plain)
+        b, _ = m(new[:, :4], cache=shared)
+    torch.testing.assert_close(b, a, rtol=0, atol=1e-5)
+    assert plain.length == shared.length
+
+
+def test_shared_prefix_rows_must_stay_with_their_episode():
+    m = tiny()
+    cache = m.new_cache(2)
+    m(torch.randint(0, 10, (2, 4)), cache=cache)
+    cache.share_prefix(2)
+    cache.select(torch.tensor([1, 1, 2, 3]))  # fine: rows 0, 1 from group 0, rows 2, 3 from 1
+    with pytest.raises(ValueError, match="group"):
+        cache.select(torch.tensor([2, 1, 0, 3]))
+    with pytest.raises(ValueError, match="already"):
+        cache.share_prefix(2)

@@ -28,6 +28,9 @@ class ToyCache:
         self.goal = None if self.goal is None else self.goal[index]
         return self
 
+    def share_prefix(self, copies):
+        return self.select(torch.arange(self.tokens.shape[0]).repeat_interleave(copies))
+
 
 class ToyModel(nn.Module):
     """Same interface as TrajectoryGPT; the logits of every next token come from ``rule``.

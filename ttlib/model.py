@@ -65,6 +65,12 @@ class KVCache:
 
     ``length`` counts the tokens stored (goal prefix included). Beam search reorders rows
     with :meth:`select` after it ranks and prunes candidates.
+
+    After :meth:`share_prefix` the first ``shared`` positions are stored once per *group* of
+    consecutive rows (``prefix_k``, ``prefix_v``: layer, group, head, position, dim) and the
+    row buffers ``k``, ``v`` hold positions ``shared, shared + 1, ...`` from index 0: the
+    context that all beams of an episode start from is kept (and read) once per episode, not
+    once per beam, and reordering beams copies only what they generated.
     """
 
     def __init__(self, config: GPTConfig, batch_size: int, device=None, dtype=torch.float32):
@@ -72,24 +78,102 @@ class KVCache:
         self.max_len = config.goal_dim + config.block_size
         hd = config.n_embd // config.n_head
         shape = (config.n_layer, batch_size, config.n_head, self.max_len, hd)
-        self.k = torch.zeros(shape, device=device, dtype=dtype)
-        self.v = torch.zeros(shape, device=device, dtype=dtype)
+        # Only positions below ``length`` are ever read, so the buffers need no zeroing.
+        self.k = torch.empty(shape, device=device, dtype=dtype)
+        self.v = torch.empty(shape, device=device, dtype=dtype)
         self.length = 0
+        self.shared = 0
+        self.prefix_k: torch.Tensor | None = None
+        self.prefix_v: torch.Tensor | None = None
+        self._spare: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = {}
 
     @property
     def batch_size(self) -> int:
         return self.k.shape[1]
 
+    @property
+    def n_groups(self) -> int:
+        """Groups of rows with a common prefix (each row its own group before sharing)."""
+        return self.prefix_k.shape[1] if self.shared else self.batch_size
+
     def room(self) -> int:
         return self.max_len - self.length
 
-    def select(self, index: torch.Tensor) -> KVCache:
-        """Keep rows ``index`` (may repeat rows or change the batch size), in place."""
-        # index_select copies whole rows in one pass; measured 14 % faster per plan than
-        # advanced indexing into a fresh buffer at horizon 15, beam 128.
-        self.k = self.k.index_select(1, index)
-        self.v = self.v.index_select(1, index)
+    def share_prefix(self, copies: int) -> KVCache:
+        """Make every row ``copies`` consecutive rows that share what is stored so far.
+
+        Equivalent to ``select(arange(batch).repeat_interleave(copies))``, without copying
+        the stored keys and values: they become the shared prefix of each group.
+        """
+        if self.shared:
+            raise ValueError("this cache already has a shared prefix")
+        n = self.length
+        self.prefix_k = self.k[:, :, :, :n].clone()
+        self.prefix_v = self.v[:, :, :, :n].clone()
+        L, B, H, cap, hd = self.k.shape
+        # The row buffers keep their full capacity (positions past max_len - n stay unused),
+        # so the memory taken is what :meth:`bytes_needed` says.
+        self.k, self.v = self._buffers((L, B * copies, H, cap, hd))
+        self.shared = n
         return self
+
+    def _buffers(self, shape: tuple) -> tuple[torch.Tensor, torch.Tensor]:
+        """Uninitialised key and value buffers: the spare pair of this shape, or new ones."""
+        spare = self._spare.pop(shape, None)
+        if spare is not None:
+            return spare
+        return (
+            torch.empty(shape, device=self.k.device, dtype=self.k.dtype),
+            torch.empty(shape, device=self.k.device, dtype=self.k.dtype),
+        )
+
+    def select(self, index: torch.Tensor) -> KVCache:
+        """Keep rows ``index`` (may repeat rows or change the batch size), in place.
+
+        Copies only the positions in use, into buffers kept from an earlier reorder of the
+        same shape where there is one (beam search alternates between two batch sizes, and
+        reusing memory avoids the page faults of fresh allocations). With a shared prefix
+        every new row must come from a row of the same group: groups stay in order, and
+        each keeps ``len(index) / n_groups`` rows.
+        """
+        L, B, H, cap, hd = self.k.shape
+        n_new = index.shape[0]
+        if self.shared:
+            G = self.n_groups
+            old_group = torch.div(index, B // G, rounding_mode="floor")
+            new_group = torch.arange(n_new, device=index.device) // max(n_new // G, 1)
+            if n_new % G or not torch.equal(old_group, new_group):
+                raise ValueError("rows of a cache with a shared prefix must stay in their group")
+        if torch.is_grad_enabled() and (self.k.requires_grad or self.v.requires_grad):
+            # Keys computed with autograd on: keep the graph (a copy with out= cannot).
+            self.k = self.k.index_select(1, index)
+            self.v = self.v.index_select(1, index)
+            return self
+        k, v = self._buffers((L, n_new, H, cap, hd))
+        used = self.length - self.shared
+        if used > 0:
+            flat = (torch.arange(L, device=index.device)[:, None] * B + index).flatten()
+            for src, dst in ((self.k, k), (self.v, v)):
+                torch.index_select(
+                    src.view(L * B, H, cap, hd)[:, :, :used],
+                    0,
+                    flat,
+                    out=dst.view(L * n_new, H, cap, hd)[:, :, :used],
+                )
+        self._spare[tuple(self.k.shape)] = (self.k, self.v)
+        self.k, self.v = k, v
+        return self
+
+    def keys_values(self, layer: int, used: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Keys and values (B, H, shared + used, hd) of one layer: the first ``used``
+        positions of the row buffers, after the shared prefix (repeated for every row)."""
+        k, v = self.k[layer, :, :, :used], self.v[layer, :, :, :used]
+        if self.shared:
+            copies = self.batch_size // self.n_groups
+            pk = self.prefix_k[layer].repeat_interleave(copies, 0)
+            pv = self.prefix_v[layer].repeat_interleave(copies, 0)
+            k, v = torch.cat([pk, k], 2), torch.cat([pv, v], 2)
+        return k, v
 
     @staticmethod
     def bytes_needed(config: GPTConfig, batch_size: int, bytes_per_element: int = 4) -> int:
@@ -101,6 +185,31 @@ class KVCache:
             * (config.goal_dim + config.block_size)
             * (config.n_embd * bytes_per_element)
         )
+
+
+def shared_prefix_attention(
+    q: torch.Tensor, cache: KVCache, layer: int, used: int, bias: torch.Tensor
+) -> torch.Tensor:
+    """Attention of one new token per row (q: B, H, 1, hd) over a cache with a shared prefix.
+
+    The prefix scores of all rows of a group are one matrix product per head (queries of the
+    group against its prefix keys), the rest a product per row; one softmax over both, as
+    over the concatenated keys. The keys are the prefix and the first ``used`` positions of
+    the row buffers (the new token's own key included); ``bias`` (shared + used,) is 0 where a
+    key may be seen and -inf where not.
+    """
+    B, H, _, hd = q.shape
+    G, P = cache.n_groups, cache.shared
+    R = B // G
+    pk, pv = cache.prefix_k[layer], cache.prefix_v[layer]  # (G, H, P, hd)
+    k, v = cache.k[layer, :, :, :used], cache.v[layer, :, :, :used]  # (B, H, used, hd)
+    q_groups = q.view(G, R, H, hd).transpose(1, 2)  # (G, H, R, hd)
+    s_prefix = (q_groups @ pk.transpose(-1, -2)).transpose(1, 2).reshape(B, H, 1, P)
+    s = torch.cat([s_prefix, q @ k.transpose(-1, -2)], -1)
+    p = torch.softmax(s.mul_(hd**-0.5).add_(bias), -1)
+    y_prefix = p[..., :P].reshape(G, R, H, P).transpose(1, 2) @ pv  # (G, H, R, hd)
+    y = p[..., P:] @ v
+    return y.add_(y_prefix.transpose(1, 2).reshape(B, H, 1, hd))
 
 
 class CausalSelfAttention(nn.Module):
@@ -120,11 +229,13 @@ class CausalSelfAttention(nn.Module):
         q, k, v = self.qkv(x).split(C, dim=2)
         q, k, v = (t.view(B, T, self.n_head, C // self.n_head).transpose(1, 2) for t in (q, k, v))
         if cache is not None:
-            start = cache.length
-            cache.k[layer, :, :, start : start + T] = k
-            cache.v[layer, :, :, start : start + T] = v
-            k = cache.k[layer, :, :, : start + T]
-            v = cache.v[layer, :, :, : start + T]
+            at = cache.length - cache.shared  # where the new tokens go in the row buffers
+            cache.k[layer, :, :, at : at + T] = k
+            cache.v[layer, :, :, at : at + T] = v
+            if cache.shared and T == 1:  # ``allowed`` is then an additive bias
+                y = shared_prefix_attention(q, cache, layer, at + 1, allowed)
+                return self.resid_drop(self.proj(y.transpose(1, 2).reshape(B, T, C)))
+            k, v = cache.keys_values(layer, at + T)
         if self.record_attention:
             att = (q @ k.transpose(-2, -1)) / math.sqrt(k.shape[-1])
             att = att.masked_fill(~allowed, float("-inf")).softmax(-1)
@@ -256,6 +367,11 @@ class TrajectoryGPT(nn.Module):
         x = self.drop(torch.cat(x_parts, dim=1) if len(x_parts) > 1 else x_parts[0])
 
         allowed = self.attention_mask(start, x.shape[1], device=idx.device)
+        if cache is not None and cache.shared and x.shape[1] == 1:
+            # The single-token path over a shared prefix adds the mask to the scores.
+            allowed = torch.zeros(allowed.shape[1], dtype=x.dtype, device=x.device).masked_fill(
+                ~allowed[0], float("-inf")
+            )
         for i, block in enumerate(self.blocks):
             x = block(x, allowed, cache, i)
         if cache is not None:

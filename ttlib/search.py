@@ -177,6 +177,21 @@ class _Window:
             logits, _ = self.model(self.seq[:, self.start :], goal=self.goal, cache=self.cache)
         return logits[:, -1]
 
+    def share(self, copies: int) -> None:
+        """Repeat every row ``copies`` times; the cache keeps what they share once per row.
+
+        For the first expansion of the plan, when every row is an episode's context: the
+        copies are the beams of that episode, and decoding reads the context's keys and
+        values once per episode (``KVCache.share_prefix``). Only single tokens are fed after
+        this, until the window jumps and the cache is rebuilt (per row, nothing shared).
+        """
+        rows = torch.arange(self.seq.shape[0], device=self.seq.device).repeat_interleave(copies)
+        self.seq = self.seq[rows]
+        if self.goal is not None:
+            self.goal = self.goal[rows]
+        if self.cache is not None:
+            self.cache.share_prefix(copies)
+
     def select(self, rows: torch.Tensor) -> None:
         """Keep (or repeat) rows, in the history, the goal and the cache alike."""
         self.seq = self.seq[rows]
@@ -252,7 +267,7 @@ def beam_search(
     # actions they sample (in deterministic mode: the 0th, 1st, ... most likely first token).
     per_episode = W * X
     rows = torch.arange(E, device=context.device).repeat_interleave(per_episode)
-    window.select(rows)
+    window.share(per_episode)
     logits = logits[rows]
     rank0 = torch.arange(per_episode, device=context.device).repeat(E)
     R = E * per_episode
