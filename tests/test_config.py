@@ -70,3 +70,31 @@ def test_model_kwargs_pass_dropout_only_where_a_preset_sets_it():
     assert model_kwargs({**size, "dropout": 0.0}) == {**size, "dropout": 0.0}
     assert preset_params("d4rl", "cpu")["dropout"] == 0.0
     assert "dropout" not in preset_params("d4rl", "paper")
+
+
+def test_run_json_lists_the_models_a_run_trained_or_loaded(tmp_path, monkeypatch):
+    import json
+
+    import ttlib.experiment as ex
+    from ttlib.data import DataConfig
+    from ttlib.train import TrainConfig
+
+    from conftest import linear_episodes, write_minari_dataset
+
+    monkeypatch.setattr(ex, "cache_dir", lambda *parts: tmp_path.joinpath("cache", *parts))
+    monkeypatch.setenv("TTLIB_KEEP_MINARI_PATH", "1")  # keep the test's Minari dir
+    write_minari_dataset("ttlib/test/runlog-v0", linear_episodes(6, 20))
+    data_cfg = DataConfig("ttlib/test/runlog-v0", "uniform", n_bins=10, n_transitions=3)
+    train_cfg = TrainConfig(max_steps=4, batch_size=4, checkpoint_every=2)
+    size = dict(n_layer=1, n_head=1, n_embd=8)
+    records = []
+    for _ in range(2):  # first run trains, the rerun loads the cache
+        run = ex.start("attention", {"preset": "smoke"})
+        run.out_dir = tmp_path / "out"
+        ex.train_cached(data_cfg, train_cfg, progress=False, **size)
+        records.append(json.loads(run.finish().read_text())["models"])
+    first, again = records
+    assert [m["trained_in_this_run"] for m in first] == [True]
+    assert [m["trained_in_this_run"] for m in again] == [False]
+    assert first[0]["model"] == again[0]["model"] and first[0]["steps"] == 4
+    assert again[0]["train_seconds"] == first[0]["train_seconds"] > 0

@@ -50,6 +50,7 @@ def test_interrupted_training_resumes_to_identical_weights(tmp_path):
     full = train(ds, mcfg, cfg, tmp_path / "a", progress=False)
     part = train(ds, mcfg, cfg, tmp_path / "b", progress=False, stop_at_step=16)
     assert part.steps_run == 16
+    first_part = load_checkpoint(tmp_path / "b")[2]["train_seconds"]
     resumed = train(ds, mcfg, cfg, tmp_path / "b", progress=False)
     assert resumed.steps_run == 14
     for (k, a), b in zip(
@@ -57,6 +58,8 @@ def test_interrupted_training_resumes_to_identical_weights(tmp_path):
     ):
         assert torch.equal(a, b), k
     assert full.history == resumed.history
+    # the checkpoint keeps the wall time of all parts of a resumed run, not just the last
+    assert load_checkpoint(tmp_path / "b")[2]["train_seconds"] > first_part > 0
 
 
 def test_checkpoint_roundtrip_reproduces_logits(tmp_path):

@@ -44,7 +44,7 @@ from ttlib.data import (
     load_minari,
 )
 from ttlib.evaluate import evaluate, mean_se
-from ttlib.experiment import model_folder
+from ttlib.experiment import model_folder, note_model
 from ttlib.io import load_torch, save_json, save_torch
 from ttlib.search import PlannerConfig, TTPlanner
 from ttlib.train import TrainConfig, gpt_config_for, load_checkpoint, train
@@ -357,6 +357,7 @@ def train_tt(
     folder = model_folder(data_cfg, episodes, model_cfg, train_cfg)
     ckpt = folder / "checkpoint.pt"
     done = _saved_step(ckpt)
+    trained_now = False
     wanted = sorted({s for s in snapshots if 0 < s <= train_cfg.max_steps})
     for stage_end in [*wanted, train_cfg.max_steps]:
         if stage_end <= done:
@@ -365,7 +366,7 @@ def train_tt(
         train(
             dataset, model_cfg, train_cfg, out_dir=folder, progress=progress, stop_at_step=stage_end
         )
-        done = stage_end
+        done, trained_now = stage_end, True
         if stage_end in wanted:
             state = load_torch(ckpt)
             light = {
@@ -382,6 +383,7 @@ def train_tt(
             }
             save_torch(light, _snapshot_path(folder, stage_end))
     model, discretizer, saved = load_checkpoint(ckpt, device="cpu")
+    note_model(folder, trained_now, saved)
     kept = {s: _snapshot_path(folder, s) for s in wanted if _snapshot_path(folder, s).exists()}
     kept[train_cfg.max_steps] = ckpt
     return TrainedTT(model, discretizer, list(saved.get("history", [])), folder, kept)

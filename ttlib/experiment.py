@@ -19,7 +19,7 @@ import torch
 
 from ttlib.config import RunRecord, cache_dir, config_key, repo_root, resolve, results_dir
 from ttlib.data import DataConfig, Episode, SequenceDataset, data_fingerprint, load_episodes
-from ttlib.io import save_json
+from ttlib.io import load_torch, save_json
 from ttlib.model import TrajectoryGPT
 from ttlib.train import TrainConfig, gpt_config_for, load_checkpoint, train
 
@@ -54,10 +54,32 @@ class Run:
         return p
 
     def finish(self, **extra) -> Path:
-        """Write run.json; call it in the notebook's last cell."""
+        """Write run.json; call it in the notebook's last cell.
+
+        It lists every cached model the run used, whether this run trained it or loaded it,
+        and the wall time its training took, so a rerun from the cache (whose own wall time
+        is short) still says what the results cost.
+        """
         self.record.extra.update(extra)
+        self.record.extra["models"] = list(MODELS_USED)
         self.record.extra["artefacts"] = sorted(set(self.artefacts))
         return self.record.write(self.out_dir)
+
+
+# Models trained or loaded since the last ``start`` (written into run.json by ``finish``).
+MODELS_USED: list[dict] = []
+
+
+def note_model(folder: Path, trained_now: bool, state: dict) -> None:
+    """Record a cached model in the current run's list (see :meth:`Run.finish`)."""
+    MODELS_USED.append(
+        {
+            "model": folder.name,
+            "trained_in_this_run": trained_now,
+            "steps": int(state.get("step", 0)),
+            "train_seconds": state.get("train_seconds"),  # None: trained before it was kept
+        }
+    )
 
 
 def seed_everything(seed: int) -> None:
@@ -75,6 +97,7 @@ def start(experiment: str, namespace: dict) -> Run:
         smoke_data.mkdir(parents=True, exist_ok=True)
         os.environ["MINARI_DATASETS_PATH"] = str(smoke_data)
     seed_everything(int(params.get("seed", 0)))
+    MODELS_USED.clear()
     out = results_dir(experiment, params["preset"])
     return Run(experiment, params, out, RunRecord(experiment, params))
 
@@ -152,6 +175,8 @@ def train_cached(
     if ckpt.exists():
         model, _, saved = load_checkpoint(ckpt, device=train_cfg.device)
         if int(saved.get("step", 0)) >= train_cfg.max_steps:
+            note_model(folder, False, saved)
             return model, dataset, list(saved.get("history", []))
     res = train(dataset, model_cfg, train_cfg, out_dir=folder, progress=progress)
+    note_model(folder, True, load_torch(ckpt))
     return res.model, dataset, res.history

@@ -252,6 +252,10 @@ def train(
         if device.type == "cuda" and "cuda_rng" in ckpt:
             torch.cuda.set_rng_state(ckpt["cuda_rng"])
         step, history = int(ckpt["step"]), list(ckpt["history"])
+        # wall time of the earlier parts of this run, so a resumed model still knows its cost
+        prior_seconds = float(ckpt.get("train_seconds", 0.0))
+    else:
+        prior_seconds = 0.0
 
     def save(at_step: int):
         if ckpt_path is None:
@@ -262,6 +266,7 @@ def train(
             "rng": torch.get_rng_state(),
             "step": at_step,
             "history": history,
+            "train_seconds": round(prior_seconds + time.perf_counter() - t_start, 1),
         }
         if device.type == "cuda":
             extra["cuda_rng"] = torch.cuda.get_rng_state()
