@@ -274,12 +274,15 @@ def beam_search(
     dtype = logits.dtype
     cum_reward = torch.zeros(R, dtype=dtype, device=logits.device)
     log_prob = torch.zeros_like(cum_reward)
+    scores_log_prob = cfg.mode in ("likelihood", "goal")
     alive = torch.ones(R, dtype=torch.bool, device=logits.device)
     r_hist = torch.zeros((R, 0), dtype=dtype, device=logits.device)
     v_hist = torch.zeros_like(r_hist)
 
     def add_log_prob(logits: torch.Tensor, tok: torch.Tensor) -> None:
         nonlocal log_prob
+        if not scores_log_prob:  # reward and q modes never read it: skip the work
+            return
         log_prob = log_prob + logits.log_softmax(-1).gather(-1, tok[:, None]).squeeze(-1)
 
     for t in range(H):
