@@ -99,3 +99,24 @@ def test_head_table_of_a_real_model():
     assert df[["markov", "smoothing"]].stack().between(0, 1).all()
     with pytest.raises(ValueError, match="does not match"):
         pattern_shares(maps[0, 0], TokenLayout(3, 2, 10))
+
+
+def test_describe_shares_counts_heads_above_chance():
+    import pandas as pd
+
+    from ttlib.attention import describe_shares
+
+    table = pd.DataFrame(
+        {
+            "layer": [0, 0, 1],
+            "head": [0, 1, 0],
+            "markov": [0.9, 0.3, 0.5],
+            "smoothing": [0.1, 0.1, 0.1],
+            "chance_markov": [0.3, 0.3, 0.3],
+            "chance_smoothing": [0.1, 0.1, 0.1],
+        }
+    )
+    text = describe_shares(table)
+    assert "markov: 2 of 3 heads reach 1.5x chance; strongest layer 0 head 0" in text
+    assert "(3.0x)" in text
+    assert "smoothing: 0 of 3 heads" in text

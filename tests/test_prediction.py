@@ -185,3 +185,21 @@ def test_both_notebooks_get_the_same_model_config():
     )
     a, b = tt_configs("ttlib/hopper/medium-v0", p), tt_configs("ttlib/hopper/medium-v0", dict(p))
     assert a == b and a[0].max_transitions == 900
+
+
+def test_describe_errors_names_the_closest_model_and_the_growth():
+    import pandas as pd
+
+    from ttlib.prediction import describe_errors
+
+    table = pd.DataFrame(
+        {
+            "env": ["hopper", "hopper"],
+            "horizon": [1, 100],
+            "MLP median": [0.01, 0.9],  # compounds 90x
+            "TT (argmax) median": [0.3, 0.6],  # only doubles, and is closer at 100
+        }
+    )
+    text = describe_errors(table)
+    assert "lowest median error at 100 steps: TT (argmax) (0.60)" in text
+    assert "MLP x90.0" in text and "TT (argmax) x2.0" in text

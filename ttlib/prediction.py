@@ -263,6 +263,28 @@ def error_table(curves: pd.DataFrame, horizons: list[int]) -> pd.DataFrame:
     return wide[sorted(wide.columns)].reset_index()
 
 
+def describe_errors(table: pd.DataFrame) -> str:
+    """Per env: which model is closest at the longest horizon, and how much each one's median
+    error grows from the first to the last horizon of ``table`` (the paper's claim is that the
+    single-step model's error compounds while TT's does not)."""
+    models = sorted({c.rsplit(" ", 1)[0] for c in table.columns if c.endswith(" median")})
+    lines = []
+    for env, g in table.groupby("env", sort=False):
+        g = g.sort_values("horizon")
+        first, last = g.iloc[0], g.iloc[-1]
+        h0, h1 = int(first["horizon"]), int(last["horizon"])
+        at_end = {m: float(last[f"{m} median"]) for m in models}
+        best = min(at_end, key=at_end.get)
+        growth = ", ".join(
+            f"{m} x{float(last[f'{m} median']) / float(first[f'{m} median']):.1f}" for m in models
+        )
+        lines.append(
+            f"{env}: lowest median error at {h1} steps: {best} ({at_end[best]:.2f}); "
+            f"growth of the median error from {h0} to {h1} steps: {growth}."
+        )
+    return "\n".join(lines)
+
+
 # ------------------------------------------------------------------ rendering
 def render_states(env_name: str, states: np.ndarray, size: int = 160) -> np.ndarray | None:
     """RGB frames (T, size, size, 3) of a locomotion body put into ``states`` (T, N), or None
