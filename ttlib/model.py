@@ -83,6 +83,15 @@ class KVCache:
         self.v = torch.empty(shape, device=device, dtype=dtype)
         self.length = 0
         self.shared = 0
+        # Which keys any query may see, by position (all but value tokens), as a boolean mask
+        # and as an additive bias: one new token at position p sees keys [0, p] of these.
+        pos = torch.arange(self.max_len, device=device)
+        traj = pos - config.goal_dim
+        hidden = (traj >= 0) & (traj % config.transition_dim == config.transition_dim - 1)
+        self.visible = ~hidden if config.mask_values else torch.ones_like(hidden)
+        self.key_bias = torch.zeros(self.max_len, device=device, dtype=dtype).masked_fill(
+            ~self.visible, float("-inf")
+        )
         self.prefix_k: torch.Tensor | None = None
         self.prefix_v: torch.Tensor | None = None
         self._spare: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = {}
@@ -359,19 +368,23 @@ class TrajectoryGPT(nn.Module):
                 "crop the context (the planner does this automatically)"
             )
         pos = torch.arange(t0, t0 + T, device=idx.device)
-        dim_index = pos % c.transition_dim
-        tok = torch.where(
-            idx >= c.n_bins, torch.full_like(idx, c.vocab_size - 1), idx + dim_index * c.n_bins
-        )
-        x_parts.append(self.tok_emb(tok) + self.pos_emb[:, t0 : t0 + T])
-        x = self.drop(torch.cat(x_parts, dim=1) if len(x_parts) > 1 else x_parts[0])
-
-        allowed = self.attention_mask(start, x.shape[1], device=idx.device)
-        if cache is not None and cache.shared and x.shape[1] == 1:
-            # The single-token path over a shared prefix adds the mask to the scores.
-            allowed = torch.zeros(allowed.shape[1], dtype=x.dtype, device=x.device).masked_fill(
-                ~allowed[0], float("-inf")
+        if T == 1 and cache is not None and not x_parts:  # one decoded token: fewer small ops
+            offset = (t0 % c.transition_dim) * c.n_bins
+            tok = torch.where(idx >= c.n_bins, c.vocab_size - 1, idx + offset)
+            x = self.drop(self.tok_emb(tok) + self.pos_emb[:, t0 : t0 + 1])
+            # The shared-prefix path adds the mask to its scores; the other one takes booleans.
+            if cache.shared:
+                allowed = cache.key_bias[: start + 1]
+            else:
+                allowed = cache.visible[None, : start + 1]
+        else:
+            dim_index = pos % c.transition_dim
+            tok = torch.where(
+                idx >= c.n_bins, torch.full_like(idx, c.vocab_size - 1), idx + dim_index * c.n_bins
             )
+            x_parts.append(self.tok_emb(tok) + self.pos_emb[:, t0 : t0 + T])
+            x = self.drop(torch.cat(x_parts, dim=1) if len(x_parts) > 1 else x_parts[0])
+            allowed = self.attention_mask(start, x.shape[1], device=idx.device)
         for i, block in enumerate(self.blocks):
             x = block(x, allowed, cache, i)
         if cache is not None:
