@@ -13,11 +13,14 @@ too). Writes ``results/benchmarks/planning.json``.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import platform
 import statistics
 import subprocess
+import sys
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,6 +39,8 @@ from ttlib.search import PlannerConfig, beam_search
 
 ROOT = Path(__file__).resolve().parent.parent
 SECTIONS = ("speed", "episodes", "agreement")
+# The last commit before the shared-prefix cache: its model and planner are timed alongside.
+BASELINE_REV = "bf87429"
 
 
 # ------------------------------------------------------------------ machine
@@ -153,10 +158,13 @@ def time_calls(fn, n_calls: int, counter: FlopCounter) -> Timing:
 
 
 # ------------------------------------------------------------------- setup
-def paper_model(seed: int, sharpen: float | None = None) -> TrajectoryGPT:
-    """HalfCheetah-sized paper model (obs 17, act 6, 4 layers, 128 emb, 100 bins)."""
+def paper_model(seed: int, sharpen: float | None = None, n_embd: int = 128) -> TrajectoryGPT:
+    """HalfCheetah-sized paper model (obs 17, act 6, 4 layers, 128 emb, 100 bins).
+
+    ``n_embd=64`` is the size of the cpu preset's models (4 layers, 4 heads, 64 emb).
+    """
     torch.manual_seed(seed)
-    model = TrajectoryGPT(GPTConfig(observation_dim=17, action_dim=6)).eval()
+    model = TrajectoryGPT(GPTConfig(observation_dim=17, action_dim=6, n_embd=n_embd)).eval()
     if sharpen is not None:  # random but confident predictions, for the agreement study
         g = torch.Generator().manual_seed(seed)
         with torch.no_grad():
@@ -194,8 +202,43 @@ def plan_kwargs(cfg: PlannerConfig) -> dict:
     }
 
 
+class Baseline:
+    """ttlib's model and planner as of an earlier commit, imported from ``git show``."""
+
+    def __init__(self, rev: str):
+        self.rev = rev
+        folder = Path(tempfile.mkdtemp(prefix="bench_baseline_"))
+        mods = {}
+        for name in ("model", "search"):
+            code = subprocess.run(
+                ["git", "show", f"{rev}:ttlib/{name}.py"],
+                cwd=ROOT,
+                capture_output=True,
+                text=True,
+                check=True,
+            ).stdout
+            path = folder / f"baseline_{name}.py"
+            path.write_text(code)
+            spec = importlib.util.spec_from_file_location(f"baseline_{name}", path)
+            mods[name] = importlib.util.module_from_spec(spec)
+            sys.modules[spec.name] = mods[name]
+            spec.loader.exec_module(mods[name])
+        self.model_module, self.search = mods["model"], mods["search"]
+
+    def model(self, model: TrajectoryGPT):
+        old = self.model_module.TrajectoryGPT(self.model_module.GPTConfig(**vars(model.config)))
+        old.load_state_dict(model.state_dict())
+        return old.eval()
+
+    def plan(self, model, disc, ctx, planner: PlannerConfig, generator):
+        cfg = self.search.PlannerConfig(**vars(planner))
+        return self.search.beam_search(model, disc, ctx, cfg, generator=generator)
+
+
 # ------------------------------------------------------------------ studies
-def speed(model, ref, disc, planner: PlannerConfig, ttlib_calls, original_calls, peak, seed):
+def speed(
+    model, ref, disc, planner: PlannerConfig, ttlib_calls, original_calls, peak, seed, baseline
+):
     c = model.config
     ctx = random_contexts(c, 1, planner.max_context_transitions, seed)
     value_fn = original_value_fn(disc)
@@ -209,6 +252,20 @@ def speed(model, ref, disc, planner: PlannerConfig, ttlib_calls, original_calls,
     )
     counter.close()
     out = {"ttlib": ours.summary(peak)}
+    if baseline is not None:
+        old = baseline.model(model)
+        baseline.plan(old, disc, ctx, warm, gen)
+        counter = FlopCounter(old, c.n_layer, c.n_embd, c.n_bins + 1)
+        before = time_calls(
+            lambda i: baseline.plan(old, disc, ctx, planner, gen), ttlib_calls, counter
+        )
+        counter.close()
+        out["ttlib_before"] = {"git_rev": baseline.rev, **before.summary(peak)}
+        out["speedup_ttlib_over_before"] = before.cpu_per_call / ours.cpu_per_call
+        # Same weights, same sampling: the two versions must choose the same plan.
+        a = beam_search(model, disc, ctx, planner, generator=torch.Generator().manual_seed(1))
+        b = baseline.plan(old, disc, ctx, planner, torch.Generator().manual_seed(1))
+        out["same_plan_as_before"] = bool(torch.equal(a.tokens, b.tokens))
     if original_calls > 0:
         counter = FlopCounter(ref, c.n_layer, c.n_embd, c.n_bins + 1)
         theirs = time_calls(
@@ -227,6 +284,8 @@ def speed(model, ref, disc, planner: PlannerConfig, ttlib_calls, original_calls,
         counter.close()
         out["original"] = theirs.summary(peak)
         out["speedup_ttlib_over_original"] = theirs.cpu_per_call / ours.cpu_per_call
+        if baseline is not None:
+            out["speedup_before_over_original"] = theirs.cpu_per_call / before.cpu_per_call
     return out
 
 
@@ -305,6 +364,11 @@ def main(argv=None):
     p.add_argument("--ttlib-calls", type=int, default=3)
     p.add_argument("--original-calls-paper", type=int, default=1)
     p.add_argument("--original-calls-cpu", type=int, default=2)
+    p.add_argument(
+        "--baseline-rev",
+        default=BASELINE_REV,
+        help="also time ttlib's planner at this commit (same weights); 'none' to skip",
+    )
     p.add_argument("--episodes", type=int, nargs="+", default=[1, 4, 16])
     p.add_argument("--max-gb", type=float, default=6.0, help="skip episode counts above this")
     p.add_argument("--agreement-contexts", type=int, default=8)
@@ -367,15 +431,24 @@ def main(argv=None):
 
 
 def run_speed(args, model, ref, disc, paper, cpu, peak) -> dict:
+    baseline = None if args.baseline_rev == "none" else Baseline(args.baseline_rev)
+    small = paper_model(args.seed, n_embd=64)  # the cpu preset's model size
     out = {}
-    for name, planner, n_orig in (
-        ("cpu_H5_B32", cpu, args.original_calls_cpu),
-        ("paper_H15_B128", paper, args.original_calls_paper),
+    for name, m, r_m, planner, n_orig in (
+        ("cpu_preset_4x64_H5_B32", small, original_from_ttlib(small), cpu, args.original_calls_cpu),
+        ("cpu_H5_B32", model, ref, cpu, args.original_calls_cpu),
+        ("paper_H15_B128", model, ref, paper, args.original_calls_paper),
     ):
-        r = speed(model, ref, disc, planner, args.ttlib_calls, n_orig, peak, args.seed)
+        r = speed(m, r_m, disc, planner, args.ttlib_calls, n_orig, peak, args.seed, baseline)
+        r["model"] = {k: m.config.to_dict()[k] for k in ("n_layer", "n_head", "n_embd")}
         r["planner"] = {k: v for k, v in vars(planner).items() if k != "seed"}
         out[name] = r
         line = f"{name}: ttlib {r['ttlib']['env_steps_per_s']:.3f} env-steps/s"
+        if "ttlib_before" in r:
+            line += (
+                f" (before {r['ttlib_before']['env_steps_per_s']:.3f}, "
+                f"{r['speedup_ttlib_over_before']:.2f}x, same plan {r['same_plan_as_before']})"
+            )
         if "original" in r:
             line += (
                 f", original {r['original']['env_steps_per_s']:.4f} env-steps/s, "
