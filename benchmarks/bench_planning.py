@@ -108,7 +108,7 @@ class FlopCounter:
         idx = args[0] if args else kwargs["idx"]
         B, T = idx.shape
         cache = kwargs.get("cache")
-        S = T + (cache.length if isinstance(cache, KVCache) else 0)
+        S = T + getattr(cache, "length", 0)  # any version's KVCache
         L, E = self.L, self.E
         self.flops += L * (24 * B * T * E * E + 4 * B * T * S * E) + 2 * B * T * self.K1 * E
         self.passes += 1
