@@ -185,6 +185,19 @@ def test_too_large_plan_fails_at_once_with_the_estimate():
     assert check_planning_memory(model.config, PlannerConfig(), limit="2G") is not None
 
 
+def test_planner_reset_refuses_too_many_episodes_before_planning(monkeypatch):
+    from ttlib.memory import PlanningMemoryError
+    from ttlib.search import PlannerConfig, TTPlanner
+
+    model, disc = _planner_setup()
+    planner = TTPlanner(model, disc, PlannerConfig(beam_width=64))
+    monkeypatch.setenv("TTLIB_MEMORY_LIMIT", "64K")
+    with pytest.raises(PlanningMemoryError, match="planning 8 episode"):
+        planner.reset(8)
+    monkeypatch.delenv("TTLIB_MEMORY_LIMIT")
+    planner.reset(8)  # fits in the machine's default limit
+
+
 def test_memory_limit_comes_from_the_argument_the_environment_or_free_ram(monkeypatch):
     from ttlib import memory
 

@@ -24,6 +24,7 @@ import numpy as np
 import torch
 
 from ttlib.discretize import Discretizer
+from ttlib.memory import check_planning_memory
 
 MODES = ("reward", "likelihood", "goal", "q")
 
@@ -406,7 +407,12 @@ class TTPlanner:
         self.goal_tokens: torch.Tensor | None = None
 
     def reset(self, n_episodes: int, goals: np.ndarray | None = None) -> None:
-        """Forget all context; ``goals`` (E, G) are goal states for goal-conditioned models."""
+        """Forget all context; ``goals`` (E, G) are goal states for goal-conditioned models.
+
+        Fails at once (:class:`ttlib.memory.PlanningMemoryError`, with the estimate) when
+        planning ``n_episodes`` together would not fit in memory, instead of dying mid-plan.
+        """
+        check_planning_memory(self.model.config, self.config, n_episodes, device=self.device)
         self.n_episodes = n_episodes
         self.context: list[list[np.ndarray]] = [[] for _ in range(n_episodes)]
         self._pending: dict[int, np.ndarray] = {}
