@@ -32,8 +32,9 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 FOLDER = ROOT / "results" / "benchmarks"
-IMPLEMENTATIONS = ("ttlib", "original")
-COLOURS = {"ttlib": "#4C72B0", "original": "#DD8452"}
+# "ttlib_before": the planner of an earlier commit, timed in the same run (--baseline-rev)
+IMPLEMENTATIONS = ("ttlib_before", "ttlib", "original")
+COLOURS = {"ttlib_before": "#A1C9F4", "ttlib": "#4C72B0", "original": "#DD8452"}
 MARKERS = "osD^v<>px*"
 
 # Columns of summary.csv, in order: (key in a row, header).
@@ -41,6 +42,7 @@ PLANNING_COLUMNS = [
     ("section", "section"),
     ("setting", "setting"),
     ("implementation", "planner"),
+    ("model", "model (layers x width)"),
     ("horizon", "horizon"),
     ("beam_width", "beam width"),
     ("episodes", "episodes together"),
@@ -144,9 +146,11 @@ def planning_rows(data: dict) -> list[dict]:
             run = sections_run.get("episodes", run) if isinstance(sections_run, dict) else run
         elif section == "configs":
             run = sections_run.get("speed", run) if isinstance(sections_run, dict) else run
+        size = (configs.get(setting) or {}).get("model") or data.get("model") or {}
         row = {
             "section": section,
             "setting": setting,
+            "model": f"{size['n_layer']}x{size['n_embd']}" if "n_layer" in size else None,
             "implementation": implementation,
             "horizon": settings.get("horizon"),
             "beam_width": settings.get("beam_width"),
@@ -169,6 +173,8 @@ def planning_rows(data: dict) -> list[dict]:
         parent = ancestors[-1] if ancestors else {}
         if implementation == "ttlib" and "speedup_ttlib_over_original" in parent:
             row["speedup"] = parent["speedup_ttlib_over_original"]
+        if implementation == "ttlib_before":
+            row["commit"] = record.get("git_rev") or row["commit"]
         rows.append(row)
     return rows
 
@@ -253,12 +259,14 @@ def write_csv(rows: list[dict], columns: list[tuple[str, str]], path: Path) -> P
     return path
 
 
-def _label(row: dict) -> str:
+def _label(row: dict, sep: str = " ") -> str:
     parts = [row["setting"] or row["section"]]
     if row.get("horizon") is not None and row.get("beam_width") is not None:
         parts = [f"H{row['horizon']} B{row['beam_width']}"]
         if row["setting"]:
             parts.insert(0, row["setting"].split("_")[0])
+        if row.get("model"):
+            return " ".join(parts) + sep + row["model"]
     return " ".join(parts)
 
 
@@ -317,29 +325,34 @@ def plot(rows: list[dict], machine: dict, out: Path) -> list[Path]:
             ax.legend(fontsize=8)
         elif panel == "configs":
             settings = list(dict.fromkeys(r["setting"] for r in configs))
-            width = 0.38
-            for j, impl in enumerate(IMPLEMENTATIONS):
+            present = [m for m in IMPLEMENTATIONS if any(r["implementation"] == m for r in configs)]
+            width = 0.8 / len(present)
+            offset = {m: (j - (len(present) - 1) / 2) * width for j, m in enumerate(present)}
+            for impl in present:
                 xs, ys = [], []
                 for i, s in enumerate(settings):
                     for r in configs:
                         if r["setting"] == s and r["implementation"] == impl:
-                            xs.append(i + (j - 0.5) * width)
+                            xs.append(i + offset[impl])
                             ys.append(r["env_steps_per_s"])
                 if xs:
-                    ax.bar(xs, ys, width, color=COLOURS[impl], label=impl)
+                    label = "ttlib, earlier commit" if impl == "ttlib_before" else impl
+                    ax.bar(xs, ys, width, color=COLOURS[impl], label=label)
             for i, s in enumerate(settings):
                 ours = [r for r in configs if r["setting"] == s and r.get("speedup")]
                 if ours:
                     r = ours[0]
                     ax.annotate(
                         f"{r['speedup']:.1f}x",
-                        xy=(i - 0.5 * width, r["env_steps_per_s"]),
+                        xy=(i + offset["ttlib"], r["env_steps_per_s"]),
                         xytext=(0, 3),
                         textcoords="offset points",
                         ha="center",
                         fontsize=9,
                     )
-            labels = [_label(next(r for r in configs if r["setting"] == s)) for s in settings]
+            labels = [
+                _label(next(r for r in configs if r["setting"] == s), sep="\n") for s in settings
+            ]
             ax.set_xticks(range(len(settings)), labels)
             ax.set_yscale("log")
             low, high = ax.get_ylim()
@@ -380,7 +393,7 @@ def plot(rows: list[dict], machine: dict, out: Path) -> list[Path]:
             if notes:
                 ax.text(
                     0.98,
-                    0.12,
+                    0.55,
                     "\n".join(notes),
                     transform=ax.transAxes,
                     ha="right",
