@@ -485,7 +485,9 @@ def episode_scores(
                 time.perf_counter() - t0,
             )
         rec = json.loads(path.read_text())
-        rows.append({k: rec[k] for k in ("seed", "return", "length", "score")})
+        # seconds: the wall time the episode took when it was computed (a cached rerun is fast,
+        # so the table's compute is the sum of these, not the notebook's own wall time)
+        rows.append({k: rec.get(k) for k in ("seed", "return", "length", "score", "seconds")})
     return rows
 
 

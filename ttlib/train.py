@@ -266,7 +266,7 @@ def train(
             "rng": torch.get_rng_state(),
             "step": at_step,
             "history": history,
-            "train_seconds": round(prior_seconds + time.perf_counter() - t_start, 1),
+            "train_seconds": round(prior_seconds + time.perf_counter() - t_start, 3),
         }
         if device.type == "cuda":
             extra["cuda_rng"] = torch.cuda.get_rng_state()
