@@ -50,6 +50,17 @@ def test_run_record_has_what_it_takes_to_rerun(tmp_path):
     assert "torch" in rec["versions"]
 
 
+def test_run_record_keeps_the_commit_of_its_start(monkeypatch, tmp_path):
+    import ttlib.config as cfg
+
+    monkeypatch.setattr(cfg, "_git_sha", lambda root: "sha-at-start")
+    record = RunRecord("d4rl", {"preset": "smoke"})
+    monkeypatch.setattr(cfg, "_git_sha", lambda root: "sha-at-finish")  # a commit landed
+    rec = json.loads(record.write(tmp_path).read_text())
+    assert rec["git_sha"] == "sha-at-start"
+    assert rec["ttlib_modified_at_start"] in (True, False)
+
+
 def test_runs_summary_collects_every_run_record(tmp_path):
     from ttlib.reproduce import summarize_runs
 

@@ -180,6 +180,21 @@ def _git_sha(root: Path) -> str | None:
         return None
 
 
+def _package_modified(root: Path) -> bool | None:
+    """Whether ttlib's own files differ from the commit (results then come from edited code)."""
+    try:
+        out = subprocess.run(
+            ["git", "status", "--porcelain", "--", "ttlib"],
+            cwd=root,
+            capture_output=True,
+            text=True,
+            timeout=5,
+        )
+        return bool(out.stdout.strip()) if out.returncode == 0 else None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
 def _versions() -> dict:
     names = ["ttlib", "torch", "numpy", "gymnasium", "gymnasium-robotics", "mujoco", "minari"]
     out = {"python": platform.python_version()}
@@ -221,17 +236,20 @@ class RunRecord:
     command: str = ""
     started: float = field(default_factory=time.time)
     extra: dict = field(default_factory=dict)
+    # the code as the run starts (a long run can outlive several commits)
+    git_sha: str | None = field(default_factory=lambda: _git_sha(repo_root()))
+    package_modified: bool | None = field(default_factory=lambda: _package_modified(repo_root()))
 
     def write(self, out_dir: Path) -> Path:
         from ttlib.io import save_json
 
-        root = repo_root()
         record = {
             "experiment": self.experiment,
             "preset": self.params.get("preset"),
             "params": self.params,
             "command": self.command or default_command(self.experiment, self.params),
-            "git_sha": _git_sha(root),
+            "git_sha": self.git_sha,
+            "ttlib_modified_at_start": self.package_modified,
             "versions": _versions(),
             "hardware": hardware(),
             "started_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(self.started)),
