@@ -211,7 +211,8 @@ AGREEMENT_COLUMNS = [
 def training_rows(data: dict) -> list[dict]:
     """One row per (batch size, implementation) in training.json."""
     rows = []
-    for batch, body in (data.get("batches") or {}).items():
+    sections = [k for k in data if k.startswith("batches")]  # batches, batches_dropout_0, ...
+    for batch, body in ((b, v) for k in sections for b, v in (data.get(k) or {}).items()):
         if not isinstance(body, dict):
             continue
         for name, record in body.items():
@@ -219,6 +220,7 @@ def training_rows(data: dict) -> list[dict]:
                 rows.append(
                     {
                         "batch": _int(batch) or batch,
+                        "dropout": body.get("dropout", data.get("model", {}).get("dropout")),
                         "implementation": name,
                         "tokens_per_s": record["tokens_per_s"],
                         "cpu_s_per_step": record.get("cpu_s_per_step"),
@@ -448,6 +450,7 @@ def main(argv: list[str] | None = None) -> None:
     if training_json.exists():
         columns = [
             ("batch", "batch (windows)"),
+            ("dropout", "dropout"),
             ("implementation", "implementation"),
             ("tokens_per_s", "tokens/s"),
             ("cpu_s_per_step", "CPU s per step"),
