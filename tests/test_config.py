@@ -67,10 +67,19 @@ def test_runs_summary_collects_every_run_record(tmp_path):
     RunRecord("d4rl", {"preset": "cpu"}, command="ttlib reproduce --preset cpu --only d4rl").write(
         tmp_path / "d4rl"
     )
-    RunRecord("attention", {"preset": "cpu"}).write(tmp_path / "attention")
+    models = [  # a rerun that loaded one cached model and trained another
+        {"model": "a", "trained_in_this_run": False, "train_seconds": 540.0},
+        {"model": "b", "trained_in_this_run": True, "train_seconds": 60.0},
+    ]
+    RunRecord("attention", {"preset": "cpu"}, extra={"models": models}).write(
+        tmp_path / "attention"
+    )
     text = summarize_runs(tmp_path).read_text().splitlines()
     assert text[0].startswith("experiment,preset,command")
     assert [line.split(",")[0] for line in text[1:]] == ["attention", "d4rl"]
+    header = text[0].split(",")
+    cached = header.index("cached training (min)")
+    assert text[1].split(",")[cached] == "9.0"  # only the loaded model's 9 minutes
 
 
 def test_model_kwargs_pass_dropout_only_where_a_preset_sets_it():

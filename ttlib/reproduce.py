@@ -68,7 +68,8 @@ def reproduce(preset: str, only: list[str] | None = None, progress: bool = True)
 
 def summarize_runs(results: Path | None = None) -> Path:
     """Collect every ``results/*/run.json`` into ``results/runs.csv`` for the book's
-    Reproducing page: experiment, preset, command, wall time, hardware, commit."""
+    Reproducing page: experiment, preset, command, wall time (and the training time of
+    models it loaded from the cache), hardware, commit."""
     results = results or repo_root() / "results"
     rows = []
     for path in sorted(results.glob("*/run.json")):
@@ -80,6 +81,16 @@ def summarize_runs(results: Path | None = None) -> Path:
                 "preset": rec.get("preset"),
                 "command": rec.get("command"),
                 "wall time (min)": round(float(rec.get("wall_time_s", 0)) / 60, 1),
+                # a rerun that loads cached models is short: say what their training took
+                "cached training (min)": round(
+                    sum(
+                        float(m.get("train_seconds") or 0)
+                        for m in rec.get("models", [])
+                        if not m.get("trained_in_this_run")
+                    )
+                    / 60,
+                    1,
+                ),
                 "hardware": f"{hw.get('cpu', '?')}, {hw.get('cores', '?')} cores"
                 + (f", {hw['gpu']}" if hw.get("gpu") else ""),
                 "started (UTC)": rec.get("started_utc"),
@@ -92,6 +103,7 @@ def summarize_runs(results: Path | None = None) -> Path:
         "preset",
         "command",
         "wall time (min)",
+        "cached training (min)",
         "hardware",
         "started (UTC)",
         "commit",
