@@ -8,6 +8,10 @@ too). Writes ``results/benchmarks/planning.json``.
 
     nice python benchmarks/bench_planning.py            # about 10 minutes on one core
     nice python benchmarks/bench_planning.py --quick    # smaller, for a smoke check
+
+With ``--checkpoint PATH`` (a trained ttlib checkpoint) the ``agreement`` section compares the
+two planners on real contexts of the checkpoint's dataset (key ``agreement_trained``) and the
+``window_effect`` section runs closed-loop HalfCheetah episodes with both (see README.md).
 """
 
 from __future__ import annotations
@@ -38,7 +42,7 @@ from ttlib.original import (
 from ttlib.search import PlannerConfig, beam_search
 
 ROOT = Path(__file__).resolve().parent.parent
-SECTIONS = ("speed", "episodes", "agreement")
+SECTIONS = ("speed", "episodes", "agreement", "window_effect")
 # The last commit before the shared-prefix cache: its model and planner are timed alongside.
 BASELINE_REV = "bf87429"
 
@@ -357,6 +361,266 @@ def agreement(
     }
 
 
+# ------------------------------------------------- trained model: window effect
+def load_trained(path: Path):
+    """(model, discretizer, info) from a ttlib checkpoint, read only."""
+    from ttlib.train import load_checkpoint
+
+    model, disc, ckpt = load_checkpoint(path, device="cpu")
+    info = {
+        "checkpoint": str(path.relative_to(ROOT) if path.is_relative_to(ROOT) else path),
+        "step": int(ckpt["step"]),
+        "max_steps": ckpt["train_config"].get("max_steps"),
+        "dataset_id": ckpt["data_config"]["dataset_id"],
+        "discretizer": ckpt["data_config"]["discretizer"],
+        **{k: ckpt["gpt_config"][k] for k in ("n_layer", "n_head", "n_embd")},
+    }
+    return model, disc, ckpt, info
+
+
+def real_contexts(disc, data_config: dict, lengths, per_length: int, seed: int):
+    """Planning prefixes from the dataset: n real transitions [s, a, r, V placeholder] as bins
+    (the placeholder is the top bin, as ``TTPlanner.observe`` stores it) and the next state.
+
+    Returns a list of (n, (1, n·td + N) token tensor); the start steps are drawn at random.
+    """
+    from ttlib.data import DataConfig, load_episodes
+
+    episodes = load_episodes(DataConfig(**data_config))
+    rng = np.random.default_rng(seed)
+    N = episodes[0].observations.shape[1]
+    out = []
+    for n in lengths:
+        for _ in range(per_length):
+            ep = episodes[rng.integers(len(episodes))]
+            t = int(rng.integers(n, len(ep)))  # the current step; n transitions before it
+            rows = np.concatenate(
+                [
+                    ep.observations[t - n : t],
+                    ep.actions[t - n : t],
+                    ep.rewards[t - n : t, None],
+                    np.zeros((n, 1)),
+                ],
+                axis=1,
+            )
+            tokens = disc.encode(rows) if n else np.zeros((0, disc.dim), dtype=np.int64)
+            tokens[:, -1] = disc.n_bins - 1
+            obs = disc.encode(ep.observations[t][None], dims=slice(0, N))[0]
+            ctx = np.concatenate([tokens.reshape(-1), obs])
+            out.append((n, torch.as_tensor(ctx, dtype=torch.long)[None]))
+    return out
+
+
+def _first_action(disc, tokens: torch.Tensor, N: int, M: int) -> np.ndarray:
+    """Decoded first action of a plan given as bins (H, td)."""
+    return disc.decode(tokens.cpu().numpy()[None])[0, 0, N : N + M]
+
+
+def trained_agreement(model, disc, contexts, planner: PlannerConfig, seed: int) -> dict:
+    """ttlib's planner vs the original algorithm on the same trained weights and real contexts.
+
+    Deterministic (rank rule): first action / plan identical, |Δ first action|, score gap.
+    Sampling (the planners' default): both sampled with the same seed, which is *not* the same
+    random stream (the two order their rows differently), so ttlib is also run with a second
+    seed: the ttlib-vs-ttlib gap is the sampling noise to compare the cross-planner gap with.
+    Results are grouped by context length (transitions before the current observation).
+    """
+    ref = original_from_ttlib(model)
+    value_fn = original_value_fn(disc)
+    c = model.config
+    N, M = c.observation_dim, c.action_dim
+    a = slice(N, N + M)
+    per: dict[int, dict[str, list]] = {}
+    cpu = {"ttlib": 0.0, "original": 0.0}
+    for i, (n, ctx) in enumerate(contexts):
+        rec = per.setdefault(n, {})
+
+        def add(key, value, rec=rec):
+            rec.setdefault(key, []).append(value)
+
+        def run_ours(s, ctx=ctx):
+            t0 = time.process_time()
+            g = None if s is None else torch.Generator().manual_seed(s)
+            out = beam_search(model, disc, ctx, planner, generator=g)
+            cpu["ttlib"] += time.process_time() - t0
+            return out
+
+        def run_theirs(s, ctx=ctx):
+            t0 = time.process_time()
+            g = None if s is None else torch.Generator().manual_seed(s)
+            out = original_beam_plan(
+                ref,
+                value_fn,
+                ctx,
+                observation_dim=N,
+                action_dim=M,
+                generator=g,
+                **plan_kwargs(planner),
+            )
+            cpu["original"] += time.process_time() - t0
+            return out
+
+        if planner.deterministic:
+            ours, theirs = run_ours(None), run_theirs(None)
+            add("same_action", bool(torch.equal(ours.tokens[0, 0, a], theirs.tokens[0, a])))
+            add("same_plan", bool(torch.equal(ours.tokens[0], theirs.tokens)))
+            d = _first_action(disc, ours.tokens[0], N, M) - _first_action(disc, theirs.tokens, N, M)
+            add("action_abs_diff", float(np.abs(d).mean()))
+            add("score_diff", float(ours.score[0]) - theirs.score)
+        else:
+            s = seed + i
+            ours, ours2, theirs = run_ours(s), run_ours(s + 10_000), run_theirs(s)
+            fa = [_first_action(disc, p.tokens[0], N, M) for p in (ours, ours2)]
+            fo = _first_action(disc, theirs.tokens, N, M)
+            add("same_action", bool(np.array_equal(fa[0], fo)))
+            add("action_abs_diff", float(np.abs(fa[0] - fo).mean()))
+            add("same_action_ttlib_2_seeds", bool(np.array_equal(fa[0], fa[1])))
+            add("action_abs_diff_ttlib_2_seeds", float(np.abs(fa[0] - fa[1]).mean()))
+            add("score_diff", float(ours.score[0]) - theirs.score)
+        print(f"  ctx {n} #{i}: { ({k: v[-1] for k, v in rec.items()}) }", flush=True)
+
+    def summarise(recs: list[dict]) -> dict:
+        keys = recs[0].keys()
+        m = {k: [v for r in recs for v in r[k]] for k in keys}
+        out = {"contexts": len(m["same_action"])}
+        for k, v in m.items():
+            if k.startswith("same"):
+                out["identical_" + k[5:].replace("action", "first_action")] = float(np.mean(v))
+            elif k == "score_diff":
+                out["score_diff_mean"] = float(np.mean(v))
+                out["score_abs_diff_mean"] = float(np.mean(np.abs(v)))
+            else:
+                out[k + "_mean"] = float(np.mean(v))
+        return out
+
+    result = {
+        "horizon": planner.horizon,
+        "beam_width": planner.beam_width,
+        "n_expand": planner.n_expand,
+        "mode": "deterministic (rank rule)" if planner.deterministic else "sampling",
+        "by_context_transitions": {str(n): summarise([per[n]]) for n in sorted(per)},
+        "cpu_s": {k: round(v, 1) for k, v in cpu.items()},
+    }
+    slid = [
+        per[n]
+        for n in sorted(per)
+        if not _fits_original_window(c, n, planner.horizon, planner.max_context_transitions)
+    ]
+    if slid:
+        result["where_windows_differ"] = summarise(slid)
+    return result
+
+
+def _fits_original_window(config: GPTConfig, n_context: int, horizon: int, keep: int) -> bool:
+    """True when the original never crops: the longest input, (n + H)·td − 1 tokens, fits in
+    its ``keep·td − 1`` window (then ttlib, whose window is longer, is the same algorithm)."""
+    td = config.transition_dim
+    return (n_context + horizon) * td - 1 <= min(keep * td - 1, config.block_size)
+
+
+class OriginalAgent:
+    """The original planner as a ``ttlib.evaluate`` agent: TTPlanner's context bookkeeping
+    (the same prefixes, the same stored transitions), one ``original_beam_plan`` per episode."""
+
+    def __init__(self, model, disc, planner: PlannerConfig):
+        from ttlib.search import TTPlanner
+
+        self.inner = TTPlanner(model, disc, planner)
+        self.ref = original_from_ttlib(model)
+        self.value_fn = original_value_fn(disc)
+        self.planner = planner
+
+    def reset(self, n_episodes, goals=None):
+        self.inner.reset(n_episodes, goals)
+
+    def observe(self, rewards, index=None):
+        self.inner.observe(rewards, index)
+
+    def act(self, observations, index=None):
+        inner, c = self.inner, self.inner.model.config
+        N, M = c.observation_dim, c.action_dim
+        observations = np.asarray(observations, dtype=np.float64).reshape(-1, N)
+        index = inner._index(index, len(observations))
+        obs_tokens = inner.discretizer.encode(observations, dims=slice(0, N))
+        actions = np.zeros((len(index), M), dtype=np.float32)
+        for r, i in enumerate(index):
+            prefix = np.concatenate([*inner.context[i], obs_tokens[r]])
+            plan = original_beam_plan(
+                self.ref,
+                self.value_fn,
+                torch.as_tensor(prefix)[None],
+                observation_dim=N,
+                action_dim=M,
+                generator=inner.generator,
+                **plan_kwargs(self.planner),
+            )
+            actions[r] = _first_action(inner.discretizer, plan.tokens, N, M)
+            inner._pending[int(i)] = plan.tokens[0].cpu().numpy().copy()
+        return actions
+
+
+def window_episodes(model, disc, planner: PlannerConfig, n_episodes, max_steps, seed) -> dict:
+    """Closed-loop HalfCheetah-v5 episodes with ttlib's planner and with the original's, same
+    weights, env seeds and planner seed; returns and CPU seconds of both."""
+    from ttlib.evaluate import evaluate
+    from ttlib.search import TTPlanner
+
+    out = {"episodes": n_episodes, "max_steps": max_steps, "env_seed": seed}
+    for name, agent in (
+        ("ttlib", TTPlanner(model, disc, planner)),
+        ("original", OriginalAgent(model, disc, planner)),
+    ):
+        c0 = time.process_time()
+        res = evaluate(
+            agent,
+            "halfcheetah",
+            n_episodes=n_episodes,
+            max_steps=max_steps,
+            seed=seed,
+            progress=False,
+        )
+        cpu_s = time.process_time() - c0
+        out[name] = {
+            "returns": [round(float(x), 2) for x in res.returns],
+            "return_mean": float(np.mean(res.returns)),
+            "steps": [int(x) for x in res.lengths],
+            "cpu_s": round(cpu_s, 1),
+            "cpu_s_per_step": cpu_s / max(int(res.lengths.sum()), 1),
+        }
+        if res.scores is not None:  # D4RL-normalised (1000-step references: low for short runs)
+            out[name]["normalised_scores"] = [round(float(x), 2) for x in res.scores]
+        print(
+            f"window_effect {name}: returns {out[name]['returns']} ({cpu_s:.0f} CPU s)", flush=True
+        )
+    out["return_diff_ttlib_minus_original"] = (
+        out["ttlib"]["return_mean"] - out["original"]["return_mean"]
+    )
+    return out
+
+
+def pool_window_runs(runs: dict) -> dict:
+    """Returns of all window_effect runs together (runs with the same planner and length)."""
+    runs = [v for k, v in sorted(runs.items()) if k.startswith("env_seed_")]
+    out = {"runs": len(runs)}
+    for name in ("ttlib", "original"):
+        rets = [x for r in runs for x in r[name]["returns"]]
+        out[name] = {
+            "returns": rets,
+            "return_mean": float(np.mean(rets)),
+            "return_se": float(np.std(rets, ddof=1) / np.sqrt(len(rets)))
+            if len(rets) > 1
+            else None,
+            "steps": [x for r in runs for x in r[name]["steps"]],
+            "cpu_s": round(sum(r[name]["cpu_s"] for r in runs), 1),
+        }
+    diffs = [
+        a - b for a, b in zip(out["ttlib"]["returns"], out["original"]["returns"], strict=True)
+    ]
+    out["paired_return_diff_ttlib_minus_original"] = diffs
+    out["paired_return_diff_mean"] = float(np.mean(diffs))
+    return out
+
+
 # --------------------------------------------------------------------- main
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -374,6 +638,23 @@ def main(argv=None):
     p.add_argument("--agreement-contexts", type=int, default=8)
     p.add_argument("--agreement-beam", type=int, default=8)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--checkpoint",
+        type=Path,
+        default=None,
+        help="a trained ttlib checkpoint: the agreement section then plans from real contexts "
+        "of its dataset with its weights (key agreement_trained; the random-weight study is "
+        "kept), and window_effect runs episodes with it (window_effect needs it)",
+    )
+    p.add_argument("--trained-lengths", type=int, nargs="+", default=[0, 1, 2, 3, 4, 5])
+    p.add_argument("--trained-per-length", type=int, default=6, help="contexts per length, H5")
+    p.add_argument(
+        "--trained-sampling-per-length", type=int, default=3, help="same, sampling mode (H5)"
+    )
+    p.add_argument("--trained-h15-contexts", type=int, default=3, help="context 5, H15, B32")
+    p.add_argument("--window-episodes", type=int, default=2)
+    p.add_argument("--window-steps", type=int, default=60)
+    p.add_argument("--window-seed", type=int, default=0, help="env seed of the first episode")
     p.add_argument(
         "--sections",
         nargs="+",
@@ -394,7 +675,11 @@ def main(argv=None):
         result = json.loads(args.out.read_text())
     result["machine"] = machine_info(args.threads)
     result.setdefault("sections_run", {})
+    run_names = []  # the sections_run entries this run writes
     for section in args.sections:  # which run (code version, load) produced each section
+        if section == "agreement" and args.checkpoint is not None:
+            section = "agreement_trained"
+        run_names.append(section)
         result["sections_run"][section] = {
             k: result["machine"][k] for k in ("date", "git_sha", "load_average_start")
         }
@@ -420,12 +705,57 @@ def main(argv=None):
         result["configs"] = run_speed(args, model, ref, disc, paper, cpu, peak)
     if "episodes" in args.sections:
         result["episodes_together"] = run_episodes(args, model, disc, paper, cpu, peak)
-    if "agreement" in args.sections:
+    trained = None
+    if args.checkpoint is not None and {"agreement", "window_effect"} & set(args.sections):
+        trained = load_trained(args.checkpoint)
+    elif "window_effect" in args.sections:
+        p.error("the window_effect section needs --checkpoint")
+    new_keys = []
+    if "agreement" in args.sections and trained is None:
         result["agreement"] = run_agreement(args)
         result["agreement_model"] = "random weights ~ N(0, 0.1^2) (confident, untrained)"
+        new_keys += ["agreement", "agreement_model"]
+    elif "agreement" in args.sections:
+        result["agreement_trained"] = run_trained_agreement(args, *trained)
+        new_keys.append("agreement_trained")
+    if "window_effect" in args.sections:
+        model, disc, _, info = trained
+        planner = PlannerConfig(horizon=5, beam_width=32, seed=args.window_seed)
+        if args.quick:
+            planner = PlannerConfig(horizon=2, beam_width=4, seed=args.window_seed)
+            args.window_episodes, args.window_steps = 1, 2
+        r = window_episodes(
+            model, disc, planner, args.window_episodes, args.window_steps, args.window_seed
+        )
+        r["model"] = info
+        r["planner"] = {k: v for k, v in vars(planner).items()}
+        # One entry per (first env seed): runs with other seeds, e.g. in parallel, add theirs.
+        result["window_effect"] = {f"env_seed_{args.window_seed}": r}
+        new_keys.append("window_effect")
     result["machine"]["load_average_end"] = list(os.getloadavg())
 
     args.out.parent.mkdir(parents=True, exist_ok=True)
+    if set(args.sections) != set(SECTIONS) and args.out.exists():
+        # Re-read just before writing: another run (other sections) may have finished meanwhile.
+        latest = json.loads(args.out.read_text())
+        runs = {
+            **latest.get("sections_run", {}),
+            **{k: result["sections_run"][k] for k in run_names},
+        }
+        keep = {"machine", "matmul_peak_gflop_s", "model", "configs", "episodes_together"}
+        ours = {
+            k: v
+            for k, v in result.items()
+            if k in new_keys or (k in keep and ({"speed", "episodes"} & set(args.sections)))
+        }
+        if "window_effect" in ours and isinstance(latest.get("window_effect"), dict):
+            runs_we = {
+                k: v for k, v in latest["window_effect"].items() if k.startswith("env_seed_")
+            }
+            ours["window_effect"] = {**runs_we, **ours["window_effect"]}
+        result = {**latest, **ours, "sections_run": runs}
+    if isinstance(result.get("window_effect"), dict):
+        result["window_effect"]["all_seeds"] = pool_window_runs(result["window_effect"])
     args.out.write_text(json.dumps(result, indent=2) + "\n")
     print(f"wrote {args.out}")
 
@@ -467,6 +797,46 @@ def run_episodes(args, model, disc, paper, cpu, peak) -> dict:
         for E, v in r.items():
             msg = v.get("skipped") or f"{v['env_steps_per_s']:.3f} env-steps/s"
             print(f"{name} episodes={E}: {msg}", flush=True)
+    return out
+
+
+def run_trained_agreement(args, model, disc, ckpt, info) -> dict:
+    """The agreement study on a trained checkpoint and real contexts of its dataset."""
+    out = {"model": info}
+    per, per_s, n15 = (
+        args.trained_per_length,
+        args.trained_sampling_per_length,
+        args.trained_h15_contexts,
+    )
+    lengths = args.trained_lengths
+    if args.quick:
+        per, per_s, n15, lengths = 1, 1, 1, [0, 1]
+    cases = [
+        (
+            "deterministic_H5_B32",
+            PlannerConfig(horizon=5, beam_width=32, deterministic=True),
+            lengths,
+            per,
+        ),
+        ("sampling_H5_B32", PlannerConfig(horizon=5, beam_width=32), lengths, per_s),
+        (
+            "deterministic_H15_B32_ctx5",
+            PlannerConfig(horizon=15, beam_width=32, deterministic=True),
+            [5],
+            n15,
+        ),
+    ]
+    if args.quick:
+        for _, planner, _, _ in cases:
+            planner.horizon, planner.beam_width = 2, 4
+    for name, planner, lens, n in cases:
+        if n <= 0:
+            continue
+        contexts = real_contexts(disc, ckpt["data_config"], lens, n, args.seed)
+        print(f"agreement_trained {name}: {len(contexts)} contexts", flush=True)
+        r = trained_agreement(model, disc, contexts, planner, args.seed)
+        out[name] = r
+        print(f"agreement_trained {name}: {json.dumps(r.get('where_windows_differ'))}", flush=True)
     return out
 
 

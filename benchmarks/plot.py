@@ -1,7 +1,8 @@
 """Figure and tables of the planning/training benchmarks, read from results/benchmarks/*.json.
 
     python benchmarks/plot.py            # writes results/benchmarks/planning.{png,svg},
-                                         # summary.csv (planning), agreement.csv, training.csv
+                                         # summary.csv (planning), agreement.csv, training.csv,
+                                         # agreement_trained.csv, window_effect.csv
 
 The book's performance page shows these files; no number there is typed by hand. The script
 does not assume a fixed layout of ``planning.json``: it walks the whole file and takes every
@@ -195,6 +196,68 @@ def agreement_rows(data: dict) -> list[dict]:
     return rows
 
 
+def trained_agreement_rows(data: dict) -> list[dict]:
+    """The agreement check on a trained checkpoint and real contexts (``agreement_trained``):
+    one row per case and context length."""
+    rows = []
+    trained = data.get("agreement_trained") or {}
+    info = trained.get("model") or {}
+    label = (
+        f"trained {info.get('n_layer')}x{info.get('n_embd')} {info.get('dataset_id')} "
+        f"{info.get('discretizer')} step {info.get('step')}"
+        if info
+        else "trained"
+    )
+    for case, r in trained.items():
+        if not isinstance(r, dict) or "by_context_transitions" not in r:
+            continue
+        for n, g in r["by_context_transitions"].items():
+            row = {"case": case, "model": label, "context_transitions": _int(n)}
+            row["horizon"], row["beam_width"] = r.get("horizon"), r.get("beam_width")
+            row["contexts"] = g.get("contexts")
+            for key in ("identical_first_action", "identical_plan"):
+                row[key] = 100 * g[key] if g.get(key) is not None else None
+            row["score_abs_diff_mean"] = g.get("score_abs_diff_mean")
+            row["action_abs_diff_mean"] = g.get("action_abs_diff_mean")
+            row["action_abs_diff_ttlib_2_seeds"] = g.get("action_abs_diff_ttlib_2_seeds_mean")
+            rows.append(row)
+    return rows
+
+
+def window_effect_rows(data: dict) -> list[dict]:
+    """Closed-loop returns of both planners (the window_effect section), one row per episode."""
+    rows = []
+    for run, r in (data.get("window_effect") or {}).items():
+        if not run.startswith("env_seed_") or not isinstance(r, dict):
+            continue
+        for impl in ("ttlib", "original"):
+            body = r.get(impl) or {}
+            for k, ret in enumerate(body.get("returns", [])):
+                rows.append(
+                    {
+                        "planner": impl,
+                        "env_seed": (r.get("env_seed") or 0) + k,
+                        "steps": body["steps"][k],
+                        "return": ret,
+                        "horizon": (r.get("planner") or {}).get("horizon"),
+                        "beam_width": (r.get("planner") or {}).get("beam_width"),
+                        "cpu_s_per_step": body.get("cpu_s_per_step"),
+                    }
+                )
+    return rows
+
+
+WINDOW_COLUMNS = [
+    ("planner", "planner"),
+    ("env_seed", "env seed"),
+    ("steps", "env steps"),
+    ("return", "return"),
+    ("horizon", "horizon"),
+    ("beam_width", "beam width"),
+    ("cpu_s_per_step", "CPU s per step"),
+]
+
+
 AGREEMENT_COLUMNS = [
     ("case", "case"),
     ("context_transitions", "context transitions"),
@@ -204,6 +267,13 @@ AGREEMENT_COLUMNS = [
     ("identical_first_action", "identical first action (%)"),
     ("identical_plan", "identical plan (%)"),
     ("score_abs_diff_mean", "mean abs score difference"),
+    ("model", "model"),
+]
+
+TRAINED_AGREEMENT_COLUMNS = [
+    *AGREEMENT_COLUMNS[:-1],
+    ("action_abs_diff_mean", "mean abs first-action difference"),
+    ("action_abs_diff_ttlib_2_seeds", "same, ttlib vs ttlib with another seed"),
     ("model", "model"),
 ]
 
@@ -446,6 +516,13 @@ def main(argv: list[str] | None = None) -> None:
     agreement = agreement_rows(planning)
     if agreement:
         print(write_csv(agreement, AGREEMENT_COLUMNS, args.folder / "agreement.csv"))
+    trained = trained_agreement_rows(planning)
+    if trained:
+        path = args.folder / "agreement_trained.csv"
+        print(write_csv(trained, TRAINED_AGREEMENT_COLUMNS, path))
+    window = window_effect_rows(planning)
+    if window:
+        print(write_csv(window, WINDOW_COLUMNS, args.folder / "window_effect.csv"))
     training_json = args.folder / "training.json"
     if training_json.exists():
         columns = [
