@@ -225,9 +225,15 @@ def test_staged_training_equals_one_run_and_a_second_call_loads(tmp_path, monkey
 def test_baselines_are_cached_by_config(monkeypatch):
     eps = linear_episodes(6, 20)
     cfg = DataConfig("ttlib/test/lin-v0")
+    import ttlib.experiment
+
+    ttlib.experiment.MODELS_USED.clear()
     bc = dt.baseline_cached(dt.BaselineSpec("BC", 5, 0), cfg, eps)
     monkeypatch.setattr("ttlib.baselines.train_bc", lambda *a, **k: 1 / 0)
     again = dt.baseline_cached(dt.BaselineSpec("BC", 5, 0), cfg, eps)
+    trained, loaded = ttlib.experiment.MODELS_USED  # the run record learns both, with the cost
+    assert trained["trained_in_this_run"] and not loaded["trained_in_this_run"]
+    assert loaded["train_seconds"] == trained["train_seconds"] > 0
     obs = eps[0].observations[:3]
     np.testing.assert_allclose(bc.act(obs), again.act(obs))
     with pytest.raises(ZeroDivisionError):  # another step count is another cache entry

@@ -428,14 +428,21 @@ def baseline_cached(
         cache_dir("d4rl", "baselines")
         / f"{data_cfg.dataset_id.replace('/', '_')}-{spec.method}-{key}.pt"
     )
+    timing = path.with_suffix(".json")  # the training wall time, for the run record
     if path.exists():
+        seconds = json.loads(timing.read_text())["train_seconds"] if timing.exists() else None
+        note_model(path, False, {"step": spec.steps, "train_seconds": seconds})
         return (BehaviourCloning if spec.method == "BC" else IQL).load(path)
     log.info("train %s on %s (%d steps)", spec.method, data_cfg.dataset_id, spec.steps)
+    t0 = time.perf_counter()
     if spec.method == "BC":
         model = train_bc(list(episodes), cfg, progress=progress)
     else:
         model, _ = train_iql(list(episodes), cfg, progress=progress)
+    seconds = round(time.perf_counter() - t0, 3)
+    save_json({"train_seconds": seconds}, timing)
     model.save(path)
+    note_model(path, True, {"step": spec.steps, "train_seconds": seconds})
     return model
 
 
