@@ -28,11 +28,18 @@ def policy_dir(tmp_path_factory):
     from ttlib.policies import PolicyConfig, make_policies
 
     root = tmp_path_factory.mktemp("policies")
-    make_policies(PolicyConfig(
-        env="hopper", total_steps=300, checkpoint_every=100, learning_starts=250,
-        eval_episodes=1, final_eval_episodes=1, cache_dir=str(root / "cache"),
-        out_dir=str(root / "out"),
-    ))
+    make_policies(
+        PolicyConfig(
+            env="hopper",
+            total_steps=300,
+            checkpoint_every=100,
+            learning_starts=250,
+            eval_episodes=1,
+            final_eval_episodes=1,
+            cache_dir=str(root / "cache"),
+            out_dir=str(root / "out"),
+        )
+    )
     return root / "out"
 
 
@@ -50,8 +57,11 @@ def test_locomotion_dataset_loads_back_with_d4rl_reference_scores(kind, policy_d
 
     ds = make_dataset("hopper", kind, DataConfig(transitions=250, policy_dir=str(policy_dir)))
     ds = minari.load_dataset(dataset_id("hopper", kind))
-    steps = 250 if kind != "medium-replay" else min(250, int(
-        np.load(policy_dir / "hopper" / "medium_replay.npz")["rewards"].size))
+    steps = (
+        250
+        if kind != "medium-replay"
+        else min(250, int(np.load(policy_dir / "hopper" / "medium_replay.npz")["rewards"].size))
+    )
     assert ds.total_steps == steps
     for ep in ds.iterate_episodes():
         n = len(ep.rewards)
@@ -107,7 +117,8 @@ def test_medium_replay_is_the_saved_replay_buffer(policy_dir):
     obs, act, eps = _arrays(ds)
     np.testing.assert_array_equal(act, replay["actions"].astype(np.float32))
     np.testing.assert_array_equal(
-        np.concatenate([e.rewards for e in eps]), replay["rewards"].astype(np.float64))
+        np.concatenate([e.rewards for e in eps]), replay["rewards"].astype(np.float64)
+    )
     # observations round-trip through float16; each episode's last one is its final observation
     n0 = len(eps[0].rewards)
     np.testing.assert_array_equal(eps[0].observations[:-1], replay["observations"][:n0])
@@ -116,8 +127,9 @@ def test_medium_replay_is_the_saved_replay_buffer(policy_dir):
 
 
 def test_medium_expert_is_half_medium_then_half_expert(policy_dir):
-    ds = make_dataset("hopper", "medium-expert",
-                      DataConfig(transitions=240, policy_dir=str(policy_dir)))
+    ds = make_dataset(
+        "hopper", "medium-expert", DataConfig(transitions=240, policy_dir=str(policy_dir))
+    )
     lengths = np.cumsum([len(e.rewards) for e in ds.iterate_episodes()])
     assert 120 in lengths and lengths[-1] == 240  # the medium half is cut at exactly half
 

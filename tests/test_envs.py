@@ -47,8 +47,9 @@ def test_every_env_name_builds_and_steps(name):
 
 def test_maze_envs_use_sparse_goal_reward_and_terminate_at_goal():
     env = make_env("fourrooms")
-    obs, _ = env.reset(seed=0, options={"reset_cell": np.array([1, 1]),
-                                        "goal_cell": np.array([1, 1])})
+    obs, _ = env.reset(
+        seed=0, options={"reset_cell": np.array([1, 1]), "goal_cell": np.array([1, 1])}
+    )
     _, reward, terminated, _, _ = env.step(np.zeros(2, dtype=np.float32))
     assert reward == 1.0 and terminated  # start and goal share a cell (noise ≤ 0.25 each)
 

@@ -24,9 +24,15 @@ def tiny_run(tmp_path_factory):
     """Hopper SAC: 200 steps, then a separate `train` call to 400 that must resume from disk."""
     root = tmp_path_factory.mktemp("policies")
     cfg = PolicyConfig(
-        env="hopper", total_steps=200, checkpoint_every=200, learning_starts=300,
-        eval_episodes=2, final_eval_episodes=3, cache_dir=str(root / "cache"),
-        out_dir=str(root / "out"), command="pytest",
+        env="hopper",
+        total_steps=200,
+        checkpoint_every=200,
+        learning_starts=300,
+        eval_episodes=2,
+        final_eval_episodes=3,
+        cache_dir=str(root / "cache"),
+        out_dir=str(root / "out"),
+        command="pytest",
     )
     train(cfg)
     cfg = replace(cfg, total_steps=400)
@@ -52,7 +58,8 @@ def test_training_resumes_from_the_last_checkpoint(tiny_run):
     assert rb.dones[199, 0] == 1 and rb.timeouts[199, 0] == 1
     # every chunk's actor is kept for the medium/expert choice
     assert sorted(p.name for p in (cache / "actors").iterdir()) == [
-        "step_0000200.pt", "step_0000400.pt"
+        "step_0000200.pt",
+        "step_0000400.pt",
     ]
 
 
@@ -102,8 +109,10 @@ def test_saved_actor_round_trips(tmp_path):
 
 
 def test_medium_is_the_earlier_checkpoint_nearest_to_40_percent_of_best():
-    evals = [{"step": s, "mean": m} for s, m in
-             [(10, -200.0), (20, 1000.0), (30, 2000.0), (40, 4000.0), (50, 1400.0)]]
+    evals = [
+        {"step": s, "mean": m}
+        for s, m in [(10, -200.0), (20, 1000.0), (30, 2000.0), (40, 4000.0), (50, 1400.0)]
+    ]
     # target = -280.18 + 0.4 * (4000 + 280.18) = 1431.9 → 1000 at step 20 (not 1400 after the best)
     assert select_checkpoints(evals, "halfcheetah", 0.4) == (20, 40)
     with pytest.raises(ValueError, match="hopper"):
@@ -114,7 +123,7 @@ def test_compress_keeps_whole_episodes_under_the_budget():
     n_eps, length = 20, 500
     rng = np.random.default_rng(0)
     term = np.zeros(n_eps * length, bool)
-    term[length - 1::length] = True
+    term[length - 1 :: length] = True
     data = {
         "observations": rng.normal(size=(n_eps * length, 17)).astype(np.float32),
         "actions": rng.uniform(-1, 1, size=(n_eps * length, 6)).astype(np.float32),
@@ -129,8 +138,9 @@ def test_compress_keeps_whole_episodes_under_the_budget():
     kept = np.unique(small["rewards"])
     assert 0 < len(kept) < n_eps
     assert len(small["rewards"]) == len(kept) * length  # whole episodes only
-    np.testing.assert_array_equal(small["final_observations"],
-                                  data["final_observations"][kept.astype(int)].astype(np.float16))
+    np.testing.assert_array_equal(
+        small["final_observations"], data["final_observations"][kept.astype(int)].astype(np.float16)
+    )
 
 
 def test_make_policies_rejects_maze_envs(tmp_path):

@@ -127,8 +127,12 @@ def run_episode(
         if terms[-1] or truncs[-1]:
             break
     return Episode(
-        _stack(observations), np.asarray(actions, dtype=np.float32),
-        np.asarray(rewards, dtype=np.float64), np.asarray(terms), np.asarray(truncs), seed,
+        _stack(observations),
+        np.asarray(actions, dtype=np.float32),
+        np.asarray(rewards, dtype=np.float64),
+        np.asarray(terms),
+        np.asarray(truncs),
+        seed,
     )
 
 
@@ -181,13 +185,17 @@ def replay_episodes(path: Path, transitions: int) -> list[Episode]:
         last_obs = data["observations"][stop] if cut else data["final_observations"][i]
         truncations = data["truncations"][start:stop].copy()
         truncations[-1] |= cut
-        episodes.append(Episode(
-            np.concatenate([data["observations"][start:stop], last_obs[None]]).astype(np.float32),
-            data["actions"][start:stop].astype(np.float32),
-            data["rewards"][start:stop].astype(np.float64),
-            data["terminations"][start:stop],
-            truncations,
-        ))
+        episodes.append(
+            Episode(
+                np.concatenate([data["observations"][start:stop], last_obs[None]]).astype(
+                    np.float32
+                ),
+                data["actions"][start:stop].astype(np.float32),
+                data["rewards"][start:stop].astype(np.float64),
+                data["terminations"][start:stop],
+                truncations,
+            )
+        )
         start = stop
         if start >= n:
             break
@@ -212,7 +220,9 @@ def locomotion_episodes(env_name: str, kind: str, cfg: DataConfig) -> list[Episo
         half = cfg.transitions // 2
         medium = collect(env, sampler(_policy(policy_dir, env_name, "medium")), half, seed)
         expert = collect(
-            env, sampler(_policy(policy_dir, env_name, "expert")), cfg.transitions - half,
+            env,
+            sampler(_policy(policy_dir, env_name, "expert")),
+            cfg.transitions - half,
             seed + 50_000,
         )
         return medium + expert
@@ -287,8 +297,13 @@ def _to_buffer(ep: Episode, index: int):
     from minari.data_collector import EpisodeBuffer
 
     return EpisodeBuffer(
-        id=index, seed=ep.seed, observations=ep.observations, actions=ep.actions,
-        rewards=ep.rewards, terminations=ep.terminations, truncations=ep.truncations,
+        id=index,
+        seed=ep.seed,
+        observations=ep.observations,
+        actions=ep.actions,
+        rewards=ep.rewards,
+        terminations=ep.terminations,
+        truncations=ep.truncations,
     )
 
 
@@ -383,16 +398,18 @@ def data_summary(ids: list[str] | None = None, out: str | Path | None = None):
         env, kind = parse_dataset_id(did)
         ds = minari.load_dataset(did)
         returns = np.array([ep.rewards.sum() for ep in ds.iterate_episodes()])
-        rows.append({
-            "dataset_id": did,
-            "episodes": ds.total_episodes,
-            "transitions": ds.total_steps,
-            "return_mean": returns.mean(),
-            "return_std": returns.std(),
-            "normalized_score_mean": (
-                normalized_score(env, returns).mean() if env in REF_SCORES else np.nan
-            ),
-        })
+        rows.append(
+            {
+                "dataset_id": did,
+                "episodes": ds.total_episodes,
+                "transitions": ds.total_steps,
+                "return_mean": returns.mean(),
+                "return_std": returns.std(),
+                "normalized_score_mean": (
+                    normalized_score(env, returns).mean() if env in REF_SCORES else np.nan
+                ),
+            }
+        )
     table = pd.DataFrame(rows)
     if out is not None:
         Path(out).parent.mkdir(parents=True, exist_ok=True)

@@ -230,8 +230,13 @@ def train(cfg: PolicyConfig) -> Path:
     model = _load_checkpoint(cfg, env)
     if model is None:
         model = SAC(
-            "MlpPolicy", env, buffer_size=cfg.total_steps, learning_starts=cfg.learning_starts,
-            seed=cfg.seed, device="cpu", verbose=0,
+            "MlpPolicy",
+            env,
+            buffer_size=cfg.total_steps,
+            learning_starts=cfg.learning_starts,
+            seed=cfg.seed,
+            device="cpu",
+            verbose=0,
         )
         print(f"[{cfg.env}] new SAC run to {cfg.total_steps} steps", flush=True)
     else:
@@ -249,12 +254,19 @@ def train(cfg: PolicyConfig) -> Path:
         returns = evaluate(actor, cfg.env, cfg.eval_episodes, seed=cfg.seed + 1000)
         _save_checkpoint(model, cache, step)
         evals = [e for e in evals if e["step"] < step] + [
-            {"step": step, "mean": float(returns.mean()), "std": float(returns.std()),
-             "wall_s": round(time.time() - t0, 1)}
+            {
+                "step": step,
+                "mean": float(returns.mean()),
+                "std": float(returns.std()),
+                "wall_s": round(time.time() - t0, 1),
+            }
         ]
         _write_json(cache / "evals.json", evals)
-        print(f"[{cfg.env}] step {step}: return {returns.mean():.1f} ± {returns.std():.1f} "
-              f"({chunk / (time.time() - t0):.0f} steps/s incl. eval)", flush=True)
+        print(
+            f"[{cfg.env}] step {step}: return {returns.mean():.1f} ± {returns.std():.1f} "
+            f"({chunk / (time.time() - t0):.0f} steps/s incl. eval)",
+            flush=True,
+        )
     env.close()
     return cache
 
@@ -330,14 +342,23 @@ def finalize(cfg: PolicyConfig) -> dict:
     medium_step, expert_step = select_checkpoints(evals, cfg.env, cfg.medium_fraction)
     out = Path(cfg.out_dir) / cfg.env
     out.mkdir(parents=True, exist_ok=True)
-    info: dict = {"env": cfg.env, "gym_id": LOCOMOTION_ENVS[cfg.env], "algorithm": "SB3 SAC",
-                  "trained_steps": evals[-1]["step"], "policy_eval": "stochastic actions"}
+    info: dict = {
+        "env": cfg.env,
+        "gym_id": LOCOMOTION_ENVS[cfg.env],
+        "algorithm": "SB3 SAC",
+        "trained_steps": evals[-1]["step"],
+        "policy_eval": "stochastic actions",
+    }
     for name, step in (("medium", medium_step), ("expert", expert_step)):
         actor = load_actor(cache / "actors" / f"step_{step:07d}.pt")
         save_actor(actor, out / f"{name}.pt")
         returns = evaluate(actor, cfg.env, cfg.final_eval_episodes, seed=cfg.seed + 2000)
-        info[name] = {"step": step, "return_mean": float(returns.mean()),
-                      "return_std": float(returns.std()), "episodes": len(returns)}
+        info[name] = {
+            "step": step,
+            "return_mean": float(returns.mean()),
+            "return_std": float(returns.std()),
+            "episodes": len(returns),
+        }
     model = SAC.load(cache / (cache / "latest").read_text().strip() / "model.zip", device="cpu")
     model.load_replay_buffer(cache / (cache / "latest").read_text().strip() / "replay.pkl")
     replay = compress_transitions(
