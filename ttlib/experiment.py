@@ -19,7 +19,7 @@ import torch
 
 from ttlib.config import RunRecord, cache_dir, config_key, repo_root, resolve, results_dir
 from ttlib.data import DataConfig, Episode, SequenceDataset, data_fingerprint, load_episodes
-from ttlib.io import load_torch, save_json
+from ttlib.io import save_json
 from ttlib.model import TrajectoryGPT
 from ttlib.train import TrainConfig, gpt_config_for, load_checkpoint, train
 
@@ -134,24 +134,14 @@ def model_folder(
     data_cfg: DataConfig, episodes: list[Episode], model_cfg, train_cfg: TrainConfig
 ) -> Path:
     """The cache folder of a TT model, keyed by its three configs and the data's fingerprint."""
-    key = config_key(
-        {
-            "data": data_cfg.to_dict(),
-            "fingerprint": data_fingerprint(episodes),
-            "model": model_cfg.to_dict(),
-            "train": train_cfg.to_dict(),
-        }
-    )
-    folder = cache_dir("models", f"{data_cfg.dataset_id.replace('/', '_')}-{key}")
-    save_json(
-        {
-            "data": data_cfg.to_dict(),
-            "fingerprint": data_fingerprint(episodes),
-            "model": model_cfg.to_dict(),
-            "train": train_cfg.to_dict(),
-        },
-        folder / "config.json",
-    )
+    identity = {
+        "data": data_cfg.to_dict(),
+        "fingerprint": data_fingerprint(episodes),
+        "model": model_cfg.to_dict(),
+        "train": train_cfg.to_dict(),
+    }
+    folder = cache_dir("models", f"{data_cfg.dataset_id.replace('/', '_')}-{config_key(identity)}")
+    save_json(identity, folder / "config.json")
     return folder
 
 
@@ -178,5 +168,5 @@ def train_cached(
             note_model(folder, False, saved)
             return model, dataset, list(saved.get("history", []))
     res = train(dataset, model_cfg, train_cfg, out_dir=folder, progress=progress)
-    note_model(folder, True, load_torch(ckpt))
+    note_model(folder, True, {"step": train_cfg.max_steps, "train_seconds": res.train_seconds})
     return res.model, dataset, res.history
