@@ -7,6 +7,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -230,3 +231,43 @@ def test_evaluate_refuses_a_planner_too_big_before_making_envs():
     with pytest.raises(PlanningMemoryError, match="planning 8 episode"):
         evaluate(planner, factory, n_episodes=8, memory_limit="64K", progress=False)
     assert made == []
+
+
+class _ToyEnv:
+    """Two-dimensional observations and one action, as _planner_setup's model expects."""
+
+    def __new__(cls, **kwargs):
+        import gymnasium as gym
+
+        class Env(gym.Env):
+            observation_space = gym.spaces.Box(-1, 1, (2,))
+            action_space = gym.spaces.Box(-1, 1, (1,))
+
+            def reset(self, seed=None, options=None):
+                super().reset(seed=seed)
+                return np.zeros(2, dtype=np.float32), {}
+
+            def step(self, action):
+                return np.zeros(2, dtype=np.float32), 0.0, False, False, {}
+
+        return Env()
+
+
+def test_evaluate_memory_limit_also_governs_the_planners_own_check(monkeypatch):
+    """evaluate(memory_limit=X) must not pass its early check and then have reset() refuse
+    with the default limit (the environment's, here far too small)."""
+    from ttlib.evaluate import evaluate
+    from ttlib.memory import LIMIT_ENV, PlanningMemoryError
+    from ttlib.search import PlannerConfig, TTPlanner
+
+    model, disc = _planner_setup()
+    monkeypatch.setenv(LIMIT_ENV, "64K")
+    planner = TTPlanner(model, disc, PlannerConfig(beam_width=2, horizon=1))
+    with pytest.raises(PlanningMemoryError):
+        planner.reset(1)  # the default limit refuses
+    result = evaluate(
+        planner, _ToyEnv, n_episodes=1, max_steps=2, memory_limit="4G", progress=False
+    )
+    assert result.lengths[0] == 2
+    # and a planner built with its own limit uses it in reset()
+    TTPlanner(model, disc, PlannerConfig(beam_width=2, horizon=1), memory_limit="4G").reset(1)

@@ -159,6 +159,8 @@ def evaluate(
     if max_steps is not None and max_steps < 1:
         raise ValueError(f"max_steps must be >= 1 or None, got {max_steps}")
     agent = as_agent(policy)
+    if memory_limit is not None and hasattr(agent, "memory_limit"):
+        agent.memory_limit = memory_limit  # the planner's own check in reset() uses it too
     check_agent_memory(agent, n_episodes, memory_limit)
     env_name = env if isinstance(env, str) else None
     if video_episodes > 0:

@@ -184,10 +184,15 @@ def check_planning_memory(
 
 
 def check_agent_memory(agent, n_episodes: int, limit: int | str | None = None) -> None:
-    """The check for any agent that plans with a model (a ``TTPlanner``); others pass."""
+    """The check for any agent that plans with a model (a ``TTPlanner``); others pass.
+
+    Without ``limit`` the agent's own ``memory_limit`` (if it has one) is used.
+    """
     model, config = getattr(agent, "model", None), getattr(agent, "config", None)
     model_config = getattr(model, "config", None)
     if model_config is None or not hasattr(config, "beam_width"):
         return
     device = getattr(agent, "device", None)
+    if limit is None:
+        limit = getattr(agent, "memory_limit", None)
     check_planning_memory(model_config, config, n_episodes, limit, device)

@@ -384,8 +384,12 @@ class TTPlanner:
         config: PlannerConfig | None = None,
         goal_dims: Sequence[int] | None = None,
         q_function: QFunction | None = None,
+        memory_limit: int | str | None = None,
     ):
         self.model = model.eval()
+        # The limit reset() checks against (None: $TTLIB_MEMORY_LIMIT or a share of free RAM);
+        # evaluate(memory_limit=...) sets it so that its early check and reset() agree.
+        self.memory_limit = memory_limit
         self.discretizer = discretizer
         self.config = (config or PlannerConfig()).validate()
         self.goal_dims = list(goal_dims) if goal_dims is not None else None
@@ -412,7 +416,9 @@ class TTPlanner:
         Fails at once (:class:`ttlib.memory.PlanningMemoryError`, with the estimate) when
         planning ``n_episodes`` together would not fit in memory, instead of dying mid-plan.
         """
-        check_planning_memory(self.model.config, self.config, n_episodes, device=self.device)
+        check_planning_memory(
+            self.model.config, self.config, n_episodes, self.memory_limit, device=self.device
+        )
         self.n_episodes = n_episodes
         self.context: list[list[np.ndarray]] = [[] for _ in range(n_episodes)]
         self._pending: dict[int, np.ndarray] = {}
