@@ -309,3 +309,45 @@ def test_quiet_c_output_silences_both_file_descriptors(capfd):
     os.write(1, b"after\n")
     out, err = capfd.readouterr()
     assert (out, err) == ("after\n", "")
+
+
+def test_loss_and_curve_descriptions_are_computed_from_the_frames():
+    from ttlib import d4rl_table
+
+    rows = []
+    for method in ("TT (uniform)", "TT (quantile)"):
+        for tokens, losses in ((100, (4.5, 4.4, 3.0, 4.0)), (200, (4.2, 4.0, 1.0, 3.5))):
+            for token, loss in zip(("state", "action", "reward", "value"), losses, strict=True):
+                rows.append(
+                    dict(
+                        env="hopper",
+                        kind="medium",
+                        method=method,
+                        tokens=tokens,
+                        token=token,
+                        loss=loss,
+                        step=tokens // 10,
+                    )
+                )
+    lines = d4rl_table.describe_losses(pd.DataFrame(rows), n_bins=100)
+    assert "state 4.20, action 4.00, reward 1.00, value 3.50" in lines[0]
+    assert "2 TT model(s)" in lines[0] and "4.61" in lines[0]
+    assert (
+        "highest at the end: state" in lines[1]
+        and "fall from the first logged value: reward" in lines[1]
+    )
+
+    def curve(scores):
+        return pd.DataFrame(
+            [dict(method="TT (quantile)", tokens=t, score=s) for t, ss in scores for s in ss]
+        )
+
+    rising = d4rl_table.describe_curve(curve([(1e6, [1.0, 1.2]), (2e6, [5.0, 5.2])]))
+    assert rising == [
+        "TT (quantile): 1.1 ± 0.1 at 1.0M tokens, 5.1 ± 0.1 at 2.0M: still rising "
+        "over the last doubling"
+    ]
+    flat = d4rl_table.describe_curve(curve([(1e6, [1.0, 3.0]), (2e6, [1.5, 3.5])]))
+    assert "flat within one standard error" in flat[0]
+    falling = d4rl_table.describe_curve(curve([(1e6, [5.0, 5.1]), (2e6, [1.0, 1.1])]))
+    assert "falling" in falling[0]

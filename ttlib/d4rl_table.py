@@ -765,6 +765,54 @@ def agreement(summary: pd.DataFrame, paper: pd.DataFrame | None = None) -> list[
 
 
 # ------------------------------------------------------------------ learning curve
+def describe_losses(histories: pd.DataFrame, n_bins: int | None = None) -> list[str]:
+    """What the training losses show, computed: each token type's final cross-entropy
+    (mean over the table's TT models) against a uniform guess over ``n_bins`` bins (default:
+    the data config's, as the table trains with), and which token type ends highest and which
+    fell the most from its first logged value."""
+    if n_bins is None:
+        n_bins = DataConfig.__dataclass_fields__["n_bins"].default
+    if histories.empty:
+        return ["no training history was logged"]
+    group = ["env", "kind", "method", "token"]
+    ordered = histories.sort_values("tokens")
+    first = ordered.groupby(group)["loss"].first().groupby("token").mean()
+    last = ordered.groupby(group)["loss"].last().groupby("token").mean()
+    order = [t for t in ("state", "action", "reward", "value") if t in last.index]
+    chance = f" (a uniform guess over {n_bins} bins: {math.log(n_bins):.2f})" if n_bins else ""
+    parts = ", ".join(f"{t} {last[t]:.2f}" for t in order)
+    n_models = ordered.groupby(["env", "kind", "method"]).ngroups
+    drop = (first - last)[order]
+    return [
+        f"final cross-entropy in nats, mean over {n_models} TT model(s): {parts}{chance}",
+        f"highest at the end: {last[order].idxmax()} tokens; largest fall from the first "
+        f"logged value: {drop.idxmax()} tokens ({first[drop.idxmax()]:.2f} -> "
+        f"{last[drop.idxmax()]:.2f})",
+    ]
+
+
+def describe_curve(curve: pd.DataFrame) -> list[str]:
+    """Per discretizer: the score at the last two snapshots of the learning curve and whether
+    the last step up or down is larger than its standard error (else: flat within noise)."""
+    out = []
+    for method, g in curve.groupby("method", sort=False):
+        stats = [(t, *mean_se(x["score"].to_numpy())) for t, x in g.groupby("tokens")]
+        if len(stats) < 2:
+            out.append(f"{method}: only one point")
+            continue
+        (t0, m0, s0), (t1, m1, s1) = stats[-2], stats[-1]
+        se = math.hypot(s0, s1)
+        if se > 0 and abs(m1 - m0) <= se:
+            verdict = "flat within one standard error"
+        else:
+            verdict = "still rising" if m1 > m0 else "falling"
+        out.append(
+            f"{method}: {m0:.1f} ± {s0:.1f} at {t0 / 1e6:.1f}M tokens, {m1:.1f} ± {s1:.1f} at "
+            f"{t1 / 1e6:.1f}M: {verdict} over the last doubling"
+        )
+    return out
+
+
 def learning_curve(env: str, kind: str, params: dict, progress: bool = False) -> pd.DataFrame:
     """Planning score against training tokens, both discretizers, one dataset.
 
