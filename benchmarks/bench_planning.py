@@ -26,7 +26,8 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -42,7 +43,9 @@ from ttlib.original import (
 from ttlib.search import PlannerConfig, beam_search
 
 ROOT = Path(__file__).resolve().parent.parent
-SECTIONS = ("speed", "episodes", "agreement", "window_effect")
+SECTIONS = ("speed", "episodes", "agreement", "window_effect", "roofline")
+# Sections stored in planning.json; ``roofline`` writes its own file (--roofline-out).
+PLANNING_SECTIONS = SECTIONS[:-1]
 # The last commit before the shared-prefix cache: its model and planner are timed alongside.
 BASELINE_REV = "bf87429"
 
@@ -93,32 +96,219 @@ def matmul_peak_flops(n: int = 4096, reps: int = 3) -> float:
     return 2 * n**3 / best
 
 
-# -------------------------------------------------------------- flop counting
-class FlopCounter:
-    """Counts the matmul FLOPs of every model forward pass (hooks, no timing overhead).
+def memory_bandwidth(sizes_mib=(1, 16, 64, 1024), reps: int = 5) -> dict:
+    """Best-of-``reps`` GB/s of two torch kernels over fp32 arrays of each size (MiB).
 
-    Per pass with B rows, T new tokens and S keys: per layer 24·B·T·E² (qkv, proj, 4x MLP)
-    + 4·B·T·S·E (scores and weighted values), plus the output layer 2·B·T·(K+1)·E once per
-    token (only the head of the token's own dimension is useful work).
+    ``read``: ``a.sum()``, counted as the array's bytes once (read only). ``copy``:
+    ``b.copy_(a)``, counted as read + write (twice the array's bytes; a write-allocate read of
+    ``b``, if the CPU does one, is not counted, so this may understate the traffic). Small
+    arrays are repeated until one timing covers >= 256 MiB, so the clock's resolution does not
+    matter. Only arrays far larger than the last-level cache measure main memory.
+    """
+    out = {}
+    for mib in sizes_mib:
+        n = mib * 2**20 // 4
+        a, b = torch.ones(n), torch.zeros(n)  # written once, so every page is mapped
+        inner = max(1, 256 // mib)
+        best = {"read": float("inf"), "copy": float("inf")}
+        for _ in range(reps + 1):  # the first round warms up
+            for name, op in (("read", a.sum), ("copy", partial(b.copy_, a))):
+                c = time.process_time()
+                for _ in range(inner):
+                    op()
+                best[name] = min(best[name], (time.process_time() - c) / inner)
+        out[str(mib)] = {
+            "array_mib": mib,
+            "read_gb_s": n * 4 / best["read"] / 1e9,
+            "copy_gb_s": 2 * n * 4 / best["copy"] / 1e9,
+        }
+    return out
+
+
+# -------------------------------------------------------------- flop counting
+def pass_flops(B: int, T: int, S: int, L: int, E: int, n_out: int) -> int:
+    """Matmul FLOPs of one forward pass: B rows, T new tokens, S keys (see FlopCounter)."""
+    return L * (24 * B * T * E * E + 4 * B * T * S * E) + 2 * B * T * n_out * E
+
+
+def pass_bytes(
+    B: int,
+    T: int,
+    cached: int,
+    shared: int,
+    groups: int,
+    L: int,
+    E: int,
+    n_out: int,
+    transition_dim: int,
+    dtype_bytes: int = 4,
+) -> dict[str, int]:
+    """Estimated bytes one forward pass must move between the core and memory.
+
+    B rows decode T new tokens after ``cached`` keys already in the KV cache (0 without a
+    cache), of which the first ``shared`` are stored once per group of rows (``groups``
+    groups: ``KVCache.share_prefix``) and the rest once per row. Counted once per pass:
+
+    * ``weights``: every layer's parameters (qkv, proj, MLP, layer norms: 12·E² + 13·E per
+      layer), the final layer norm, and the output heads used: one head (n_out·E) for a
+      single token, all ``transition_dim`` heads for a window;
+    * ``kv_read``: per layer the keys and values attended to (2·E numbers per key): the
+      shared prefix once per group, every other key once per row (the new tokens' own
+      included);
+    * ``kv_write``: per layer the new tokens' keys and values (2·E per row and token);
+    * ``io``: the pass's input (token and position embedding rows) and output (logits).
+
+    Not counted (``activations`` is returned separately, as an upper estimate): the
+    intermediate activations of each layer (normalised input, q/k/v, the 4·E MLP hidden
+    layer, residual sums), taken here as each op's inputs and outputs once, unfused:
+    36·E numbers per row, token and layer. For a single-token pass over a few hundred rows
+    they are at most a few hundred KiB per op and stay in the core's L2 cache; for window
+    passes (T > 1) they are large and really travel, so the total understates those passes'
+    traffic. The attention scores (B·H·T·S; materialised by the original, not by
+    ``scaled_dot_product_attention``) are not counted either, nor any re-reading of data
+    a kernel makes because it does not fit in cache. This is an estimate from shapes.
+    """
+    S = cached + T
+    head = n_out * E * (1 if T == 1 else transition_dim)
+    weights = L * (12 * E * E + 13 * E) + 2 * E + head
+    kv_read = L * 2 * E * (groups * shared + B * (S - shared))
+    kv_write = L * 2 * E * B * T
+    io = B * T * (2 * E + n_out)
+    activations = L * 36 * B * T * E
+    return {
+        "weights": weights * dtype_bytes,
+        "kv_read": kv_read * dtype_bytes,
+        "kv_write": kv_write * dtype_bytes,
+        "io": io * dtype_bytes,
+        "activations_not_counted": activations * dtype_bytes,
+    }
+
+
+BYTE_PARTS = ("weights", "kv_read", "kv_write", "io")
+
+
+class FlopCounter:
+    """Counts the matmul FLOPs and estimated memory bytes of every model forward pass (hooks).
+
+    FLOPs per pass with B rows, T new tokens and S keys: per layer 24·B·T·E² (qkv, proj, 4x
+    MLP) + 4·B·T·S·E (scores and weighted values), plus the output layer 2·B·T·(K+1)·E once per
+    token (only the head of the token's own dimension is useful work). Bytes: ``pass_bytes``.
+
+    The totals are also kept per kind of pass (``kinds``): ``single_token`` (T = 1, decoding
+    with the cache) and ``multi_token`` (encoding a context or window, and every pass of the
+    original planner), each with the CPU seconds spent inside the passes (``time.process_time``
+    around the model's forward: the clock costs about a microsecond per pass).
     """
 
-    def __init__(self, model: torch.nn.Module, n_layer: int, n_embd: int, n_out: int):
-        self.flops = 0
-        self.passes = 0
-        self.L, self.E, self.K1 = n_layer, n_embd, n_out
-        self.handle = model.register_forward_pre_hook(self._hook, with_kwargs=True)
+    def __init__(
+        self, model: torch.nn.Module, n_layer: int, n_embd: int, n_out: int, transition_dim=25
+    ):
+        self.L, self.E, self.K1, self.td = n_layer, n_embd, n_out, transition_dim
+        self.reset()
+        self.handles = [
+            model.register_forward_pre_hook(self._hook, with_kwargs=True),
+            model.register_forward_hook(self._done),
+        ]
+        self._started = None
+
+    def reset(self):
+        self.flops = self.passes = self.bytes = 0
+        self.kinds: dict[str, dict] = {}
 
     def _hook(self, module, args, kwargs):
         idx = args[0] if args else kwargs["idx"]
         B, T = idx.shape
         cache = kwargs.get("cache")
-        S = T + getattr(cache, "length", 0)  # any version's KVCache
+        cached = getattr(cache, "length", 0)  # any version's KVCache
+        shared = getattr(cache, "shared", 0)
+        groups = cache.n_groups if shared else B
         L, E = self.L, self.E
-        self.flops += L * (24 * B * T * E * E + 4 * B * T * S * E) + 2 * B * T * self.K1 * E
+        flops = pass_flops(B, T, cached + T, L, E, self.K1)
+        parts = pass_bytes(B, T, cached, shared, groups, L, E, self.K1, self.td)
+        nbytes = sum(parts[k] for k in BYTE_PARTS)
+        self.flops += flops
+        self.bytes += nbytes
         self.passes += 1
+        kind = self.kinds.setdefault(
+            "single_token" if T == 1 else "multi_token",
+            {"passes": 0, "flops": 0, "bytes": 0, "cpu_s": 0.0, **dict.fromkeys(parts, 0)},
+        )
+        kind["passes"] += 1
+        kind["flops"] += flops
+        kind["bytes"] += nbytes
+        for k, v in parts.items():
+            kind[k] += v
+        self._started = (kind, time.process_time())
+
+    def _done(self, module, args, output):
+        if self._started is not None:
+            kind, start = self._started
+            kind["cpu_s"] += time.process_time() - start
+            self._started = None
 
     def close(self):
-        self.handle.remove()
+        for h in self.handles:
+            h.remove()
+
+
+class ReorderCounter:
+    """Counts the bytes and CPU time of ``KVCache.select`` (beam reorders) while active.
+
+    Each call copies the keys and values of the positions the rows generated (not the shared
+    prefix) for every layer: read once and written once, 2 · 2 · L · rows · used · E numbers.
+    Wraps the class method for the duration of a ``with`` block; ttlib is not changed.
+    """
+
+    def __init__(self):
+        self.bytes = self.calls = 0
+        self.cpu_s = 0.0
+
+    def reset(self):
+        self.bytes = self.calls = 0
+        self.cpu_s = 0.0
+
+    def __enter__(self):
+        original = self._original = KVCache.select
+        counter = self
+
+        def select(cache, index):
+            L, _, H, _, hd = cache.k.shape
+            used = cache.length - cache.shared
+            counter.bytes += 2 * 2 * L * index.shape[0] * H * used * hd * cache.k.element_size()
+            counter.calls += 1
+            c = time.process_time()
+            try:
+                return original(cache, index)
+            finally:
+                counter.cpu_s += time.process_time() - c
+
+        KVCache.select = select
+        return self
+
+    def __exit__(self, *exc):
+        KVCache.select = self._original
+        return False
+
+
+def roofline(flops: float, nbytes: float, cpu_s: float, peak: float, bandwidth: float) -> dict:
+    """Arithmetic intensity, achieved rates and the roofline bound min(peak, I·bandwidth)."""
+    intensity = flops / nbytes if nbytes else float("inf")
+    bound = min(peak, intensity * bandwidth)
+    achieved = flops / cpu_s if cpu_s else 0.0
+    gb_s = nbytes / cpu_s / 1e9 if cpu_s else 0.0
+    return {
+        "cpu_s": cpu_s,
+        "gflop": flops / 1e9,
+        "gb": nbytes / 1e9,
+        "flop_per_byte": intensity,
+        "achieved_gflop_s": achieved / 1e9,
+        "achieved_gb_s": gb_s,
+        "fraction_of_bandwidth": gb_s * 1e9 / bandwidth,
+        "fraction_of_matmul_peak": achieved / peak,
+        "roofline_bound_gflop_s": bound / 1e9,
+        "bound_by": "memory" if intensity * bandwidth < peak else "compute",
+        "fraction_of_roofline_bound": achieved / bound,
+    }
 
 
 # ------------------------------------------------------------------- timing
@@ -128,10 +318,19 @@ class Timing:
     wall_s: list[float]
     flops: int
     passes: int
+    nbytes: int = 0
+    # per call: FlopCounter.kinds (and the reorders, when counted) of that call
+    breakdown: list[dict] = field(default_factory=list)
 
     @property
     def cpu_per_call(self) -> float:
         return statistics.median(self.cpu_s)
+
+    @property
+    def median_call(self) -> int:
+        """Index of the call whose CPU time is the median (the lower one for an even count)."""
+        order = sorted(range(len(self.cpu_s)), key=self.cpu_s.__getitem__)
+        return order[(len(order) - 1) // 2]
 
     def summary(self, peak: float, episodes: int = 1) -> dict:
         per_call = self.cpu_per_call
@@ -148,17 +347,27 @@ class Timing:
         }
 
 
-def time_calls(fn, n_calls: int, counter: FlopCounter) -> Timing:
-    cpu, wall = [], []
-    flops = passes = 0
+def time_calls(fn, n_calls: int, counter: FlopCounter, reorders=None) -> Timing:
+    cpu, wall, breakdown = [], [], []
+    flops = passes = nbytes = 0
     for i in range(n_calls):
-        counter.flops = counter.passes = 0
+        counter.reset()
+        if reorders is not None:
+            reorders.reset()
         c, w = time.process_time(), time.perf_counter()
         fn(i)
         cpu.append(time.process_time() - c)
         wall.append(time.perf_counter() - w)
-        flops, passes = counter.flops, counter.passes
-    return Timing(cpu, wall, flops, passes)
+        flops, passes, nbytes = counter.flops, counter.passes, counter.bytes
+        parts = {k: dict(v) for k, v in counter.kinds.items()}
+        if reorders is not None:
+            parts["reorders"] = {
+                "calls": reorders.calls,
+                "bytes": reorders.bytes,
+                "cpu_s": reorders.cpu_s,
+            }
+        breakdown.append(parts)
+    return Timing(cpu, wall, flops, passes, nbytes, breakdown)
 
 
 # ------------------------------------------------------------------- setup
@@ -250,7 +459,7 @@ def speed(
     warm = PlannerConfig(**{**vars(planner), "horizon": 1})
     beam_search(model, disc, ctx, warm, generator=gen)
 
-    counter = FlopCounter(model, c.n_layer, c.n_embd, c.n_bins + 1)
+    counter = FlopCounter(model, c.n_layer, c.n_embd, c.n_bins + 1, c.transition_dim)
     ours = time_calls(
         lambda i: beam_search(model, disc, ctx, planner, generator=gen), ttlib_calls, counter
     )
@@ -259,7 +468,7 @@ def speed(
     if baseline is not None:
         old = baseline.model(model)
         baseline.plan(old, disc, ctx, warm, gen)
-        counter = FlopCounter(old, c.n_layer, c.n_embd, c.n_bins + 1)
+        counter = FlopCounter(old, c.n_layer, c.n_embd, c.n_bins + 1, c.transition_dim)
         before = time_calls(
             lambda i: baseline.plan(old, disc, ctx, planner, gen), ttlib_calls, counter
         )
@@ -271,7 +480,7 @@ def speed(
         b = baseline.plan(old, disc, ctx, planner, torch.Generator().manual_seed(1))
         out["same_plan_as_before"] = bool(torch.equal(a.tokens, b.tokens))
     if original_calls > 0:
-        counter = FlopCounter(ref, c.n_layer, c.n_embd, c.n_bins + 1)
+        counter = FlopCounter(ref, c.n_layer, c.n_embd, c.n_bins + 1, c.transition_dim)
         theirs = time_calls(
             lambda i: original_beam_plan(
                 ref,
@@ -293,6 +502,94 @@ def speed(
     return out
 
 
+def kind_roofline(kind: dict, plan_cpu_s: float, peak: float, bandwidth: float) -> dict:
+    """The roofline of one kind of pass (a FlopCounter.kinds entry) and its share of a plan."""
+    out = {"passes": kind["passes"]}
+    out.update(roofline(kind["flops"], kind["bytes"], kind["cpu_s"], peak, bandwidth))
+    out["share_of_plan_cpu"] = kind["cpu_s"] / plan_cpu_s
+    out["gb_by_part"] = {k: kind[k] / 1e9 for k in (*BYTE_PARTS, "activations_not_counted")}
+    return out
+
+
+def roofline_summary(t: Timing, peak: float, bandwidth: float) -> dict:
+    """Whole plan and each kind of pass of the median call, against the measured roofline.
+
+    ``plan``: the forward passes' FLOPs and the bytes of the passes and of the beam reorders,
+    over the plan's whole CPU time (sampling and bookkeeping included).
+    """
+    i = t.median_call
+    per_call = t.cpu_s[i]
+    parts = t.breakdown[i]
+    reorders = parts.get("reorders", {"calls": 0, "bytes": 0, "cpu_s": 0.0})
+    out = {
+        "calls": len(t.cpu_s),
+        "cpu_s_all": [round(x, 3) for x in t.cpu_s],
+        "wall_s_all": [round(x, 3) for x in t.wall_s],
+        "env_steps_per_s": 1 / per_call,
+        "forward_passes_per_call": t.passes,
+        "plan": roofline(t.flops, t.nbytes + reorders["bytes"], per_call, peak, bandwidth),
+    }
+    inside = 0.0
+    for name in ("single_token", "multi_token"):
+        if name in parts:
+            out[f"{name}_passes"] = kind_roofline(parts[name], per_call, peak, bandwidth)
+            inside += parts[name]["cpu_s"]
+    if reorders["calls"]:
+        gb_s = reorders["bytes"] / reorders["cpu_s"] / 1e9 if reorders["cpu_s"] else 0.0
+        out["reorders"] = {
+            "calls": reorders["calls"],
+            "cpu_s": reorders["cpu_s"],
+            "gb": reorders["bytes"] / 1e9,
+            "achieved_gb_s": gb_s,
+            "fraction_of_bandwidth": gb_s * 1e9 / bandwidth,
+            "share_of_plan_cpu": reorders["cpu_s"] / per_call,
+        }
+        inside += reorders["cpu_s"]
+    out["rest_cpu_s"] = per_call - inside
+    out["rest_share_of_plan_cpu"] = (per_call - inside) / per_call
+    return out
+
+
+def roofline_setting(
+    model, ref, disc, planner: PlannerConfig, calls, original_calls, peak, bandwidth, seed
+) -> dict:
+    """ttlib's planner (and optionally the original's) with every pass's FLOPs, bytes and time."""
+    c = model.config
+    ctx = random_contexts(c, 1, planner.max_context_transitions, seed)
+    gen = torch.Generator().manual_seed(seed)
+    warm = PlannerConfig(**{**vars(planner), "horizon": 1})
+    beam_search(model, disc, ctx, warm, generator=gen)
+    counter = FlopCounter(model, c.n_layer, c.n_embd, c.n_bins + 1, c.transition_dim)
+    with ReorderCounter() as reorders:
+        t = time_calls(
+            lambda i: beam_search(model, disc, ctx, planner, generator=gen),
+            calls,
+            counter,
+            reorders,
+        )
+    counter.close()
+    out = {"ttlib": roofline_summary(t, peak, bandwidth)}
+    if original_calls > 0:
+        value_fn = original_value_fn(disc)
+        counter = FlopCounter(ref, c.n_layer, c.n_embd, c.n_bins + 1, c.transition_dim)
+        t = time_calls(
+            lambda i: original_beam_plan(
+                ref,
+                value_fn,
+                ctx,
+                observation_dim=c.observation_dim,
+                action_dim=c.action_dim,
+                generator=gen,
+                **plan_kwargs(planner),
+            ),
+            original_calls,
+            counter,
+        )
+        counter.close()
+        out["original"] = roofline_summary(t, peak, bandwidth)
+    return out
+
+
 def episodes_scaling(model, disc, planner, episodes, calls, peak, max_gb, seed):
     c = model.config
     out = {}
@@ -304,7 +601,7 @@ def episodes_scaling(model, disc, planner, episodes, calls, peak, max_gb, seed):
             out[str(E)] = {"skipped": f"needs ~{need:.1f} GiB (> --max-gb {max_gb})"}
             continue
         ctx = random_contexts(c, E, planner.max_context_transitions, seed)
-        counter = FlopCounter(model, c.n_layer, c.n_embd, c.n_bins + 1)
+        counter = FlopCounter(model, c.n_layer, c.n_embd, c.n_bins + 1, c.transition_dim)
         t = time_calls(
             lambda i, ctx=ctx: beam_search(model, disc, ctx, planner, generator=gen),
             calls,
@@ -662,16 +959,34 @@ def main(argv=None):
         default=list(SECTIONS),
         help="run only these; the others are kept from an existing output file",
     )
+    p.add_argument(
+        "--roofline-original",
+        choices=("none", "cpu", "all"),
+        default="cpu",
+        help="roofline section: also run the original planner (1 call) at the cpu settings, "
+        "at every setting (the paper setting costs minutes), or not at all",
+    )
     p.add_argument("--quick", action="store_true", help="tiny run to check the script works")
     p.add_argument("--out", type=Path, default=None, help="default results/benchmarks/")
+    p.add_argument(
+        "--roofline-out", type=Path, default=None, help="default results/benchmarks/roofline.json"
+    )
     args = p.parse_args(argv)
+    folder = ROOT / ("build" if args.quick else "results") / "benchmarks"
     if args.out is None:  # quick runs never overwrite the published numbers
-        folder = ROOT / ("build" if args.quick else "results") / "benchmarks"
         args.out = folder / ("planning-quick.json" if args.quick else "planning.json")
+    if args.roofline_out is None:
+        args.roofline_out = folder / ("roofline-quick.json" if args.quick else "roofline.json")
     torch.set_num_threads(args.threads)
 
+    if "roofline" in args.sections:
+        run_roofline(args)
+        args.sections = [s for s in args.sections if s != "roofline"]
+        if not args.sections:
+            return
+
     result = {}
-    if set(args.sections) != set(SECTIONS) and args.out.exists():
+    if set(args.sections) != set(PLANNING_SECTIONS) and args.out.exists():
         result = json.loads(args.out.read_text())
     result["machine"] = machine_info(args.threads)
     result.setdefault("sections_run", {})
@@ -688,6 +1003,8 @@ def main(argv=None):
         peak = matmul_peak_flops(1024 if args.quick else 4096)
         result["matmul_peak_gflop_s"] = peak / 1e9
         print(f"matmul peak: {peak / 1e9:.1f} GFLOP/s on {args.threads} thread(s)")
+        bw = memory_bandwidth((16, 64) if args.quick else (1, 16, 64, 1024))
+        result["memory_bandwidth_gb_s"] = bw
 
     model = paper_model(args.seed)
     ref = original_from_ttlib(model)
@@ -735,14 +1052,21 @@ def main(argv=None):
     result["machine"]["load_average_end"] = list(os.getloadavg())
 
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    if set(args.sections) != set(SECTIONS) and args.out.exists():
+    if set(args.sections) != set(PLANNING_SECTIONS) and args.out.exists():
         # Re-read just before writing: another run (other sections) may have finished meanwhile.
         latest = json.loads(args.out.read_text())
         runs = {
             **latest.get("sections_run", {}),
             **{k: result["sections_run"][k] for k in run_names},
         }
-        keep = {"machine", "matmul_peak_gflop_s", "model", "configs", "episodes_together"}
+        keep = {
+            "machine",
+            "matmul_peak_gflop_s",
+            "memory_bandwidth_gb_s",
+            "model",
+            "configs",
+            "episodes_together",
+        }
         ours = {
             k: v
             for k, v in result.items()
@@ -786,6 +1110,82 @@ def run_speed(args, model, ref, disc, paper, cpu, peak) -> dict:
             )
         print(line, flush=True)
     return out
+
+
+def run_roofline(args) -> None:
+    """The roofline section: measured peak and bandwidth, then ttlib's planner (and the
+    original's, see --roofline-original) at the three speed settings with FLOPs, estimated
+    bytes and CPU time of every kind of pass. Writes ``args.roofline_out`` (whole file)."""
+    result = {"machine": machine_info(args.threads)}
+    peak = matmul_peak_flops(1024 if args.quick else 4096)
+    sizes = (16, 64) if args.quick else (1, 16, 64, 1024)
+    bw = memory_bandwidth(sizes)
+    largest = bw[str(max(sizes))]
+    bandwidth = max(largest["read_gb_s"], largest["copy_gb_s"]) * 1e9
+    result["matmul_peak_gflop_s"] = peak / 1e9
+    result["memory_bandwidth_gb_s"] = bw
+    result["bandwidth_for_roofline_gb_s"] = bandwidth / 1e9
+    result["bandwidth_note"] = (
+        f"the higher of read (sum) and copy (read + write) GB/s over {max(sizes)} MiB fp32 "
+        "arrays, best of 5, one thread; the last-level cache is smaller than that"
+    )
+    result["bytes_note"] = (
+        "estimated from shapes (bench_planning.pass_bytes): weights once per pass, keys and "
+        "values read (shared prefix once per episode, the rest per row) and written, pass "
+        "input and output; per-layer activations not counted (activations_not_counted); "
+        "reorders: KVCache.select copies (read + write)"
+    )
+    print(
+        f"matmul peak {peak / 1e9:.1f} GFLOP/s; bandwidth "
+        + ", ".join(
+            f"{k} MiB: read {v['read_gb_s']:.1f} copy {v['copy_gb_s']:.1f}" for k, v in bw.items()
+        )
+        + " GB/s",
+        flush=True,
+    )
+    model = paper_model(args.seed)
+    small = paper_model(args.seed, n_embd=64)
+    disc = synthetic_discretizer(model.config)
+    paper = PlannerConfig(horizon=15, beam_width=128, n_expand=2)
+    cpu = PlannerConfig(horizon=5, beam_width=32, n_expand=2)
+    calls = args.ttlib_calls
+    if args.quick:
+        paper = PlannerConfig(horizon=2, beam_width=8, n_expand=2)
+        cpu = PlannerConfig(horizon=2, beam_width=4, n_expand=2)
+        calls = 1
+    result["configs"] = {}
+    for name, m, planner in (
+        ("cpu_preset_4x64_H5_B32", small, cpu),
+        ("cpu_H5_B32", model, cpu),
+        ("paper_H15_B128", model, paper),
+    ):
+        orig = {"none": 0, "cpu": 0 if name.startswith("paper") else 1, "all": 1}
+        n_orig = orig[args.roofline_original]
+        ref = original_from_ttlib(m) if n_orig else None
+        r = roofline_setting(m, ref, disc, planner, calls, n_orig, peak, bandwidth, args.seed)
+        r["model"] = {k: m.config.to_dict()[k] for k in ("n_layer", "n_head", "n_embd")}
+        r["planner"] = {k: v for k, v in vars(planner).items() if k != "seed"}
+        result["configs"][name] = r
+        for impl in ("ttlib", "original"):
+            if impl not in r:
+                continue
+            x = r[impl]
+            line = (
+                f"{name} {impl}: plan {x['plan']['cpu_s']:.3f} CPU s, {x['plan']['gb']:.2f} GB, "
+                f"{x['plan']['flop_per_byte']:.1f} FLOP/B, {x['plan']['achieved_gb_s']:.1f} GB/s"
+            )
+            if "single_token_passes" in x:
+                d = x["single_token_passes"]
+                line += (
+                    f"; single-token passes {d['share_of_plan_cpu']:.0%} of CPU, {d['gb']:.2f} "
+                    f"GB at {d['achieved_gb_s']:.1f} GB/s = {d['fraction_of_bandwidth']:.0%} "
+                    f"of bandwidth, {d['fraction_of_roofline_bound']:.0%} of roofline"
+                )
+            print(line, flush=True)
+    result["machine"]["load_average_end"] = list(os.getloadavg())
+    args.roofline_out.parent.mkdir(parents=True, exist_ok=True)
+    args.roofline_out.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"wrote {args.roofline_out}")
 
 
 def run_episodes(args, model, disc, paper, cpu, peak) -> dict:

@@ -1,0 +1,98 @@
+"""The roofline helpers of benchmarks/bench_planning.py: byte and FLOP counts from shapes."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from ttlib.model import GPTConfig, TrajectoryGPT
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="module")
+def bench():
+    spec = importlib.util.spec_from_file_location(
+        "bench_planning", ROOT / "benchmarks" / "bench_planning.py"
+    )
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_pass_bytes_by_hand(bench):
+    # one token for 4 rows in 2 groups; 10 keys cached, the first 6 shared per group
+    L, E, K1, td = 2, 8, 5, 3
+    b = bench.pass_bytes(4, 1, cached=10, shared=6, groups=2, L=L, E=E, n_out=K1,
+                         transition_dim=td)  # fmt: skip
+    assert b["weights"] == 4 * (L * (12 * E * E + 13 * E) + 2 * E + K1 * E)
+    # per layer: prefix 6 keys x 2 groups, 5 own keys (4 earlier + the new one) x 4 rows
+    assert b["kv_read"] == 4 * L * 2 * E * (2 * 6 + 4 * 5)
+    assert b["kv_write"] == 4 * L * 2 * E * 4
+    assert b["io"] == 4 * 4 * (2 * E + K1)
+    # a window pass uses every head
+    w = bench.pass_bytes(4, 3, cached=0, shared=0, groups=4, L=L, E=E, n_out=K1, transition_dim=td)
+    assert w["weights"] - b["weights"] == 4 * (td - 1) * K1 * E
+    assert w["kv_read"] == w["kv_write"] == 4 * L * 2 * E * 4 * 3
+
+
+def test_roofline_bound(bench):
+    # 1 GFLOP over 1 GB in 1 s against 100 GFLOP/s and 10 GB/s: memory bound at 10 GFLOP/s
+    r = bench.roofline(1e9, 1e9, 1.0, peak=100e9, bandwidth=10e9)
+    assert r["flop_per_byte"] == 1.0
+    assert r["bound_by"] == "memory"
+    assert r["roofline_bound_gflop_s"] == pytest.approx(10.0)
+    assert r["fraction_of_roofline_bound"] == pytest.approx(0.1)
+    assert r["fraction_of_bandwidth"] == pytest.approx(0.1)
+    c = bench.roofline(1e12, 1e9, 20.0, peak=100e9, bandwidth=10e9)
+    assert c["bound_by"] == "compute"
+    assert c["fraction_of_roofline_bound"] == pytest.approx(0.5)
+
+
+def test_counter_sees_the_shared_prefix_once_per_group(bench):
+    torch.manual_seed(0)
+    cfg = GPTConfig(observation_dim=2, action_dim=1, n_layer=2, n_head=2, n_embd=16, n_bins=7)
+    model = TrajectoryGPT(cfg).eval()
+    c = cfg
+    counter = bench.FlopCounter(model, c.n_layer, c.n_embd, c.n_bins + 1, c.transition_dim)
+    cache = model.new_cache(2)
+    with torch.no_grad():
+        model(torch.randint(0, c.n_bins, (2, 6)), cache=cache)  # 2 episodes, 6 tokens
+        cache.share_prefix(3)  # 3 beams per episode
+        model(torch.randint(0, c.n_bins, (6, 1)), cache=cache)
+    counter.close()
+    assert counter.passes == 2
+    single, multi = counter.kinds["single_token"], counter.kinds["multi_token"]
+    assert single["passes"] == multi["passes"] == 1
+    E, L = c.n_embd, c.n_layer
+    assert multi["kv_read"] == 4 * L * 2 * E * 2 * 6
+    assert single["kv_read"] == 4 * L * 2 * E * (2 * 6 + 6 * 1)
+    assert single["flops"] == bench.pass_flops(6, 1, 7, L, E, c.n_bins + 1)
+    assert counter.bytes == sum(k[p] for k in (single, multi) for p in bench.BYTE_PARTS)
+    assert single["cpu_s"] >= 0 and multi["cpu_s"] >= 0
+
+
+def test_reorder_counter_counts_and_restores(bench):
+    from ttlib.model import KVCache
+
+    cfg = GPTConfig(observation_dim=2, action_dim=1, n_layer=2, n_head=2, n_embd=16, n_bins=7)
+    model = TrajectoryGPT(cfg).eval()
+    cache = model.new_cache(2)
+    with torch.no_grad():
+        model(torch.randint(0, cfg.n_bins, (2, 5)), cache=cache)
+    original = KVCache.select
+    with bench.ReorderCounter() as r:
+        cache.select(torch.tensor([1, 1, 0]))
+    assert KVCache.select is original
+    assert r.calls == 1
+    assert r.bytes == 2 * 2 * cfg.n_layer * 3 * 5 * cfg.n_embd * 4
+
+
+def test_memory_bandwidth_is_positive(bench):
+    bw = bench.memory_bandwidth((1,), reps=1)
+    assert bw["1"]["read_gb_s"] > 0 and bw["1"]["copy_gb_s"] > 0
