@@ -2,7 +2,9 @@
 
     python benchmarks/plot.py            # writes results/benchmarks/planning.{png,svg},
                                          # summary.csv (planning), agreement.csv, training.csv,
-                                         # agreement_trained.csv, window_effect.csv
+                                         # agreement_trained.csv, window_effect.csv,
+                                         # roofline.csv, memory_bandwidth.csv,
+                                         # roofline.{png,svg} (from roofline.json)
 
 The book's performance page shows these files; no number there is typed by hand. The script
 does not assume a fixed layout of ``planning.json``: it walks the whole file and takes every
@@ -300,6 +302,209 @@ def training_rows(data: dict) -> list[dict]:
     return rows
 
 
+# Parts of a plan in roofline.json, in table order: (key, label).
+ROOFLINE_PARTS = [
+    ("plan", "whole plan"),
+    ("single_token_passes", "single-token passes"),
+    ("multi_token_passes", "window passes"),
+    ("reorders", "beam reorders"),
+    ("rest", "rest: sampling and bookkeeping"),
+]
+
+ROOFLINE_COLUMNS = [
+    ("setting", "setting"),
+    ("model", "model (layers x width)"),
+    ("implementation", "planner"),
+    ("part", "part of the plan"),
+    ("share_of_plan_cpu", "share of plan CPU time (%)"),
+    ("cpu_s", "CPU s per plan"),
+    ("passes", "forward passes"),
+    ("gflop", "GFLOP per plan"),
+    ("gb", "GB moved per plan (estimate)"),
+    ("kv_share", "of which K/V cache (%)"),
+    ("flop_per_byte", "FLOP per byte"),
+    ("achieved_gb_s", "achieved GB/s"),
+    ("percent_of_bandwidth", "share of measured bandwidth (%)"),
+    ("achieved_gflop_s", "achieved GFLOP/s"),
+    ("percent_of_peak", "share of matmul peak (%)"),
+    ("bound_gflop_s", "roofline bound (GFLOP/s)"),
+    ("bound_by", "bound by"),
+    ("percent_of_bound", "share of roofline bound (%)"),
+    ("commit", "commit"),
+]
+
+
+def _pct(value: Any) -> float | None:
+    return 100 * value if isinstance(value, (int, float)) else None
+
+
+def _kv_gb(part: dict) -> float:
+    by_part = part.get("gb_by_part") or {}
+    return by_part.get("kv_read", 0) + by_part.get("kv_write", 0)
+
+
+def _kv_share(record: dict, key: str) -> float | None:
+    """Percentage of a part's estimated bytes that are K/V cache reads, writes or copies
+    (the beam reorders copy nothing else; the whole plan sums its parts)."""
+    part = record.get(key) or {}
+    if not part.get("gb"):
+        return None
+    if key == "reorders":
+        return 100.0
+    if key == "plan":
+        kinds = [record.get(k) or {} for k in ("single_token_passes", "multi_token_passes")]
+        kv = sum(_kv_gb(k) for k in kinds) + (record.get("reorders") or {}).get("gb", 0)
+        return 100 * kv / part["gb"]
+    return 100 * _kv_gb(part) / part["gb"] if part.get("gb_by_part") else None
+
+
+def roofline_rows(data: dict) -> list[dict]:
+    """One row per (setting, planner, part of the plan) in roofline.json."""
+    rows = []
+    commit = (data.get("machine") or {}).get("git_sha")
+    for setting, body in (data.get("configs") or {}).items():
+        size = body.get("model") or {}
+        for impl in IMPLEMENTATIONS:
+            r = body.get(impl)
+            if not isinstance(r, dict) or "plan" not in r:
+                continue
+            for key, label in ROOFLINE_PARTS:
+                row = {
+                    "setting": setting,
+                    "model": f"{size['n_layer']}x{size['n_embd']}" if "n_layer" in size else None,
+                    "implementation": impl,
+                    "part": label,
+                    "commit": commit,
+                }
+                if key == "rest":
+                    if r.get("rest_cpu_s") is None:
+                        continue
+                    row["cpu_s"] = r["rest_cpu_s"]
+                    row["share_of_plan_cpu"] = _pct(r.get("rest_share_of_plan_cpu"))
+                    rows.append(row)
+                    continue
+                part = r.get(key)
+                if not isinstance(part, dict):
+                    continue
+                row["cpu_s"] = part.get("cpu_s")
+                row["share_of_plan_cpu"] = (
+                    100.0 if key == "plan" else _pct(part.get("share_of_plan_cpu"))
+                )
+                if key == "plan":
+                    row["passes"] = r.get("forward_passes_per_call")
+                else:
+                    row["passes"] = part.get("passes")
+                for k in ("gflop", "gb", "flop_per_byte", "achieved_gb_s", "achieved_gflop_s"):
+                    row[k] = part.get(k)
+                row["percent_of_bandwidth"] = _pct(part.get("fraction_of_bandwidth"))
+                row["percent_of_peak"] = _pct(part.get("fraction_of_matmul_peak"))
+                row["bound_gflop_s"] = part.get("roofline_bound_gflop_s")
+                row["bound_by"] = part.get("bound_by")
+                row["percent_of_bound"] = _pct(part.get("fraction_of_roofline_bound"))
+                row["kv_share"] = _kv_share(r, key)
+                rows.append(row)
+    return rows
+
+
+def bandwidth_rows(data: dict) -> list[dict]:
+    """The measured bandwidths (memory_bandwidth_gb_s) and matmul peak of roofline.json."""
+    used = data.get("bandwidth_for_roofline_gb_s")
+    rows = []
+    for body in (data.get("memory_bandwidth_gb_s") or {}).values():
+        best = max(body["read_gb_s"], body["copy_gb_s"])
+        rows.append(
+            {
+                "array_mib": body["array_mib"],
+                "read_gb_s": body["read_gb_s"],
+                "copy_gb_s": body["copy_gb_s"],
+                "roofline": "yes" if used is not None and abs(best - used) < 1e-9 else "",
+            }
+        )
+    return rows
+
+
+BANDWIDTH_COLUMNS = [
+    ("array_mib", "array size (MiB)"),
+    ("read_gb_s", "read, a.sum() (GB/s)"),
+    ("copy_gb_s", "copy, read + write (GB/s)"),
+    ("roofline", "used for the roofline"),
+]
+
+
+def plot_roofline(data: dict, out: Path) -> list[Path]:
+    """Achieved GFLOP/s against FLOP per byte, under the measured roof."""
+    rows = [r for r in roofline_rows(data) if r.get("flop_per_byte")]
+    peak = data.get("matmul_peak_gflop_s")
+    bandwidth = data.get("bandwidth_for_roofline_gb_s")
+    if not rows or not peak or not bandwidth:
+        return []
+    fig, ax = plt.subplots(figsize=(8.6, 4.2))
+    xs = [r["flop_per_byte"] for r in rows]
+    lo, hi = min(min(xs) / 2, 0.5), max(max(xs) * 2, 4 * peak / bandwidth)
+    grid = [lo * (hi / lo) ** (i / 200) for i in range(201)]
+    (roof,) = ax.plot(
+        grid,
+        [min(peak, x * bandwidth) for x in grid],
+        color="0.3",
+        linewidth=1.5,
+        label=f"roof: min({peak:.0f} GFLOP/s,\nFLOP/byte x {bandwidth:.1f} GB/s)",
+    )
+    markers = {label: MARKERS[i] for i, (_, label) in enumerate(ROOFLINE_PARTS)}
+    settings = list(dict.fromkeys(r["setting"] for r in rows))
+    colours = {s: plt.get_cmap("tab10")(j) for j, s in enumerate(settings)}
+    for r in rows:
+        if r["part"] == "whole plan":
+            continue
+        original = r["implementation"] == "original"
+        ax.scatter(
+            r["flop_per_byte"],
+            r["achieved_gflop_s"],
+            marker=markers[r["part"]],
+            color=colours[r["setting"]],
+            edgecolor="black" if original else "none",
+            linewidth=1.2,
+            s=45,
+            zorder=3,
+        )
+    handles = [roof]
+    handles += [
+        plt.Line2D([], [], marker=markers[label], linestyle="", color="0.4", label=label)
+        for _, label in ROOFLINE_PARTS[1:3]
+    ]
+    handles += [
+        plt.Line2D([], [], marker="o", linestyle="", color=colours[s], label=s) for s in settings
+    ]
+    if any(r["implementation"] == "original" for r in rows):
+        handles.append(
+            plt.Line2D(
+                [],
+                [],
+                marker="D",
+                linestyle="",
+                color="white",
+                markeredgecolor="black",
+                label="black edge: original planner\n(full pass per token)",
+            )
+        )
+    ax.legend(handles=handles, fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("arithmetic intensity (FLOP per estimated byte)")
+    ax.set_ylabel("achieved GFLOP/s (CPU time)")
+    ax.set_title(
+        "forward passes of one plan against the measured roofline", loc="left", fontsize=10
+    )
+    ax.grid(alpha=0.3, which="both")
+    fig.tight_layout()
+    paths = []
+    for ext in ("png", "svg"):
+        path = out / f"roofline.{ext}"
+        fig.savefig(path, dpi=130, metadata={"Date": None} if ext == "svg" else {})
+        paths.append(path)
+    plt.close(fig)
+    return paths
+
+
 # ------------------------------------------------------------------------- writing
 def _fmt(value: Any) -> str:
     """Four significant digits, no exponent for the magnitudes in these tables."""
@@ -523,6 +728,14 @@ def main(argv: list[str] | None = None) -> None:
     window = window_effect_rows(planning)
     if window:
         print(write_csv(window, WINDOW_COLUMNS, args.folder / "window_effect.csv"))
+    roofline_json = args.folder / "roofline.json"
+    if roofline_json.exists():
+        data = json.loads(roofline_json.read_text())
+        print(write_csv(roofline_rows(data), ROOFLINE_COLUMNS, args.folder / "roofline.csv"))
+        path = args.folder / "memory_bandwidth.csv"
+        print(write_csv(bandwidth_rows(data), BANDWIDTH_COLUMNS, path))
+        for path in plot_roofline(data, args.folder):
+            print(path)
     training_json = args.folder / "training.json"
     if training_json.exists():
         columns = [
