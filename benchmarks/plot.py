@@ -328,6 +328,7 @@ ROOFLINE_COLUMNS = [
     ("achieved_gflop_s", "achieved GFLOP/s"),
     ("percent_of_peak", "share of matmul peak (%)"),
     ("bound_gflop_s", "roofline bound (GFLOP/s)"),
+    ("bound_percent_of_peak", "roofline bound as share of matmul peak (%)"),
     ("bound_by", "bound by"),
     ("percent_of_bound", "share of roofline bound (%)"),
     ("commit", "commit"),
@@ -399,6 +400,9 @@ def roofline_rows(data: dict) -> list[dict]:
                 row["percent_of_bandwidth"] = _pct(part.get("fraction_of_bandwidth"))
                 row["percent_of_peak"] = _pct(part.get("fraction_of_matmul_peak"))
                 row["bound_gflop_s"] = part.get("roofline_bound_gflop_s")
+                peak = data.get("matmul_peak_gflop_s")
+                if row["bound_gflop_s"] is not None and peak:
+                    row["bound_percent_of_peak"] = 100 * row["bound_gflop_s"] / peak
                 row["bound_by"] = part.get("bound_by")
                 row["percent_of_bound"] = _pct(part.get("fraction_of_roofline_bound"))
                 row["kv_share"] = _kv_share(r, key)

@@ -96,3 +96,10 @@ def test_reorder_counter_counts_and_restores(bench):
 def test_memory_bandwidth_is_positive(bench):
     bw = bench.memory_bandwidth((1,), reps=1)
     assert bw["1"]["read_gb_s"] > 0 and bw["1"]["copy_gb_s"] > 0
+
+
+def test_performance_page_reads_the_roofline_files():
+    page = (ROOT / "book" / "performance.md").read_text()
+    for name in ("roofline.csv", "memory_bandwidth.csv", "roofline.svg"):
+        assert f"../results/benchmarks/{name}" in page
+        assert (ROOT / "results" / "benchmarks" / name).is_file()
