@@ -166,7 +166,13 @@ def test_performance_page_shows_the_benchmark_figure_and_tables(built_book):
     page = (html / "performance.html").read_text(encoding="utf-8")
     assert "planning.svg" in page
     text = _text(html / "performance.html")
-    for name in ("summary.csv", "agreement.csv", "training.csv"):
+    for name in (
+        "summary.csv",
+        "agreement.csv",
+        "training.csv",
+        "roofline.csv",
+        "memory_bandwidth.csv",
+    ):
         rows = _csv_rows(RESULTS / "benchmarks" / name)
         assert rows, f"{name} is empty"
         for header in rows[0]:
