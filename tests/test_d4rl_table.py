@@ -351,3 +351,18 @@ def test_loss_and_curve_descriptions_are_computed_from_the_frames():
     assert "flat within one standard error" in flat[0]
     falling = d4rl_table.describe_curve(curve([(1e6, [5.0, 5.1]), (2e6, [1.0, 1.1])]))
     assert "falling" in falling[0]
+
+
+def test_short_method_names_of_the_command_line():
+    from ttlib import d4rl_table
+
+    names = ["uniform", "Quantile", "bc", "IQL", "TT (uniform)"]
+    assert [d4rl_table.method_name(n) for n in names] == [
+        "TT (uniform)",
+        "TT (quantile)",
+        "BC",
+        "IQL",
+        "TT (uniform)",
+    ]
+    with pytest.raises(ValueError, match="unknown method 'cql'"):
+        d4rl_table.method_name("cql")

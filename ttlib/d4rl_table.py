@@ -69,6 +69,15 @@ def tt_method(discretizer: str) -> str:
     return f"TT ({discretizer})"
 
 
+def method_name(short: str) -> str:
+    """A table method from a short command-line name: ``uniform``/``quantile`` (TT) or a
+    baseline (``bc``, ``IQL``, ...); case does not matter."""
+    for method in METHODS:
+        if short.lower() in (method.lower(), method.lower().removeprefix("tt (").rstrip(")")):
+            return method
+    raise ValueError(f"unknown method {short!r}; choose from uniform, quantile, BC, IQL")
+
+
 @contextlib.contextmanager
 def quiet_c_output():
     """Silence what C code writes to stdout / stderr (MuJoCo warns about HalfCheetah's
@@ -979,8 +988,17 @@ def main(argv: Sequence[str] | None = None) -> None:
         action="store_true",
         help="train and cache the models (TT, BC, IQL) without the evaluation episodes",
     )
+    ap.add_argument(
+        "--methods",
+        nargs="*",
+        default=None,
+        metavar="NAME",
+        help="only these methods: uniform, quantile (the TT discretizers), BC, IQL; lets two "
+        "processes share one dataset (default: all of the preset's)",
+    )
     ap.add_argument("--log", default=None, help="append progress to this file")
     args = ap.parse_args(argv)
+    methods = None if args.methods is None else [method_name(m) for m in args.methods]
     logging.basicConfig(
         level=logging.INFO, filename=args.log, format="%(asctime)s %(message)s", datefmt="%H:%M:%S"
     )
@@ -995,7 +1013,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     pairs.sort(key=lambda pair: pair != curve)
     for env, kind in pairs:
         run = run_table(
-            {**params, "envs": [env], "kinds": [kind]}, evaluate_agents=not args.train_only
+            {**params, "envs": [env], "kinds": [kind]},
+            methods=methods,
+            evaluate_agents=not args.train_only,
         )
         if args.train_only:
             log.info("trained %s %s", env, kind)
