@@ -324,32 +324,34 @@ def tree_attention(
     parent, and the first ``used`` positions of its own row buffer (the new token's included).
     The scores against a parent's past are one matrix product per parent and head (the
     ``copies`` queries of its children at once), so those keys and values are read once per
-    parent, not once per child; the prefix ones once per group. One softmax over all of them,
-    as over the concatenated keys; ``bias`` (offset + used,) is 0 where a key may be seen and
-    -inf where not.
+    parent, not once per child; the prefix ones once per group; the few own keys of each row
+    elementwise. Scores are laid out per parent (parents, H, copies, keys) and go through one
+    softmax, as over the concatenated keys; ``bias`` (offset + used,) is 0 where a key may be
+    seen and -inf where not.
     """
     B, H, _, hd = q.shape
     S, n, X = cache.shared, cache.parent_len, cache.copies
-    n_parents = B // X
+    P = B // X
     k, v = cache.k[layer, :, :, :used], cache.v[layer, :, :, :used]  # (B, H, used, hd)
-    pk = cache.parent_k[layer, :, :, :n]  # (n_parents, H, n, hd)
+    pk = cache.parent_k[layer, :, :, :n]  # (P, H, n, hd)
     pv = cache.parent_v[layer, :, :, :n]
-    q_parents = q.reshape(n_parents, X, H, hd).transpose(1, 2)  # (n_parents, H, X, hd)
-    s_parent = (q_parents @ pk.transpose(-1, -2)).transpose(1, 2).reshape(B, H, 1, n)
-    parts = [s_parent, q @ k.transpose(-1, -2)]
+    q_parents = q.reshape(P, X, H, hd).transpose(1, 2)  # (P, H, X, hd)
+    s_own = (q.reshape(B, H, 1, hd) * k).sum(-1).view(P, X, H, used).transpose(1, 2)
+    parts = [q_parents @ pk.transpose(-1, -2), s_own]
     if S:
         G = cache.n_groups
         pre_k, pre_v = cache.prefix_k[layer], cache.prefix_v[layer]  # (G, H, S, hd)
         q_groups = q.reshape(G, B // G, H, hd).transpose(1, 2)  # (G, H, B / G, hd)
-        parts.insert(0, (q_groups @ pre_k.transpose(-1, -2)).transpose(1, 2).reshape(B, H, 1, S))
+        s_pre = (q_groups @ pre_k.transpose(-1, -2)).view(G, H, P // G, X, S)
+        parts.insert(0, s_pre.transpose(1, 2).reshape(P, H, X, S))
     p = torch.softmax(torch.cat(parts, -1).mul_(hd**-0.5).add_(bias), -1)
-    y = p[..., S + n :] @ v
-    p_parent = p[..., S : S + n].reshape(n_parents, X, H, n).transpose(1, 2)
-    y.add_((p_parent @ pv).transpose(1, 2).reshape(B, H, 1, hd))
+    y = p[..., S : S + n] @ pv  # (P, H, X, hd)
     if S:
-        p_prefix = p[..., :S].reshape(G, B // G, H, S).transpose(1, 2)
-        y.add_((p_prefix @ pre_v).transpose(1, 2).reshape(B, H, 1, hd))
-    return y
+        p_pre = p[..., :S].reshape(G, P // G, H, X, S).transpose(1, 2).reshape(G, H, B // G, S)
+        y_pre = (p_pre @ pre_v).view(G, H, P // G, X, hd).transpose(1, 2)
+        y = y.add_(y_pre.reshape(P, H, X, hd))
+    y_own = (p[..., S + n :].transpose(1, 2).reshape(B, H, used, 1) * v).sum(-2)  # (B, H, hd)
+    return y.transpose(1, 2).reshape(B, H, hd).add_(y_own).view(B, H, 1, hd)
 
 
 class CausalSelfAttention(nn.Module):
