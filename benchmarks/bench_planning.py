@@ -1151,7 +1151,8 @@ def run_roofline(args) -> None:
     )
     result["bytes_note"] = (
         "estimated from shapes (bench_planning.pass_bytes): weights once per pass, keys and "
-        "values read (shared prefix once per episode, the rest per row) and written, pass "
+        "values read (shared prefix once per episode, a parent's past once per parent after "
+        "KVCache.expand, the rest per row) and written, pass "
         "input and output; per-layer activations not counted (activations_not_counted); "
         "reorders: KVCache.select copies (read + write)"
     )

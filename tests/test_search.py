@@ -322,7 +322,9 @@ def test_beams_sharing_their_parents_cache_plan_as_full_recomputation(
     a cache."""
     import ttlib.model
 
-    model, disc = random_gpt(n_transitions=4)  # block of 27 tokens: re-encodes several times
+    # A block of 41 tokens: the window jumps once or twice in 6 planned transitions, and
+    # pruned rows are decoded over for a few transitions between jumps.
+    model, disc = random_gpt(n_transitions=6)
     model = model.float()
     calls = {"tree": 0, "windows": 0}
     tree_attention, forward = ttlib.model.tree_attention, model.forward
@@ -341,7 +343,7 @@ def test_beams_sharing_their_parents_cache_plan_as_full_recomputation(
     plans = []
     for use_cache in (True, False):
         cfg = PlannerConfig(
-            **PLAN | dict(n_expand=n_expand, cdf_act=0.6, deterministic=deterministic),
+            **PLAN | dict(horizon=6, n_expand=n_expand, cdf_act=0.6, deterministic=deterministic),
             use_cache=use_cache,
         )
         plans.append(beam_search(model, disc, ctx, cfg, generator=torch.Generator().manual_seed(3)))
