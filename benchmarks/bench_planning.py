@@ -142,19 +142,22 @@ def pass_bytes(
     n_out: int,
     transition_dim: int,
     dtype_bytes: int = 4,
+    parents: int = 0,
+    parent_len: int = 0,
 ) -> dict[str, int]:
     """Estimated bytes one forward pass must move between the core and memory.
 
     B rows decode T new tokens after ``cached`` keys already in the KV cache (0 without a
     cache), of which the first ``shared`` are stored once per group of rows (``groups``
-    groups: ``KVCache.share_prefix``) and the rest once per row. Counted once per pass:
+    groups: ``KVCache.share_prefix``), the next ``parent_len`` once per parent (``parents``
+    of them, after ``KVCache.expand``) and the rest once per row. Counted once per pass:
 
     * ``weights``: every layer's parameters (qkv, proj, MLP, layer norms: 12·E² + 13·E per
       layer), the final layer norm, and the output heads used: one head (n_out·E) for a
       single token, all ``transition_dim`` heads for a window;
     * ``kv_read``: per layer the keys and values attended to (2·E numbers per key): the
-      shared prefix once per group, every other key once per row (the new tokens' own
-      included);
+      shared prefix once per group, the parents' past once per parent, every other key once
+      per row (the new tokens' own included);
     * ``kv_write``: per layer the new tokens' keys and values (2·E per row and token);
     * ``io``: the pass's input (token and position embedding rows) and output (logits).
 
@@ -171,7 +174,8 @@ def pass_bytes(
     S = cached + T
     head = n_out * E * (1 if T == 1 else transition_dim)
     weights = L * (12 * E * E + 13 * E) + 2 * E + head
-    kv_read = L * 2 * E * (groups * shared + B * (S - shared))
+    own = S - shared - parent_len
+    kv_read = L * 2 * E * (groups * shared + parents * parent_len + B * own)
     kv_write = L * 2 * E * B * T
     io = B * T * (2 * E + n_out)
     activations = L * 36 * B * T * E
@@ -222,9 +226,23 @@ class FlopCounter:
         cached = getattr(cache, "length", 0)  # any version's KVCache
         shared = getattr(cache, "shared", 0)
         groups = cache.n_groups if shared else B
+        parent_len = getattr(cache, "parent_len", 0)  # versions before KVCache.expand: 0
+        parents = B // cache.copies if parent_len else 0
         L, E = self.L, self.E
         flops = pass_flops(B, T, cached + T, L, E, self.K1)
-        parts = pass_bytes(B, T, cached, shared, groups, L, E, self.K1, self.td)
+        parts = pass_bytes(
+            B,
+            T,
+            cached,
+            shared,
+            groups,
+            L,
+            E,
+            self.K1,
+            self.td,
+            parents=parents,
+            parent_len=parent_len,
+        )
         nbytes = sum(parts[k] for k in BYTE_PARTS)
         self.flops += flops
         self.bytes += nbytes
@@ -255,8 +273,10 @@ class ReorderCounter:
     """Counts the bytes and CPU time of ``KVCache.select`` (beam reorders) while active.
 
     Each call copies the keys and values of the positions the rows generated (not the shared
-    prefix) for every layer: read once and written once, 2 · 2 · L · rows · used · E numbers.
-    Wraps the class method for the duration of a ``with`` block; ttlib is not changed.
+    prefix) for every layer: read once and written once, 2 · 2 · L · rows · used · E numbers
+    (after ``KVCache.expand`` the same count, gathered from the parents' past and the children's
+    own positions; expansions themselves copy nothing and are not select calls). Wraps the
+    class method for the duration of a ``with`` block; ttlib is not changed.
     """
 
     def __init__(self):
@@ -1131,7 +1151,8 @@ def run_roofline(args) -> None:
     )
     result["bytes_note"] = (
         "estimated from shapes (bench_planning.pass_bytes): weights once per pass, keys and "
-        "values read (shared prefix once per episode, the rest per row) and written, pass "
+        "values read (shared prefix once per episode, a parent's past once per parent after "
+        "KVCache.expand, the rest per row) and written, pass "
         "input and output; per-layer activations not counted (activations_not_counted); "
         "reorders: KVCache.select copies (read + write)"
     )

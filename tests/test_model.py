@@ -156,3 +156,69 @@ def test_shared_prefix_rows_must_stay_with_their_episode():
         cache.select(torch.tensor([2, 1, 0, 3]))
     with pytest.raises(ValueError, match="already"):
         cache.share_prefix(2)
+
+
+@pytest.mark.parametrize("goal_dim,prefix", [(0, True), (2, True), (0, False)])
+def test_expanded_cache_gives_the_logits_of_a_plain_cache(goal_dim, prefix):
+    """Beams share their parent's past after KVCache.expand: decode, prune, expand again."""
+    m = tiny(goal_dim)
+    td = m.config.transition_dim
+    x = torch.randint(0, 11, (2, td + 3))  # two episodes: a transition and an observation
+    g = torch.randint(0, 10, (2, goal_dim)) if goal_dim else None
+    plain, tree = m.new_cache(2), m.new_cache(2)
+    with torch.no_grad():
+        for cache in (plain, tree):
+            m(x, goal=g, cache=cache)
+            if prefix:  # 2 beams per episode over the shared context, as the planner starts
+                cache.share_prefix(2)
+            else:
+                cache.select(torch.tensor([0, 0, 1, 1]))
+        new = torch.randint(0, 11, (4, 2))
+        for cache in (plain, tree):
+            m(new[:, :1], cache=cache)
+            m(new[:, 1:], cache=cache)
+        # Expand by 3 (12 children), decode, prune back to 4 rows (2 per episode), twice.
+        prunes = [torch.tensor([5, 0, 11, 7]), torch.tensor([1, 4, 6, 9])]
+        for step, prune in enumerate(prunes):
+            plain.select(torch.arange(4).repeat_interleave(3))
+            tree.expand(3, capacity=3)
+            assert tree.parent_len == tree.length - tree.shared and tree.k.shape[1] == 12
+            toks = torch.randint(0, 11, (12, 4))
+            for j in range(4):  # the 4th token overflows capacity 3: the tree is merged
+                a, _ = m(toks[:, j : j + 1], cache=plain)
+                b, _ = m(toks[:, j : j + 1], cache=tree)
+                torch.testing.assert_close(b, a, rtol=0, atol=1e-5)
+            assert tree.parent_len == 0  # merged by the overflow
+            tree.expand(1)  # nothing to share
+            for cache in (plain, tree):
+                cache.select(prune)
+            if step == 0:  # another expansion straight after a prune, then several tokens
+                plain.select(torch.arange(4).repeat_interleave(2))
+                tree.expand(2)
+                toks = torch.randint(0, 11, (8, 3))
+                a, _ = m(toks[:, :1], cache=plain)
+                b, _ = m(toks[:, :1], cache=tree)
+                torch.testing.assert_close(b, a, rtol=0, atol=1e-5)
+                a, _ = m(toks[:, 1:], cache=plain)  # two tokens at once: the general path
+                b, _ = m(toks[:, 1:], cache=tree)
+                torch.testing.assert_close(b, a, rtol=0, atol=1e-5)
+                for cache in (plain, tree):
+                    cache.select(torch.tensor([1, 2, 4, 6]))
+        a, _ = m(toks[:4, :1], cache=plain)
+        b, _ = m(toks[:4, :1], cache=tree)
+    torch.testing.assert_close(b, a, rtol=0, atol=1e-5)
+    assert plain.length == tree.length
+
+
+def test_expanded_rows_must_stay_with_their_episode():
+    m = tiny()
+    cache = m.new_cache(2)
+    with torch.no_grad():
+        m(torch.randint(0, 10, (2, 4)), cache=cache)
+        cache.share_prefix(2)
+        m(torch.randint(0, 10, (4, 1)), cache=cache)
+        cache.expand(2)
+    with pytest.raises(ValueError, match="group"):
+        cache.select(torch.tensor([0, 4, 1, 7]))
+    cache.select(torch.tensor([0, 3, 4, 7]))
+    assert cache.parent_len == 0 and cache.k.shape[1] == 4

@@ -138,22 +138,31 @@ def test_memory_estimate_matches_the_caches_beam_search_allocates(monkeypatch):
 
     model, disc = _planner_setup()
     peak = {"cache": 0, "copying": 0}
-    init, select = KVCache.__init__, KVCache.select
+    init = KVCache.__init__
+
+    def held(cache):  # the row buffers, and the parents' ones after KVCache.expand
+        parents = cache.parent_k.nbytes * 2 if cache.parent_k is not None else 0
+        return cache.k.nbytes + cache.v.nbytes + parents
 
     def tracked_init(self, *args, **kwargs):
         init(self, *args, **kwargs)
-        peak["cache"] = max(peak["cache"], self.k.nbytes + self.v.nbytes)
+        peak["cache"] = max(peak["cache"], held(self))
 
-    def tracked_select(self, index):
-        before = self.k.nbytes + self.v.nbytes
-        out = select(self, index)
-        after = self.k.nbytes + self.v.nbytes
-        peak["copying"] = max(peak["copying"], before + after)  # at most both copies at once
-        peak["cache"] = max(peak["cache"], after)
-        return out
+    def tracked(method):
+        def call(self, *args, **kwargs):
+            before = held(self)
+            out = method(self, *args, **kwargs)
+            after = held(self)
+            peak["copying"] = max(peak["copying"], before + after)  # at most both at once
+            peak["cache"] = max(peak["cache"], after)
+            return out
+
+        return call
 
     monkeypatch.setattr(KVCache, "__init__", tracked_init)
-    monkeypatch.setattr(KVCache, "select", tracked_select)
+    # Every method that allocates row buffers: the widest ones are those share_prefix makes.
+    for name in ("select", "share_prefix", "expand"):
+        monkeypatch.setattr(KVCache, name, tracked(getattr(KVCache, name)))
     E, cfg = 3, PlannerConfig(horizon=4, beam_width=5, n_expand=3, max_context_transitions=1)
     td = model.config.transition_dim
     context = torch.randint(0, 8, (E, td + 2))  # one transition and the current observation

@@ -193,6 +193,27 @@ class _Window:
         if self.cache is not None:
             self.cache.share_prefix(copies)
 
+    def expand(self, copies: int) -> None:
+        """Repeat every row ``copies`` times (beam expansion), in the history, goal and cache.
+
+        The cache shares each row's keys and values with its copies (``KVCache.expand``)
+        until the next :meth:`select`, which is the pruning: its single-token passes read a
+        parent's past once for all its copies, and expanding copies nothing. The copies feed
+        at most one transition before they are pruned (room for more is made if needed).
+        """
+        if copies == 1:
+            return
+        rows = torch.arange(self.seq.shape[0], device=self.seq.device).repeat_interleave(copies)
+        self.seq = self.seq[rows]
+        if self.goal is not None:
+            self.goal = self.goal[rows]
+        if self.cache is None:
+            return
+        if hasattr(self.cache, "expand"):
+            self.cache.expand(copies, capacity=self.td)
+        else:  # a cache without a parent level (e.g. a test double): copy the rows
+            self.cache.select(rows)
+
     def select(self, rows: torch.Tensor) -> None:
         """Keep (or repeat) rows, in the history, the goal and the cache alike."""
         self.seq = self.seq[rows]
@@ -287,9 +308,9 @@ def beam_search(
         log_prob = log_prob + logits.log_softmax(-1).gather(-1, tok[:, None]).squeeze(-1)
 
     for t in range(H):
-        if t > 0:  # expand: every surviving beam gets X copies
+        if t > 0:  # expand: every surviving beam gets X copies (sharing its cached past)
             rows = torch.arange(R, device=logits.device).repeat_interleave(X)
-            window.select(rows)
+            window.expand(X)
             logits, cum_reward, log_prob = logits[rows], cum_reward[rows], log_prob[rows]
             r_hist, v_hist, alive = r_hist[rows], v_hist[rows], alive[rows]
             R = R * X
