@@ -70,6 +70,7 @@ def test_runs_summary_collects_every_run_record(tmp_path):
     models = [  # a rerun that loaded one cached model and trained another
         {"model": "a", "trained_in_this_run": False, "train_seconds": 540.0},
         {"model": "b", "trained_in_this_run": True, "train_seconds": 60.0},
+        {"model": "a", "trained_in_this_run": False, "train_seconds": 540.0},  # used twice
     ]
     RunRecord("attention", {"preset": "cpu"}, extra={"models": models}).write(
         tmp_path / "attention"
@@ -79,7 +80,7 @@ def test_runs_summary_collects_every_run_record(tmp_path):
     assert [line.split(",")[0] for line in text[1:]] == ["attention", "d4rl"]
     header = text[0].split(",")
     cached = header.index("cached training (min)")
-    assert text[1].split(",")[cached] == "9.0"  # only the loaded model's 9 minutes
+    assert text[1].split(",")[cached] == "9.0"  # only the loaded model's 9 minutes, once
 
 
 def test_model_kwargs_pass_dropout_only_where_a_preset_sets_it():

@@ -71,15 +71,25 @@ MODELS_USED: list[dict] = []
 
 
 def note_model(folder: Path, trained_now: bool, state: dict) -> None:
-    """Record a cached model in the current run's list (see :meth:`Run.finish`)."""
-    MODELS_USED.append(
-        {
-            "model": folder.name,
-            "trained_in_this_run": trained_now,
-            "steps": int(state.get("step", 0)),
-            "train_seconds": state.get("train_seconds"),  # None: trained before it was kept
-        }
-    )
+    """Record a cached model in the current run's list (see :meth:`Run.finish`).
+
+    A model used twice in one run (the D4RL table and its learning curve share one) is listed
+    once, so that its training time is not counted twice.
+    """
+    entry = {
+        "model": folder.name,
+        "trained_in_this_run": trained_now,
+        "steps": int(state.get("step", 0)),
+        "train_seconds": state.get("train_seconds"),  # None: trained before it was kept
+    }
+    for i, seen in enumerate(MODELS_USED):
+        if seen["model"] == entry["model"]:
+            entry["trained_in_this_run"] = (
+                entry["trained_in_this_run"] or seen["trained_in_this_run"]
+            )
+            MODELS_USED[i] = entry
+            return
+    MODELS_USED.append(entry)
 
 
 def seed_everything(seed: int) -> None:

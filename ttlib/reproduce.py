@@ -66,6 +66,17 @@ def reproduce(preset: str, only: list[str] | None = None, progress: bool = True)
     return done
 
 
+def _cached_training_seconds(rec: dict) -> float:
+    """Training time of the cached models a run loaded, each model counted once (older
+    records could list a model twice when two parts of a notebook used it)."""
+    seconds = {
+        m["model"]: float(m.get("train_seconds") or 0)
+        for m in rec.get("models", [])
+        if not m.get("trained_in_this_run")
+    }
+    return sum(seconds.values())
+
+
 def summarize_runs(results: Path | None = None) -> Path:
     """Collect every ``results/*/run.json`` into ``results/runs.csv`` for the book's
     Reproducing page: experiment, preset, command, wall time (and the training time of
@@ -82,15 +93,7 @@ def summarize_runs(results: Path | None = None) -> Path:
                 "command": rec.get("command"),
                 "wall time (min)": round(float(rec.get("wall_time_s", 0)) / 60, 1),
                 # a rerun that loads cached models is short: say what their training took
-                "cached training (min)": round(
-                    sum(
-                        float(m.get("train_seconds") or 0)
-                        for m in rec.get("models", [])
-                        if not m.get("trained_in_this_run")
-                    )
-                    / 60,
-                    1,
-                ),
+                "cached training (min)": round(_cached_training_seconds(rec) / 60, 1),
                 "hardware": f"{hw.get('cpu', '?')}, {hw.get('cores', '?')} cores"
                 + (f", {hw['gpu']}" if hw.get("gpu") else ""),
                 "started (UTC)": rec.get("started_utc"),
