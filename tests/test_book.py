@@ -32,6 +32,7 @@ PAGES = {
     "experiments/attention.html": "Attention patterns of a trained Trajectory Transformer",
     "experiments/imitation.html": "Imitation: likelihood beam search on expert data",
     "experiments/goal_reaching.html": "Goal reaching in four rooms",
+    "experiments/d4rl.html": "D4RL locomotion: the offline-RL table",
     "experiments/maze_q.html": "Q-guided beam search on sparse-reward mazes",
 }
 FIGURES = ("tokenisation.svg", "discretizers.svg", "beam_search.svg")
@@ -231,3 +232,18 @@ def test_api_page_documents_every_module(built_book):
     assert modules
     missing = [m for m in modules if f'id="module-ttlib.{m}"' not in text]
     assert not missing, f"book/api.md lacks an automodule for: {missing}"
+
+
+def test_d4rl_page_renders_the_table_with_the_papers_columns(built_book):
+    _, html = built_book
+    text = _text(html / "experiments" / "d4rl.html")
+    rows = _csv_rows(RESULTS / "d4rl" / "table.csv")
+    assert len(rows) >= 2, "the D4RL table has no rows"
+    for header in rows[0]:
+        assert header in text, f"table.csv column {header!r} not on the D4RL page"
+    for row in rows:
+        for value in row.values():
+            assert value in text, f"table.csv value {value!r} not on the D4RL page"
+    assert "paper" in " ".join(rows[0]).lower(), "the paper's numbers need their own columns"
+    page = (html / "experiments" / "d4rl.html").read_text(encoding="utf-8")
+    assert page.count("<img") >= 3, "the D4RL page should show its score, loss and curve figures"
