@@ -247,3 +247,15 @@ def test_d4rl_page_renders_the_table_with_the_papers_columns(built_book):
     assert "paper" in " ".join(rows[0]).lower(), "the paper's numbers need their own columns"
     page = (html / "experiments" / "d4rl.html").read_text(encoding="utf-8")
     assert page.count("<img") >= 3, "the D4RL page should show its score, loss and curve figures"
+
+
+def test_experiment_pages_show_their_rollout_gifs(built_book):
+    _, html = built_book
+    pages = {
+        "goal_reaching.html": ["episode.gif"],
+        "imitation.html": ["tt_halfcheetah.gif", "tt_hopper.gif", "tt_walker2d.gif"],
+    }
+    for page, gifs in pages.items():
+        text = (html / "experiments" / page).read_text(encoding="utf-8")
+        for gif in gifs:
+            assert re.search(r'<img[^>]+src="[^"]*' + re.escape(gif), text), f"{page}: {gif}"
