@@ -3,6 +3,7 @@
     python benchmarks/plot.py            # writes results/benchmarks/planning.{png,svg},
                                          # summary.csv (planning), agreement.csv, training.csv,
                                          # agreement_trained.csv, window_effect.csv,
+                                         # window_effect_summary.csv,
                                          # roofline.csv, memory_bandwidth.csv,
                                          # roofline.{png,svg} (from roofline.json)
 
@@ -248,6 +249,43 @@ def window_effect_rows(data: dict) -> list[dict]:
                 )
     return rows
 
+
+def window_effect_summary(rows: list[dict]) -> list[dict]:
+    """Pooled closed-loop returns: each planner's mean ± standard error over its episodes, and
+    the paired difference (ttlib − original) over the env seeds both ran."""
+    import statistics
+
+    def mean_se(xs: list[float]) -> tuple[float, float | None]:
+        m = statistics.fmean(xs)
+        se = statistics.stdev(xs) / len(xs) ** 0.5 if len(xs) > 1 else None
+        return m, se
+
+    def fmt(xs: list[float]) -> dict:
+        m, se = mean_se(xs)
+        return {
+            "episodes": len(xs),
+            "mean": round(m, 2),
+            "se": None if se is None else round(se, 2),
+        }
+
+    by = {
+        impl: {r["env_seed"]: r["return"] for r in rows if r["planner"] == impl}
+        for impl in ("ttlib", "original")
+    }
+    out = [{"what": f"{impl}: return", **fmt(list(v.values()))} for impl, v in by.items() if v]
+    paired = sorted(set(by["ttlib"]) & set(by["original"]))
+    if paired:
+        diffs = [by["ttlib"][s] - by["original"][s] for s in paired]
+        out.append({"what": "paired difference, ttlib − original", **fmt(diffs)})
+    return out
+
+
+WINDOW_SUMMARY_COLUMNS = [
+    ("what", "closed-loop return"),
+    ("episodes", "episodes"),
+    ("mean", "mean"),
+    ("se", "standard error"),
+]
 
 WINDOW_COLUMNS = [
     ("planner", "planner"),
@@ -732,6 +770,8 @@ def main(argv: list[str] | None = None) -> None:
     window = window_effect_rows(planning)
     if window:
         print(write_csv(window, WINDOW_COLUMNS, args.folder / "window_effect.csv"))
+        path = args.folder / "window_effect_summary.csv"
+        print(write_csv(window_effect_summary(window), WINDOW_SUMMARY_COLUMNS, path))
     roofline_json = args.folder / "roofline.json"
     if roofline_json.exists():
         data = json.loads(roofline_json.read_text())

@@ -122,3 +122,21 @@ def test_performance_page_reads_the_roofline_files():
     for name in ("roofline.csv", "memory_bandwidth.csv", "roofline.svg"):
         assert f"../results/benchmarks/{name}" in page
         assert (ROOT / "results" / "benchmarks" / name).is_file()
+
+
+def test_window_effect_summary_pairs_episodes_by_seed():
+    spec = importlib.util.spec_from_file_location("bench_plot", ROOT / "benchmarks" / "plot.py")
+    plot = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(plot)
+    rows = [
+        {"planner": "ttlib", "env_seed": 0, "return": 3.0},
+        {"planner": "ttlib", "env_seed": 1, "return": 5.0},
+        {"planner": "original", "env_seed": 1, "return": 1.0},
+        {"planner": "original", "env_seed": 0, "return": 2.0},
+        {"planner": "ttlib", "env_seed": 2, "return": 9.0},  # the original did not run seed 2
+    ]
+    ours, theirs, paired = plot.window_effect_summary(rows)
+    assert (ours["episodes"], ours["mean"]) == (3, 5.67)
+    assert (theirs["episodes"], theirs["mean"], theirs["se"]) == (2, 1.5, 0.5)
+    assert paired["what"].startswith("paired") and paired["episodes"] == 2
+    assert (paired["mean"], paired["se"]) == (2.5, 1.5)  # differences 1 and 4
