@@ -31,6 +31,9 @@ class ToyCache:
     def share_prefix(self, copies):
         return self.select(torch.arange(self.tokens.shape[0]).repeat_interleave(copies))
 
+    def expand(self, copies, capacity=None):  # the toy keeps no keys: sharing is copying
+        return self.share_prefix(copies)
+
 
 class ToyModel(nn.Module):
     """Same interface as TrajectoryGPT; the logits of every next token come from ``rule``.

@@ -133,6 +133,11 @@ class KVCache:
         their parents into whole rows, as a select of every row would.
         """
         if self.parent_len and self.length - self.offset + n_new > self.k.shape[3]:
+            self._merge_parents()
+
+    def _merge_parents(self) -> None:
+        """After :meth:`expand`: whole rows again (a select that keeps every row in place)."""
+        if self.parent_len:
             self.select(torch.arange(self.batch_size, device=self.k.device))
 
     def share_prefix(self, copies: int) -> KVCache:
@@ -143,8 +148,7 @@ class KVCache:
         """
         if self.shared:
             raise ValueError("this cache already has a shared prefix")
-        if self.parent_len:
-            self.select(torch.arange(self.batch_size, device=self.k.device))
+        self._merge_parents()
         n = self.length
         self.prefix_k = self.k[:, :, :, :n].clone()
         self.prefix_v = self.v[:, :, :, :n].clone()
@@ -164,9 +168,8 @@ class KVCache:
         all that is left; more are made by merging, see :meth:`reserve`) take what each child
         adds. The next :meth:`select` gathers whole rows again.
         """
-        L, B, H, cap, hd = self.k.shape
-        if self.parent_len:  # one parent level at a time: make whole rows first
-            self.select(torch.arange(B, device=self.k.device))
+        self._merge_parents()  # one parent level at a time: make whole rows first
+        L, B, H, _, hd = self.k.shape
         used = self.length - self.shared
         grad = torch.is_grad_enabled() and (self.k.requires_grad or self.v.requires_grad)
         if copies == 1 or used == 0 or grad:

@@ -207,12 +207,8 @@ class _Window:
         self.seq = self.seq[rows]
         if self.goal is not None:
             self.goal = self.goal[rows]
-        if self.cache is None:
-            return
-        if hasattr(self.cache, "expand"):
+        if self.cache is not None:
             self.cache.expand(copies, capacity=self.td)
-        else:  # a cache without a parent level (e.g. a test double): copy the rows
-            self.cache.select(rows)
 
     def select(self, rows: torch.Tensor) -> None:
         """Keep (or repeat) rows, in the history, the goal and the cache alike."""
