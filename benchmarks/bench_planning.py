@@ -469,6 +469,32 @@ class Baseline:
 
 
 # ------------------------------------------------------------------ studies
+
+
+def plan_original(ref, value_fn, ctx, config: GPTConfig, planner: PlannerConfig, generator=None):
+    """The original algorithm's plan for ``ctx`` with ttlib's planner settings."""
+    return original_beam_plan(
+        ref,
+        value_fn,
+        ctx,
+        observation_dim=config.observation_dim,
+        action_dim=config.action_dim,
+        generator=generator,
+        **plan_kwargs(planner),
+    )
+
+
+def time_original(ref, value_fn, ctx, config: GPTConfig, planner, generator, calls) -> Timing:
+    """``calls`` plans of the original, with the FLOPs, bytes and time of its passes."""
+    c = config
+    counter = FlopCounter(ref, c.n_layer, c.n_embd, c.n_bins + 1, c.transition_dim)
+    t = time_calls(
+        lambda i: plan_original(ref, value_fn, ctx, c, planner, generator), calls, counter
+    )
+    counter.close()
+    return t
+
+
 def speed(
     model, ref, disc, planner: PlannerConfig, ttlib_calls, original_calls, peak, seed, baseline
 ):
@@ -500,21 +526,7 @@ def speed(
         b = baseline.plan(old, disc, ctx, planner, torch.Generator().manual_seed(1))
         out["same_plan_as_before"] = bool(torch.equal(a.tokens, b.tokens))
     if original_calls > 0:
-        counter = FlopCounter(ref, c.n_layer, c.n_embd, c.n_bins + 1, c.transition_dim)
-        theirs = time_calls(
-            lambda i: original_beam_plan(
-                ref,
-                value_fn,
-                ctx,
-                observation_dim=c.observation_dim,
-                action_dim=c.action_dim,
-                generator=gen,
-                **plan_kwargs(planner),
-            ),
-            original_calls,
-            counter,
-        )
-        counter.close()
+        theirs = time_original(ref, value_fn, ctx, c, planner, gen, original_calls)
         out["original"] = theirs.summary(peak)
         out["speedup_ttlib_over_original"] = theirs.cpu_per_call / ours.cpu_per_call
         if baseline is not None:
@@ -591,21 +603,7 @@ def roofline_setting(
     out = {"ttlib": roofline_summary(t, peak, bandwidth)}
     if original_calls > 0:
         value_fn = original_value_fn(disc)
-        counter = FlopCounter(ref, c.n_layer, c.n_embd, c.n_bins + 1, c.transition_dim)
-        t = time_calls(
-            lambda i: original_beam_plan(
-                ref,
-                value_fn,
-                ctx,
-                observation_dim=c.observation_dim,
-                action_dim=c.action_dim,
-                generator=gen,
-                **plan_kwargs(planner),
-            ),
-            original_calls,
-            counter,
-        )
-        counter.close()
+        t = time_original(ref, value_fn, ctx, c, planner, gen, original_calls)
         out["original"] = roofline_summary(t, peak, bandwidth)
     return out
 
@@ -649,14 +647,7 @@ def agreement(
     for i in range(n_contexts):
         ctx = ctxs[i : i + 1]
         ours = beam_search(model, disc, ctx, planner)
-        theirs = original_beam_plan(
-            ref,
-            value_fn,
-            ctx,
-            observation_dim=c.observation_dim,
-            action_dim=c.action_dim,
-            **plan_kwargs(planner),
-        )
+        theirs = plan_original(ref, value_fn, ctx, c, planner)
         a = slice(c.observation_dim, c.observation_dim + c.action_dim)
         same_action += bool(torch.equal(ours.tokens[0, 0, a], theirs.tokens[0, a]))
         same_plan += bool(torch.equal(ours.tokens[0], theirs.tokens))
@@ -765,15 +756,7 @@ def trained_agreement(model, disc, contexts, planner: PlannerConfig, seed: int) 
         def run_theirs(s, ctx=ctx):
             t0 = time.process_time()
             g = None if s is None else torch.Generator().manual_seed(s)
-            out = original_beam_plan(
-                ref,
-                value_fn,
-                ctx,
-                observation_dim=N,
-                action_dim=M,
-                generator=g,
-                **plan_kwargs(planner),
-            )
+            out = plan_original(ref, value_fn, ctx, c, planner, g)
             cpu["original"] += time.process_time() - t0
             return out
 
@@ -862,15 +845,8 @@ class OriginalAgent:
         actions = np.zeros((len(index), M), dtype=np.float32)
         for r, i in enumerate(index):
             prefix = np.concatenate([*inner.context[i], obs_tokens[r]])
-            plan = original_beam_plan(
-                self.ref,
-                self.value_fn,
-                torch.as_tensor(prefix)[None],
-                observation_dim=N,
-                action_dim=M,
-                generator=inner.generator,
-                **plan_kwargs(self.planner),
-            )
+            ctx = torch.as_tensor(prefix)[None]
+            plan = plan_original(self.ref, self.value_fn, ctx, c, self.planner, inner.generator)
             actions[r] = _first_action(inner.discretizer, plan.tokens, N, M)
             inner._pending[int(i)] = plan.tokens[0].cpu().numpy().copy()
         return actions
