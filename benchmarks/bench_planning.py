@@ -21,6 +21,7 @@ import importlib.util
 import json
 import os
 import platform
+import shlex
 import statistics
 import subprocess
 import sys
@@ -81,6 +82,7 @@ def machine_info(threads: int) -> dict:
         "git_sha": sha,
         "date": time.strftime("%Y-%m-%d %H:%M:%S"),
         "timing": "process CPU seconds (time.process_time); wall seconds alongside",
+        "command": shlex.join(["python", *sys.argv]),  # how this file was produced
     }
 
 
@@ -992,7 +994,7 @@ def main(argv=None):
             section = "agreement_trained"
         run_names.append(section)
         result["sections_run"][section] = {
-            k: result["machine"][k] for k in ("date", "git_sha", "load_average_start")
+            k: result["machine"][k] for k in ("date", "git_sha", "load_average_start", "command")
         }
     peak = None
     if {"speed", "episodes"} & set(args.sections):
