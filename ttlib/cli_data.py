@@ -25,11 +25,12 @@ def _command_line() -> str:
 
 
 def _run_make_policies(args: argparse.Namespace) -> int:
-    from ttlib.policies import PolicyConfig, make_policies
+    from ttlib.policies import PolicyConfig, make_policies, train
 
     base = PolicyConfig(
         total_steps=args.total_steps,
         checkpoint_every=args.checkpoint_every,
+        stop_score=args.stop_score,
         seed=args.seed,
         cache_dir=args.cache_dir,
         out_dir=args.out_dir,
@@ -42,6 +43,9 @@ def _run_make_policies(args: argparse.Namespace) -> int:
                 f"choose from {', '.join(LOCOMOTION_ENVS)}."
             )
     for env in args.env:
+        if args.train_only:
+            train(replace(base, env=env))
+            continue
         info = make_policies(replace(base, env=env), finalize_only=args.finalize_only)
         print(
             f"{env}: medium {info['medium']['return_mean']:.0f} (step {info['medium']['step']})"
@@ -62,6 +66,12 @@ def add_make_policies(subparsers) -> argparse.ArgumentParser:
     )
     p.add_argument("--total-steps", type=int, default=200_000)
     p.add_argument("--checkpoint-every", type=int, default=10_000)
+    p.add_argument(
+        "--stop-score",
+        type=float,
+        default=None,
+        help="stop training once a checkpoint's D4RL-normalised return (x100) reaches this",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--cache-dir", default="cache/policies", help="big resumable checkpoints")
     p.add_argument("--out-dir", default="results/policies", help="small committed policy files")
@@ -69,6 +79,11 @@ def add_make_policies(subparsers) -> argparse.ArgumentParser:
         "--finalize-only",
         action="store_true",
         help="skip training; select and evaluate from the checkpoints that exist",
+    )
+    p.add_argument(
+        "--train-only",
+        action="store_true",
+        help="train (or resume) only; choose medium/expert later with --finalize-only",
     )
     p.set_defaults(func=_run_make_policies, command="make-policies")
     return p

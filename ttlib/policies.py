@@ -23,6 +23,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -32,6 +33,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch import nn
+from tqdm import tqdm
 
 from ttlib.envs import LOCOMOTION_ENVS, REF_SCORES, check_env_name, make_env
 
@@ -49,6 +51,8 @@ class PolicyConfig:
     medium_fraction: float = 0.4  # medium = return closest to random + 0.4 * (best - random)
     replay_budget_mb: float = 4.5  # medium_replay.npz must stay small enough to commit
     seed: int = 0
+    stop_score: float | None = None  # stop once a chunk's D4RL-normalised return (x100) reaches it
+    milestone_every: int = 100_000  # copy the full SAC state to out_dir (committed) this often
     cache_dir: str = "cache/policies"  # big files: SB3 checkpoints, replay buffers, all actors
     out_dir: str = "results/policies"  # small committed files
     command: str = ""  # the command line that produced the run, recorded in policies.json
@@ -187,13 +191,32 @@ def _save_checkpoint(model, cache: Path, step: int) -> None:
             shutil.rmtree(old)
 
 
+def _milestone(cfg: PolicyConfig) -> Path:
+    """The committed copy of the full SAC state (networks, optimisers, entropy coefficient)."""
+    return Path(cfg.out_dir) / cfg.env / "sac_milestone.zip"
+
+
 def _load_checkpoint(cfg: PolicyConfig, env):
-    """Load the newest checkpoint, or return None when there is none."""
+    """Load the newest local checkpoint; else the committed milestone (with an empty replay
+    buffer: a fresh machine has none, so training continues on newly collected data); else None.
+    """
     from stable_baselines3 import SAC
 
     cache = _env_cache(cfg)
     if not (cache / "latest").exists():
-        return None
+        if not _milestone(cfg).exists():
+            return None
+        model = SAC.load(_milestone(cfg), env=env, device="cpu")
+        milestone = json.loads(_milestone(cfg).with_suffix(".json").read_text())
+        _write_json(cache / "evals.json", milestone["evaluations"])
+        with open(cache / "commands.txt", "a") as f:
+            f.write("".join(c + "\n" for c in milestone["train_commands"]))
+            f.write(
+                f"# resumed from {_milestone(cfg)} at step {model.num_timesteps}, empty buffer\n"
+            )
+        model._last_obs = None
+        env.seed(cfg.seed + model.num_timesteps)
+        return model
     folder = cache / (cache / "latest").read_text().strip()
     model = SAC.load(folder / "model.zip", env=env, device="cpu")
     model.load_replay_buffer(folder / "replay.pkl")
@@ -244,7 +267,20 @@ def train(cfg: PolicyConfig) -> Path:
     if model.replay_buffer.buffer_size < cfg.total_steps:
         _grow_buffer(model, cfg.total_steps)
     evals = _read_evals(cache)
+    lo, hi = REF_SCORES[cfg.env]
+    bar = tqdm(
+        total=cfg.total_steps,
+        initial=model.num_timesteps,
+        desc=cfg.env,
+        unit="step",
+        mininterval=30,
+        file=sys.stdout,
+    )
     while model.num_timesteps < cfg.total_steps:
+        if cfg.stop_score is not None and evals:
+            if 100 * (evals[-1]["mean"] - lo) / (hi - lo) >= cfg.stop_score:
+                print(f"[{cfg.env}] stop score {cfg.stop_score} reached", flush=True)
+                break
         t0 = time.time()
         chunk = min(cfg.checkpoint_every, cfg.total_steps - model.num_timesteps)
         model.learn(chunk, reset_num_timesteps=False)
@@ -262,13 +298,35 @@ def train(cfg: PolicyConfig) -> Path:
             }
         ]
         _write_json(cache / "evals.json", evals)
+        if step % cfg.milestone_every == 0 or step >= cfg.total_steps:
+            _save_milestone(cfg, model, evals)
+        bar.update(step - bar.n)
         print(
             f"[{cfg.env}] step {step}: return {returns.mean():.1f} ± {returns.std():.1f} "
             f"({chunk / (time.time() - t0):.0f} steps/s incl. eval)",
             flush=True,
         )
+    bar.close()
     env.close()
     return cache
+
+
+def _save_milestone(cfg: PolicyConfig, model, evals: list[dict]) -> None:
+    """Copy the full SAC state and the learning curve so far next to the committed policies,
+    so a fresh machine resumes training from here (`_load_checkpoint`)."""
+    path = _milestone(cfg)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    model.save(path.with_suffix(".tmp.zip"))
+    os.replace(path.with_suffix(".tmp.zip"), path)
+    commands = _env_cache(cfg) / "commands.txt"
+    _write_json(
+        path.with_suffix(".json"),
+        {
+            "step": model.num_timesteps,
+            "evaluations": evals,
+            "train_commands": commands.read_text().splitlines() if commands.exists() else [],
+        },
+    )
 
 
 # ---------------------------------------------------------------- selection and final files
