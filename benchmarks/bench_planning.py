@@ -34,13 +34,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ttlib.model import GPTConfig, KVCache, TrajectoryGPT
-from ttlib.original import (
+from ttlib.interop.original import (
     OriginalQuantileDiscretizer,
     original_beam_plan,
     original_from_ttlib,
     original_value_fn,
 )
+from ttlib.model import GPTConfig, KVCache, TrajectoryGPT
 from ttlib.search import PlannerConfig, beam_search
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -20,8 +20,8 @@ from pathlib import Path
 import torch
 from bench_planning import ROOT, machine_info
 
+from ttlib.interop.original import original_from_ttlib
 from ttlib.model import GPTConfig, TrajectoryGPT
-from ttlib.original import original_from_ttlib
 
 
 def step_fn(model, batch_size: int, seed: int, autocast: bool = False):

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import torch
 
-from ttlib.attention import (
+from ttlib.experiments.attention import (
     TokenLayout,
     head_table,
     pattern_masks,
@@ -104,7 +104,7 @@ def test_head_table_of_a_real_model():
 def test_describe_shares_counts_heads_above_chance():
     import pandas as pd
 
-    from ttlib.attention import describe_shares
+    from ttlib.experiments.attention import describe_shares
 
     table = pd.DataFrame(
         {

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 
-from ttlib import cli, cli_data, cli_plan
+from ttlib import cli
 from ttlib.data import DataConfig, DatasetError, load_minari
 from ttlib.discretize import make_discretizer
 from ttlib.io import load_torch, save_torch
@@ -76,49 +76,69 @@ def test_runners_raise_and_only_main_reports(capsys):
     assert capsys.readouterr().err == ""
     assert cli.main(["make-data", "--env", "hopper", "--kind", "medum"]) == 2
     assert capsys.readouterr().err.startswith("ttlib make-data: error: Unknown dataset kind")
-    assert not hasattr(cli_data, "_guard") and not hasattr(cli_plan, "_guarded")
-
-
-def test_user_errors_are_a_short_explicit_list():
-    for kind in (DatasetError, CheckpointError, PlanningMemoryError, ValueError):
-        assert kind in cli.USER_ERRORS
-    assert not any(k in cli.USER_ERRORS for k in (Exception, RuntimeError, OSError, KeyError))
-
-
-def test_unexpected_errors_keep_their_traceback():
-    def add_broken(sub):
-        def crash(args):
-            raise RuntimeError("a bug, not bad input")
-
-        sub.add_parser("broken").set_defaults(func=crash, command="broken")
-
-    with pytest.raises(RuntimeError, match="a bug"):
-        cli.main(["broken"], commands=(add_broken,))
 
 
 @pytest.mark.parametrize(
-    "module, args, command, fragment",
+    "error, code",
     [
+        (DatasetError("no such dataset"), 2),
+        (CheckpointError("truncated"), 2),
+        (PlanningMemoryError("too big"), 2),
+        (FileNotFoundError("no policy"), 2),
+        (KeyboardInterrupt(), 130),
+    ],
+)
+def test_user_errors_end_as_one_line_and_an_exit_code(monkeypatch, capsys, error, code):
+    def fail(args):
+        raise error
+
+    monkeypatch.setattr(cli, "_run_data_summary", fail)
+    assert cli.main(["data-summary"]) == code
+    lines = capsys.readouterr().err.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("ttlib data-summary: "), lines
+
+
+@pytest.mark.parametrize("error", [RuntimeError("a bug"), KeyError("bug"), OSError("disk")])
+def test_unexpected_errors_keep_their_traceback(monkeypatch, error):
+    def crash(args):
+        raise error
+
+    monkeypatch.setattr(cli, "_run_data_summary", crash)
+    with pytest.raises(type(error)):
+        cli.main(["data-summary"])
+
+
+def test_every_sub_command_of_the_console_script_is_there():
+    sub = next(a for a in cli.build_parser()._actions if a.choices)  # the sub-parsers
+    assert set(sub.choices) == {
+        "make-policies",
+        "make-data",
+        "data-summary",
+        "train",
+        "plan",
+        "reproduce",
+    }
+    make_policies = sub.choices["make-policies"].parse_args(["--stop-score", "80", "--train-only"])
+    assert (make_policies.stop_score, make_policies.train_only) == (80.0, True)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "args, command, fragment",
+    [
+        (["make-data", "--env", "hopper", "--kind", "medum"], "make-data", "medum"),
+        (["data-summary", "--ids", "ttlib/hoper/x-v0"], "data-summary", "hoper"),
         (
-            "ttlib.cli_data",
-            ["make-data", "--env", "hopper", "--kind", "medum"],
-            "make-data",
-            "medum",
-        ),
-        ("ttlib.cli_data", ["data-summary", "--ids", "ttlib/hoper/x-v0"], "data-summary", "hoper"),
-        (
-            "ttlib.cli_plan",
             ["plan", "--checkpoint", "/nonexistent", "--env", "hopper"],
             "plan",
             "no checkpoint at /nonexistent",
         ),
     ],
 )
-def test_stand_alone_entry_points_report_through_the_same_path(module, args, command, fragment):
-    one_line_error(run(*args, module=module), command, fragment)
+def test_the_entry_point_reports_through_the_same_path(args, command, fragment):
+    one_line_error(run(*args), command, fragment)
 
 
-# ----------------------------------------------- checkpoints that do not fit what they meet
 def test_plan_with_a_checkpoint_from_another_env_names_both_dims(tmp_path):
     ckpt = hopper_like_checkpoint(tmp_path / "checkpoint.pt")
     before = digest(ckpt)

@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from ttlib.config import ConfigError, RunRecord, resolve, results_dir
+from ttlib.experiments.presets import ConfigError, RunRecord, resolve, results_dir
 
 
 def test_none_parameters_take_the_preset_and_given_ones_win():
@@ -51,7 +51,7 @@ def test_run_record_has_what_it_takes_to_rerun(tmp_path):
 
 
 def test_run_record_keeps_the_commit_of_its_start(monkeypatch, tmp_path):
-    import ttlib.config as cfg
+    import ttlib.experiments.presets as cfg
 
     monkeypatch.setattr(cfg, "_git_sha", lambda root: "sha-at-start")
     record = RunRecord("d4rl", {"preset": "smoke"})
@@ -62,7 +62,7 @@ def test_run_record_keeps_the_commit_of_its_start(monkeypatch, tmp_path):
 
 
 def test_runs_summary_collects_every_run_record(tmp_path):
-    from ttlib.reproduce import summarize_runs
+    from ttlib.experiments.reproduce import summarize_runs
 
     RunRecord("d4rl", {"preset": "cpu"}, command="ttlib reproduce --preset cpu --only d4rl").write(
         tmp_path / "d4rl"
@@ -84,7 +84,7 @@ def test_runs_summary_collects_every_run_record(tmp_path):
 
 
 def test_model_kwargs_pass_dropout_only_where_a_preset_sets_it():
-    from ttlib.config import model_kwargs, preset_params
+    from ttlib.experiments.presets import model_kwargs, preset_params
 
     size = {"n_layer": 2, "n_head": 2, "n_embd": 32}
     assert model_kwargs({**size, "seed": 0}) == size  # the paper's default dropout stays
@@ -96,7 +96,7 @@ def test_model_kwargs_pass_dropout_only_where_a_preset_sets_it():
 def test_run_json_lists_the_models_a_run_trained_or_loaded(tmp_path, monkeypatch):
     import json
 
-    import ttlib.experiment as ex
+    import ttlib.experiments.runs as ex
     from ttlib.data import DataConfig
     from ttlib.train import TrainConfig
 

@@ -8,8 +8,8 @@ import pandas as pd
 import pytest
 import torch
 
-from ttlib import d4rl_table as dt
 from ttlib.data import DataConfig, Episode, load_episodes
+from ttlib.experiments import d4rl_table as dt
 from ttlib.train import TrainConfig, load_checkpoint, train
 
 from conftest import linear_episodes, write_minari_dataset
@@ -198,15 +198,15 @@ def test_staged_training_equals_one_run_and_a_second_call_loads(tmp_path, monkey
     def no_training(*args, **kw):
         raise AssertionError("trained again instead of loading the cache")
 
-    import ttlib.experiment
+    import ttlib.experiments.runs
 
     with monkeypatch.context() as m:
         m.setattr(dt, "train", no_training)
         again = dt.train_tt(data_cfg, train_cfg, TINY_MODEL, snapshots=[2, 4])
         assert again.folder == first.folder
         # train_cached (the other notebooks' entry point) finds the same cache entry
-        m.setattr(ttlib.experiment, "train", no_training)
-        ttlib.experiment.train_cached(data_cfg, train_cfg, progress=False, **TINY_MODEL)
+        m.setattr(ttlib.experiments.runs, "train", no_training)
+        ttlib.experiments.runs.train_cached(data_cfg, train_cfg, progress=False, **TINY_MODEL)
     other = dt.train_tt(data_cfg, TrainConfig(max_steps=6, batch_size=5), TINY_MODEL)
     assert other.folder != first.folder
 
@@ -225,14 +225,14 @@ def test_staged_training_equals_one_run_and_a_second_call_loads(tmp_path, monkey
 def test_baselines_are_cached_by_config(monkeypatch):
     eps = linear_episodes(6, 20)
     cfg = DataConfig("ttlib/test/lin-v0")
-    import ttlib.experiment
+    import ttlib.experiments.runs
 
-    ttlib.experiment.MODELS_USED.clear()
+    ttlib.experiments.runs.MODELS_USED.clear()
     bc = dt.baseline_cached(dt.BaselineSpec("BC", 5, 0), cfg, eps)
     monkeypatch.setattr("ttlib.baselines.train_bc", lambda *a, **k: 1 / 0)
     again = dt.baseline_cached(dt.BaselineSpec("BC", 5, 0), cfg, eps)
     # the run record lists the model once (trained in this run, with its cost), not twice
-    (entry,) = ttlib.experiment.MODELS_USED
+    (entry,) = ttlib.experiments.runs.MODELS_USED
     assert entry["trained_in_this_run"] and entry["train_seconds"] > 0
     obs = eps[0].observations[:3]
     np.testing.assert_allclose(bc.act(obs), again.act(obs))

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from ttlib.datasets_gen import (
+from ttlib.datagen.datasets_gen import (
     LOCOMOTION_KINDS,
     DataConfig,
     data_summary,
@@ -25,7 +25,7 @@ def minari_dir(tmp_path, monkeypatch):
 @pytest.fixture(scope="module")
 def policy_dir(tmp_path_factory):
     """medium/expert/medium_replay files of a tiny hopper SAC run (300 steps)."""
-    from ttlib.policies import PolicyConfig, make_policies
+    from ttlib.datagen.policies import PolicyConfig, make_policies
 
     root = tmp_path_factory.mktemp("policies")
     make_policies(

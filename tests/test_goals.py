@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from ttlib.envs import make_env, maze_map
-from ttlib.goals import (
+from ttlib.experiments.goals import (
     ControllerAgent,
     bfs_distances,
     cell_path_length,

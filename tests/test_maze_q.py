@@ -6,8 +6,8 @@ import pandas as pd
 import pytest
 import torch
 
-from ttlib import maze_q
 from ttlib.envs import make_env, maze_map
+from ttlib.experiments import maze_q
 from ttlib.iql import IQL, IQLConfig
 
 # A 4 x 5 maze: walls around, one inner wall, six free cells in a U.

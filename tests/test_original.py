@@ -12,10 +12,9 @@ import numpy as np
 import pytest
 import torch
 
-from ttlib.d4rl_hdf5 import episodes_from_d4rl, read_d4rl_hdf5, write_d4rl_hdf5
 from ttlib.data import DataConfig, Episode, SequenceDataset, returns_to_go
-from ttlib.model import GPTConfig, TrajectoryGPT
-from ttlib.original import (
+from ttlib.interop.d4rl_hdf5 import episodes_from_d4rl, read_d4rl_hdf5, write_d4rl_hdf5
+from ttlib.interop.original import (
     OriginalCheckpointError,
     OriginalGPT,
     OriginalGPTConfig,
@@ -31,6 +30,7 @@ from ttlib.original import (
     original_value_fn,
     ttlib_from_original,
 )
+from ttlib.model import GPTConfig, TrajectoryGPT
 
 OBS, ACT, N = 3, 2, 10
 TD = OBS + ACT + 2

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from ttlib.policies import (
+from ttlib.datagen.policies import (
     PolicyConfig,
     actor_from_sb3,
     compress_transitions,
@@ -96,7 +96,7 @@ def test_actor_copy_acts_like_the_sb3_policy():
 def test_saved_actor_round_trips(tmp_path):
     from stable_baselines3 import SAC
 
-    from ttlib.policies import save_actor
+    from ttlib.datagen.policies import save_actor
 
     actor = actor_from_sb3(SAC("MlpPolicy", "Hopper-v5", buffer_size=100, seed=1, device="cpu"))
     save_actor(actor, tmp_path / "a.pt")

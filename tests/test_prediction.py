@@ -7,8 +7,7 @@ import torch
 
 from ttlib.data import Episode
 from ttlib.discretize import UniformDiscretizer
-from ttlib.model import GPTConfig, TrajectoryGPT
-from ttlib.prediction import (
+from ttlib.experiments.prediction import (
     RolloutConfig,
     error_quantiles,
     error_table,
@@ -17,6 +16,7 @@ from ttlib.prediction import (
     tt_configs,
     tt_rollout,
 )
+from ttlib.model import GPTConfig, TrajectoryGPT
 
 # A lattice system whose states, actions and rewards are integers 0..9, so that every value
 # has its own bin and decoding is exact: s'0 = s0 + a, s'1 = s1 + s0 (mod 10), r = s0.
@@ -190,7 +190,7 @@ def test_both_notebooks_get_the_same_model_config():
 def test_describe_errors_names_the_closest_model_and_the_growth():
     import pandas as pd
 
-    from ttlib.prediction import describe_errors
+    from ttlib.experiments.prediction import describe_errors
 
     table = pd.DataFrame(
         {

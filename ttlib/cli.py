@@ -1,17 +1,142 @@
-"""The `ttlib` command: make-policies, make-data, data-summary, train, plan, reproduce."""
+"""The `ttlib` command: make-policies, make-data, data-summary, train, plan, reproduce.
+
+Each `add_*` function registers one sub-command and binds `func=` to a runner that takes the
+parsed args and returns an exit code. Runners raise on bad input and never print errors;
+:func:`main` reports the exceptions of :data:`USER_ERRORS` as one line with exit code 2.
+Heavy imports happen inside the runners, so `ttlib --help` is fast.
+"""
 
 from __future__ import annotations
 
 import argparse
+import os
+import shlex
 import sys
+from dataclasses import replace
 
-from ttlib.cli_data import add_data_summary, add_make_data, add_make_policies
-from ttlib.cli_plan import add_plan
 from ttlib.data import DatasetError
-from ttlib.memory import PlanningMemoryError
+from ttlib.envs import LOCOMOTION_ENVS
+from ttlib.memory import PlanningMemoryError, parse_bytes
+from ttlib.search import MODES
 from ttlib.train import CheckpointError
 
 
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
+    return value
+
+
+# ---------------------------------------------------------------- make-policies
+def _run_make_policies(args: argparse.Namespace) -> int:
+    from ttlib.datagen.policies import PolicyConfig, make_policies, train
+
+    for env in args.env:
+        if env not in LOCOMOTION_ENVS:
+            raise ValueError(
+                f"make-policies trains locomotion policies only, got {env!r}; "
+                f"choose from {', '.join(LOCOMOTION_ENVS)}."
+            )
+    base = PolicyConfig(
+        total_steps=args.total_steps,
+        checkpoint_every=args.checkpoint_every,
+        stop_score=args.stop_score,
+        seed=args.seed,
+        cache_dir=args.cache_dir,
+        out_dir=args.out_dir,
+        command="ttlib " + shlex.join(sys.argv[1:]),
+    )
+    for env in args.env:
+        if args.train_only:
+            train(replace(base, env=env))
+            continue
+        info = make_policies(replace(base, env=env), finalize_only=args.finalize_only)
+        print(
+            f"{env}: medium {info['medium']['return_mean']:.0f} (step {info['medium']['step']})"
+            f", expert {info['expert']['return_mean']:.0f} (step {info['expert']['step']})"
+        )
+    return 0
+
+
+def add_make_policies(sub) -> argparse.ArgumentParser:
+    p = sub.add_parser(
+        "make-policies", help="train SAC behaviour policies (resumable) and pick medium/expert"
+    )
+    envs = list(LOCOMOTION_ENVS)
+    p.add_argument("--env", nargs="+", default=envs, help=f"locomotion envs ({', '.join(envs)})")
+    p.add_argument("--total-steps", type=int, default=200_000)
+    p.add_argument("--checkpoint-every", type=int, default=10_000)
+    p.add_argument(
+        "--stop-score",
+        type=float,
+        default=None,
+        help="stop training once a checkpoint's D4RL-normalised return (x100) reaches this",
+    )
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--cache-dir", default="cache/policies", help="big resumable checkpoints")
+    p.add_argument("--out-dir", default="results/policies", help="small committed policy files")
+    p.add_argument(
+        "--finalize-only",
+        action="store_true",
+        help="skip training; select and evaluate from the checkpoints that exist",
+    )
+    p.add_argument(
+        "--train-only",
+        action="store_true",
+        help="train (or resume) only; choose medium/expert later with --finalize-only",
+    )
+    p.set_defaults(func=_run_make_policies, command="make-policies")
+    return p
+
+
+# ---------------------------------------------------------------- make-data, data-summary
+def _run_make_data(args: argparse.Namespace) -> int:
+    from ttlib.datagen.datasets_gen import DataConfig, make_datasets
+
+    cfg = DataConfig(
+        transitions=args.transitions,
+        seed=args.seed,
+        policy_dir=args.policy_dir,
+        overwrite=args.overwrite,
+    )
+    for dataset_id in make_datasets(args.env, args.kind, cfg):
+        print(dataset_id)
+    return 0
+
+
+def add_make_data(sub) -> argparse.ArgumentParser:
+    p = sub.add_parser(
+        "make-data", help="generate D4RL-style Minari datasets into MINARI_DATASETS_PATH"
+    )
+    p.add_argument("--env", nargs="+", default=None, help="env names (default: all)")
+    p.add_argument(
+        "--kind", nargs="+", default=None, help="dataset kinds (default: all kinds of each env)"
+    )
+    p.add_argument("--transitions", type=int, default=100_000, help="transitions per dataset")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--policy-dir", default="results/policies")
+    p.add_argument("--overwrite", action="store_true", help="replace datasets that exist")
+    p.set_defaults(func=_run_make_data, command="make-data")
+    return p
+
+
+def _run_data_summary(args: argparse.Namespace) -> int:
+    from ttlib.datagen.datasets_gen import data_summary
+
+    print(data_summary(args.ids, out=args.out).to_string(index=False))
+    return 0
+
+
+def add_data_summary(sub) -> argparse.ArgumentParser:
+    p = sub.add_parser("data-summary", help="table of the local ttlib datasets")
+    p.add_argument("--ids", nargs="+", default=None, help="dataset ids (default: all ttlib/ ids)")
+    p.add_argument("--out", default="results/data/summary.csv")
+    p.set_defaults(func=_run_data_summary, command="data-summary")
+    return p
+
+
+# ---------------------------------------------------------------- train
 def _run_train(args: argparse.Namespace) -> int:
     from ttlib.data import DataConfig, make_sequence_dataset
     from ttlib.train import TrainConfig, gpt_config_for, train
@@ -66,8 +191,172 @@ def add_train(sub) -> argparse.ArgumentParser:
     return p
 
 
+# ---------------------------------------------------------------- plan
+def _check_model_fits(model, ckpt: dict, args: argparse.Namespace, obs_keys: list[str]) -> None:
+    """Everything that can be checked before the first env step: dims, block, mode."""
+    from ttlib.envs import make_env
+    from ttlib.evaluate import flatten_observation
+
+    env = make_env(args.env)
+    obs, _ = env.reset(seed=0)
+    n_obs, n_act = len(flatten_observation(obs, obs_keys)), env.action_space.shape[0]
+    env.close()
+    c = model.config
+    if (n_obs, n_act) != (c.observation_dim, c.action_dim):
+        source = ckpt.get("data_config", {}).get("dataset_id", "its dataset")
+        raise CheckpointError(
+            f"the checkpoint's model has observation/action dims {c.observation_dim}/"
+            f"{c.action_dim} but env {args.env!r} has {n_obs}/{n_act}: it was trained on "
+            f"another env ({source}); plan in that env or train a model for {args.env!r}"
+        )
+    # a plan longer than one transition needs a block that holds at least two of them
+    if args.horizon > 1 and c.n_transitions < 2:
+        raise CheckpointError(
+            f"the model's block size ({c.block_size} tokens, n_transitions {c.n_transitions}) "
+            f"holds less than two transitions of {c.transition_dim} tokens, so it cannot plan "
+            f"{args.horizon} transitions ahead; use --horizon 1 or a model trained with "
+            "--n-transitions 2 or more"
+        )
+    if args.mode == "goal" and c.goal_dim == 0:
+        raise ValueError(
+            "mode 'goal' needs a goal-conditioned model (trained with goal_dims); "
+            f"{args.checkpoint} has none"
+        )
+
+
+def _q_function(args: argparse.Namespace, model):
+    """The IQL critic of ``--q-checkpoint`` (mode q), checked against the model's dims."""
+    from ttlib.iql import IQL
+
+    if args.q_checkpoint is None:
+        raise ValueError("mode 'q' needs --q-checkpoint PATH (an IQL model saved by ttlib.iql)")
+    try:
+        iql = IQL.load(args.q_checkpoint)
+    except (FileNotFoundError, ValueError):
+        raise
+    except Exception as err:  # truncated or corrupt file
+        raise CheckpointError(
+            f"{args.q_checkpoint} is not a readable IQL model ({type(err).__name__})"
+        ) from err
+    c = model.config
+    if (iql.obs_dim, iql.act_dim) != (c.observation_dim, c.action_dim):
+        raise ValueError(
+            f"IQL dims {iql.obs_dim}/{iql.act_dim} do not match the model's "
+            f"{c.observation_dim}/{c.action_dim}"
+        )
+    return iql.q_value
+
+
+def _describe(result) -> str:
+    """One line on an evaluation: return, score or success, episodes, speed."""
+    s = result.summary()
+    text = f"return {s['return_mean']:.1f} ± {s['return_se']:.1f}"
+    if "score_mean" in s:
+        text += f", normalised score {s['score_mean']:.1f} ± {s['score_se']:.1f}"
+    if "success_mean" in s:
+        text += f", success {100 * s['success_mean']:.0f}% ± {100 * s['success_se']:.0f}"
+    return f"{text} over {s['episodes']} episodes ({s['env_steps_per_s']:.2f} env steps/s)"
+
+
+def _run_plan(args: argparse.Namespace) -> int:
+    from ttlib.envs import check_env_name
+    from ttlib.evaluate import evaluate, save_video
+    from ttlib.io import save_json
+    from ttlib.memory import LIMIT_ENV, check_planning_memory
+    from ttlib.search import PlannerConfig, TTPlanner
+    from ttlib.train import load_checkpoint
+
+    check_env_name(args.env)
+    config = PlannerConfig(
+        mode=args.mode,
+        horizon=args.horizon,
+        beam_width=args.beam_width,
+        n_expand=args.n_expand,
+        max_context_transitions=args.context,
+        cdf_act=None if args.cdf_act <= 0 else args.cdf_act,
+        k_act=args.k_act,
+        seed=args.seed,
+    ).validate()
+    if args.threads is not None:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    if args.memory_limit is not None:  # every later check in this process uses it too
+        os.environ[LIMIT_ENV] = str(args.memory_limit)
+    model, discretizer, ckpt = load_checkpoint(args.checkpoint, device=args.device)
+    device = next(model.parameters()).device
+    check_planning_memory(model.config, config, args.episodes, args.memory_limit, device)
+    data_cfg = ckpt.get("data_config", {})
+    obs_keys = list(data_cfg.get("obs_keys") or ["observation"])
+    _check_model_fits(model, ckpt, args, obs_keys)
+    q_function = _q_function(args, model) if args.mode == "q" else None
+    planner = TTPlanner(model, discretizer, config, data_cfg.get("goal_dims"), q_function)
+    result = evaluate(
+        planner,
+        args.env,
+        n_episodes=args.episodes,
+        max_steps=args.max_steps,
+        seed=args.seed,
+        obs_keys=obs_keys,
+        video_episodes=1 if args.video else 0,
+        progress=not args.quiet,
+        memory_limit=args.memory_limit,
+    )
+    print(f"{args.env} ({args.mode}): {_describe(result)}")
+    if args.out:
+        record = result.summary() | {
+            "returns": result.returns.tolist(),
+            "lengths": result.lengths.tolist(),
+            "scores": None if result.scores is None else result.scores.tolist(),
+            "success": None if result.success is None else result.success.tolist(),
+            "planner": vars(config),
+            "checkpoint": str(args.checkpoint),
+        }
+        save_json(record, args.out)
+    if args.video and result.frames:
+        print(f"video: {save_video(result.frames[0], args.video)}")
+    return 0
+
+
+def add_plan(sub) -> argparse.ArgumentParser:
+    p = sub.add_parser("plan", help="evaluate a trained model with beam-search planning")
+    p.add_argument("--checkpoint", required=True, help="checkpoint.pt or its directory")
+    p.add_argument("--env", required=True, help="ttlib env name, e.g. halfcheetah or fourrooms")
+    p.add_argument("--episodes", type=_positive_int, default=1, help="episodes, run together")
+    p.add_argument("--mode", choices=MODES, default="reward")
+    p.add_argument("--horizon", type=_positive_int, default=15)
+    p.add_argument("--beam-width", type=_positive_int, default=128)
+    p.add_argument("--n-expand", type=_positive_int, default=2)
+    p.add_argument("--context", type=int, default=5, help="context transitions")
+    p.add_argument("--cdf-act", type=float, default=0.6, help="0 disables the filter")
+    p.add_argument("--k-act", type=_positive_int, default=None)
+    p.add_argument("--max-steps", type=_positive_int, default=None, help="cap per episode")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--q-checkpoint", default=None, help="IQL model for --mode q")
+    p.add_argument("--device", default="auto")
+    p.add_argument(
+        "--threads",
+        type=_positive_int,
+        default=None,
+        help="torch CPU threads; 1 is much faster when other jobs share the cores",
+    )
+    p.add_argument(
+        "--memory-limit",
+        type=parse_bytes,
+        default=None,
+        help="refuse settings estimated above this (e.g. 8G); default: "
+        "$TTLIB_MEMORY_LIMIT or 3/4 of the memory available",
+    )
+    p.add_argument("--out", default=None, help="write the results as JSON here")
+    p.add_argument("--video", default=None, help="save episode 0 as a GIF here")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=_run_plan, command="plan")
+    return p
+
+
+# ---------------------------------------------------------------- reproduce
 def _run_reproduce(args: argparse.Namespace) -> int:
-    from ttlib.reproduce import reproduce
+    from ttlib.experiments.reproduce import reproduce
 
     for path in reproduce(args.preset, args.only):
         print(f"wrote {path}")
@@ -82,22 +371,12 @@ def add_reproduce(sub) -> argparse.ArgumentParser:
     return p
 
 
+# ---------------------------------------------------------------- the entry point
 COMMANDS = (add_make_policies, add_make_data, add_data_summary, add_train, add_plan, add_reproduce)
-
-
-def build_parser(commands=COMMANDS) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="ttlib", description="Trajectory Transformer reproduction toolkit"
-    )
-    sub = parser.add_subparsers(required=True, metavar="COMMAND")
-    for add in commands:
-        add(sub)
-    return parser
-
 
 # The exceptions that bad input causes. Each is reported as one line,
 # "ttlib <command>: error: <message>", with exit code 2 and no traceback; anything else is a
-# bug and keeps its traceback. Runners raise these and never print errors themselves.
+# bug and keeps its traceback.
 USER_ERRORS: tuple[type[BaseException], ...] = (
     DatasetError,  # dataset id unknown, unreadable, or not downloadable here
     CheckpointError,  # checkpoint missing, corrupt, or made for another env / model
@@ -110,18 +389,24 @@ USER_ERRORS: tuple[type[BaseException], ...] = (
 )
 
 
-def one_line(err: BaseException) -> str:
-    """The error's message on a single line."""
-    return " ".join(str(err).split()) or type(err).__name__
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="ttlib", description="Trajectory Transformer reproduction toolkit"
+    )
+    sub = parser.add_subparsers(required=True, metavar="COMMAND")
+    for add in COMMANDS:
+        add(sub)
+    return parser
 
 
-def main(argv: list[str] | None = None, commands=COMMANDS) -> int:
-    """Run one sub-command; ``commands`` limits the parser (``python -m ttlib.cli_data``)."""
-    args = build_parser(commands).parse_args(argv)
+def main(argv: list[str] | None = None) -> int:
+    """Run one sub-command; bad input ends as one line on stderr and exit code 2."""
+    args = build_parser().parse_args(argv)
     try:
         return args.func(args)
     except USER_ERRORS as err:
-        print(f"ttlib {args.command}: error: {one_line(err)}", file=sys.stderr)
+        message = " ".join(str(err).split()) or type(err).__name__
+        print(f"ttlib {args.command}: error: {message}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(

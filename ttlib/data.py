@@ -97,7 +97,7 @@ def load_minari(dataset_id: str, download: bool = False):
 
 def _local_alternative(remote_id: str) -> str:
     """How to make a local stand-in for a remote id such as ``mujoco/hopper/medium-v0``."""
-    from ttlib.datasets_gen import dataset_id as local_id
+    from ttlib.envs import dataset_id as local_id
 
     parts = remote_id.split("/")
     if len(parts) == 3:

@@ -125,3 +125,25 @@ def normalized_score(env_name: str, returns: np.ndarray | float) -> np.ndarray:
         )
     lo, hi = REF_SCORES[env_name]
     return 100.0 * (np.asarray(returns, dtype=np.float64) - lo) / (hi - lo)
+
+
+# Local datasets are named ttlib/<env>/<kind>-v0 (`ttlib make-data` writes them).
+LOCOMOTION_KINDS = ("random", "medium", "medium-replay", "expert", "medium-expert")
+MAZE_KINDS = ("diverse",)
+NAMESPACE = "ttlib"
+
+
+def kinds_for(env_name: str) -> tuple[str, ...]:
+    check_env_name(env_name)
+    return LOCOMOTION_KINDS if env_name in LOCOMOTION_ENVS else MAZE_KINDS
+
+
+def dataset_id(env_name: str, kind: str) -> str:
+    """`ttlib/<env>/<kind>-v0`, validating both parts."""
+    kinds = kinds_for(env_name)
+    if kind not in kinds:
+        raise ValueError(
+            f"Unknown dataset kind {kind!r} for env {env_name!r}; "
+            f"valid kinds are {', '.join(kinds)}."
+        )
+    return f"{NAMESPACE}/{env_name}/{kind}-v0"

@@ -94,15 +94,6 @@ class EvalResult:
         out["env_steps_per_s"] = self.env_steps_per_s
         return out
 
-    def describe(self) -> str:
-        s = self.summary()
-        text = f"return {s['return_mean']:.1f} ± {s['return_se']:.1f}"
-        if "score_mean" in s:
-            text += f", normalised score {s['score_mean']:.1f} ± {s['score_se']:.1f}"
-        if "success_mean" in s:
-            text += f", success {100 * s['success_mean']:.0f}% ± {100 * s['success_se']:.0f}"
-        return f"{text} over {s['episodes']} episodes ({s['env_steps_per_s']:.2f} env steps/s)"
-
 
 def flatten_observation(obs, obs_keys: Sequence[str] = ("observation",)) -> np.ndarray:
     """A dict observation (PointMaze) as one vector of ``obs_keys``, as ttlib.data does."""

@@ -4,7 +4,7 @@ D4RL stores a dataset as flat arrays, one row per environment step, with ``termi
 real episode ends and ``timeouts`` marking time-limit cuts. This module turns such a file into
 :class:`ttlib.data.Episode` lists (so D4RL files are a dataset source next to Minari), and gives
 the transition table the original Trajectory Transformer code builds from it, which
-:mod:`ttlib.original` needs to rebuild the original discretizer.
+:mod:`ttlib.interop.original` needs to rebuild the original discretizer.
 
 The original code reads the file through ``qlearning_dataset_with_timeouts`` with
 ``terminate_on_end=True``: it keeps every step except the very last row of the file, treats

@@ -19,10 +19,10 @@ from dataclasses import dataclass
 import gymnasium as gym
 import numpy as np
 
-from ttlib.config import model_kwargs
 from ttlib.data import DataConfig
 from ttlib.envs import make_env, maze_map
 from ttlib.evaluate import EvalResult, evaluate
+from ttlib.experiments.presets import model_kwargs
 from ttlib.train import TrainConfig
 
 Cell = tuple[int, int]
@@ -287,11 +287,11 @@ def run_from_cells(
 
 
 class ControllerAgent:
-    """The data's noisy waypoint controller (``ttlib.datasets_gen``) as an evaluation Agent:
+    """The data's noisy waypoint controller (``ttlib.datagen.datasets_gen``) as an evaluation Agent:
     the behaviour policy, to set the planner's success and path lengths against."""
 
     def __init__(self, env_name: str, seed: int = 0, **controller_knobs):
-        from ttlib.datasets_gen import DataConfig, WaypointController
+        from ttlib.datagen.datasets_gen import DataConfig, WaypointController
 
         self.env_name = env_name
         self.env = make_env(env_name)

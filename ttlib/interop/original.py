@@ -46,8 +46,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ttlib.d4rl_hdf5 import observation_keep, qlearning_with_timeouts, read_d4rl_hdf5
 from ttlib.discretize import QuantileDiscretizer
+from ttlib.interop.d4rl_hdf5 import observation_keep, qlearning_with_timeouts, read_d4rl_hdf5
 from ttlib.model import GPTConfig, TrajectoryGPT
 
 VALUE_PLACEHOLDER = 1e6  # what the original writes for V in context transitions
@@ -545,7 +545,7 @@ def original_transitions(
     V_t = sum_{k>=1} discount^(k-1) r_{t+k} as a float32·float64 sum over the padded rows, so
     the thresholds come out bit for bit.
     """
-    from ttlib.d4rl_hdf5 import episode_bounds
+    from ttlib.interop.d4rl_hdf5 import episode_bounds
 
     q = qlearning_with_timeouts(arrays)
     obs = q["observations"]

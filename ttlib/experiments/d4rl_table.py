@@ -6,10 +6,10 @@ the simulator; scores are D4RL-normalised ×100, reported as mean ± standard er
 episodes (pooled over training seeds, as the original pools 5 models × 3 rollouts).
 
 Everything expensive is cached under ``cache/`` and keyed by what produced it: trained models
-(``cache/models``, the same folders as :func:`ttlib.experiment.train_cached`), baselines
+(``cache/models``, the same folders as :func:`ttlib.experiments.runs.train_cached`), baselines
 (``cache/d4rl/baselines``) and *single evaluation episodes* (``cache/d4rl/episodes``). A
 killed run therefore loses at most one episode, and the table can be filled over several
-sessions: ``python -m ttlib.d4rl_table --preset cpu`` fills the caches without the notebook.
+sessions: ``python -m ttlib.experiments.d4rl_table --preset cpu`` fills the caches without the notebook.
 
 Datasets are ours (``ttlib/<env>/<kind>-v0``, generated from SAC behaviour policies) or, with
 ``dataset_namespace: mujoco``, Minari's remote ``mujoco/<env>/<kind>-v0`` (see
@@ -34,7 +34,6 @@ import numpy as np
 import pandas as pd
 import torch
 
-from ttlib.config import cache_dir, config_key, model_kwargs, repo_root
 from ttlib.data import (
     DataConfig,
     Episode,
@@ -44,7 +43,8 @@ from ttlib.data import (
     load_minari,
 )
 from ttlib.evaluate import evaluate, mean_se
-from ttlib.experiment import model_folder, note_model
+from ttlib.experiments.presets import cache_dir, config_key, model_kwargs, repo_root
+from ttlib.experiments.runs import model_folder, note_model
 from ttlib.io import load_torch, save_json, save_torch
 from ttlib.search import PlannerConfig, TTPlanner
 from ttlib.train import TrainConfig, gpt_config_for, load_checkpoint, train
@@ -263,9 +263,9 @@ def local_dataset(env: str, kind: str, transitions: int, seed: int = 0) -> str:
     """
     import minari
 
-    from ttlib.datasets_gen import DataConfig as GenConfig
-    from ttlib.datasets_gen import dataset_id, make_dataset
-    from ttlib.experiment import ensure_dataset
+    from ttlib.datagen.datasets_gen import DataConfig as GenConfig
+    from ttlib.datagen.datasets_gen import dataset_id, make_dataset
+    from ttlib.experiments.runs import ensure_dataset
 
     did = dataset_id(env, kind)
     if did not in minari.list_local_datasets():
@@ -925,7 +925,7 @@ def plot_losses(histories: pd.DataFrame):
     """Training cross-entropy per token type against tokens, one panel per dataset."""
     import seaborn as sns
 
-    from ttlib.plots import KIND_COLOURS
+    from ttlib.experiments.plots import KIND_COLOURS
 
     df = histories.assign(dataset=histories["env"] + " " + histories["kind"])
     g = sns.relplot(
@@ -971,9 +971,11 @@ def plot_learning_curve(curve: pd.DataFrame):
 # ------------------------------------------------------------------ command line
 def main(argv: Sequence[str] | None = None) -> None:
     """Fill the caches of the table (and the learning curve) without running the notebook."""
-    from ttlib.experiment import start
+    from ttlib.experiments.runs import start
 
-    ap = argparse.ArgumentParser(prog="python -m ttlib.d4rl_table", description=main.__doc__)
+    ap = argparse.ArgumentParser(
+        prog="python -m ttlib.experiments.d4rl_table", description=main.__doc__
+    )
     ap.add_argument("--preset", default="cpu")
     ap.add_argument(
         "--only",

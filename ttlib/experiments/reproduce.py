@@ -9,7 +9,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from ttlib.config import EXPERIMENTS, PRESETS, ConfigError, repo_root
+from ttlib.experiments.presets import EXPERIMENTS, PRESETS, ConfigError, repo_root
 
 
 def executed_dir(preset: str) -> Path:

@@ -32,20 +32,21 @@ import gymnasium as gym
 import numpy as np
 import torch
 
+from ttlib.datagen.policies import SACActor, load_actor, one_torch_thread
 from ttlib.envs import (
     LOCOMOTION_ENVS,
+    LOCOMOTION_KINDS,
     MAZE_ENVS,
+    MAZE_KINDS,
+    NAMESPACE,
     REF_SCORES,
     check_env_name,
+    dataset_id,
+    kinds_for,
     make_env,
     maze_map,
     normalized_score,
 )
-from ttlib.policies import SACActor, load_actor, one_torch_thread
-
-LOCOMOTION_KINDS = ("random", "medium", "medium-replay", "expert", "medium-expert")
-MAZE_KINDS = ("diverse",)
-NAMESPACE = "ttlib"
 
 
 @dataclass
@@ -58,22 +59,6 @@ class DataConfig:
     kp: float = 10.0  # proportional gain towards the next waypoint
     kd: float = 1.0  # damping on the point's velocity
     action_noise: float = 0.5  # std of Gaussian noise added to the action before clipping
-
-
-def kinds_for(env_name: str) -> tuple[str, ...]:
-    check_env_name(env_name)
-    return LOCOMOTION_KINDS if env_name in LOCOMOTION_ENVS else MAZE_KINDS
-
-
-def dataset_id(env_name: str, kind: str) -> str:
-    """`ttlib/<env>/<kind>-v0`, validating both parts."""
-    kinds = kinds_for(env_name)
-    if kind not in kinds:
-        raise ValueError(
-            f"Unknown dataset kind {kind!r} for env {env_name!r}; "
-            f"valid kinds are {', '.join(kinds)}."
-        )
-    return f"{NAMESPACE}/{env_name}/{kind}-v0"
 
 
 def parse_dataset_id(did: str) -> tuple[str, str]:

@@ -20,10 +20,10 @@ import numpy as np
 import pandas as pd
 import torch
 
-from ttlib.config import cache_dir, config_key, model_kwargs
 from ttlib.data import DataConfig, Episode, load_episodes
 from ttlib.discretize import Discretizer
 from ttlib.envs import make_env
+from ttlib.experiments.presets import cache_dir, config_key, model_kwargs
 from ttlib.train import TrainConfig
 
 DECODES = ("argmax", "expectation")
@@ -45,7 +45,7 @@ def tt_configs(
     """Data, training and model settings of the analysed models, from a notebook's params.
 
     The prediction and attention notebooks both call this, so at equal presets their configs
-    are equal and :func:`ttlib.experiment.train_cached` trains the Hopper model only once.
+    are equal and :func:`ttlib.experiments.runs.train_cached` trains the Hopper model only once.
     The last ``held_out_fraction`` of the dataset's transitions (whole episodes) is never
     trained on: :func:`split_episodes` returns it as the test set.
     """

@@ -17,8 +17,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ttlib.config import RunRecord, cache_dir, config_key, repo_root, resolve, results_dir
 from ttlib.data import DataConfig, Episode, SequenceDataset, data_fingerprint, load_episodes
+from ttlib.experiments.presets import (
+    RunRecord,
+    cache_dir,
+    config_key,
+    repo_root,
+    resolve,
+    results_dir,
+)
 from ttlib.io import save_json
 from ttlib.model import TrajectoryGPT
 from ttlib.train import TrainConfig, gpt_config_for, load_checkpoint, train
@@ -120,8 +127,8 @@ def ensure_dataset(env: str, kind: str, transitions: int, seed: int = 0) -> str:
     """
     import minari
 
-    from ttlib.datasets_gen import DataConfig as GenConfig
-    from ttlib.datasets_gen import dataset_id, make_dataset
+    from ttlib.datagen.datasets_gen import DataConfig as GenConfig
+    from ttlib.datagen.datasets_gen import dataset_id, make_dataset
 
     did = dataset_id(env, kind)
     local = minari.list_local_datasets()

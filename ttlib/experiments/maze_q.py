@@ -28,10 +28,10 @@ import pandas as pd
 import torch
 
 from ttlib.baselines import BCConfig, BehaviourCloning, train_bc
-from ttlib.config import cache_dir, config_key, model_kwargs
 from ttlib.data import DataConfig, Episode, load_minari
 from ttlib.envs import make_env, maze_map
 from ttlib.evaluate import evaluate, mean_se
+from ttlib.experiments.presets import cache_dir, config_key, model_kwargs
 from ttlib.io import save_json
 from ttlib.iql import IQL, IQLConfig, train_iql
 from ttlib.search import PlannerConfig, TTPlanner
@@ -115,7 +115,7 @@ def mazes_for(params: dict) -> list[Maze]:
 def ensure_maze_data(maze: Maze, params: dict) -> str:
     """Generate the local PointMaze dataset, or download the AntMaze one (needs network)."""
     if maze.family == "pointmaze":
-        from ttlib.experiment import ensure_dataset
+        from ttlib.experiments.runs import ensure_dataset
 
         return ensure_dataset(maze.name, "diverse", params["dataset_transitions"], params["seed"])
     load_minari(maze.dataset_id, download=True)
@@ -478,7 +478,7 @@ class MazeModels:
 
 def train_maze(maze: Maze, params: dict) -> MazeModels:
     """TT, the IQL critic/policy and BC on one maze's data (each cached, so reruns load)."""
-    from ttlib.experiment import train_cached
+    from ttlib.experiments.runs import train_cached
 
     ensure_maze_data(maze, params)
     data_cfg = data_config(maze, params)

@@ -1,0 +1,1 @@
+"""Data generation: SAC behaviour policies, the maze controller, and the Minari datasets."""
