@@ -34,12 +34,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ttlib.interop.original import (
-    OriginalQuantileDiscretizer,
-    original_beam_plan,
-    original_from_ttlib,
-    original_value_fn,
-)
+from ttlib.interop.checkpoint import OriginalQuantileDiscretizer
+from ttlib.interop.original import original_from_ttlib
+from ttlib.interop.original_planner import original_beam_plan, original_value_fn
 from ttlib.model import GPTConfig, KVCache, TrajectoryGPT
 from ttlib.search import PlannerConfig, beam_search
 

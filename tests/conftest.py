@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from ttlib.data import Episode
+from ttlib.model import GPTConfig, TrajectoryGPT
 
 
 @pytest.fixture(autouse=True)
@@ -17,6 +18,12 @@ def _one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(n)
+
+
+@pytest.fixture(autouse=True)
+def _private_cache(tmp_path, monkeypatch):
+    """Every test caches models and evaluations in a temporary folder, never <repo>/cache."""
+    monkeypatch.setenv("TTLIB_CACHE", str(tmp_path / "cache"))
 
 
 @pytest.fixture(autouse=True)
@@ -95,3 +102,38 @@ def write_minari_dataset(dataset_id: str, episodes: list[Episode], env_id="Pendu
 @pytest.fixture
 def episodes():
     return linear_episodes()
+
+
+def tiny_gpt(n_transitions=4, n_head=2, n_embd=16, goal_dim=0, seed=0, **kw) -> TrajectoryGPT:
+    """An untrained 2-layer TrajectoryGPT over 3 state and 2 action dims with 10 bins, seeded."""
+    torch.manual_seed(seed)
+    cfg = GPTConfig(
+        observation_dim=3,
+        action_dim=2,
+        n_bins=10,
+        n_transitions=n_transitions,
+        n_layer=2,
+        n_head=n_head,
+        n_embd=n_embd,
+        dropout=0.0,
+        goal_dim=goal_dim,
+        **kw,
+    )
+    return TrajectoryGPT(cfg).eval()
+
+
+def tiny_sac_config(root, **kw):
+    """A Hopper SAC run of a few hundred steps whose files all go under ``root``."""
+    from ttlib.datagen.policies import PolicyConfig
+
+    defaults = dict(
+        env="hopper",
+        total_steps=300,
+        checkpoint_every=100,
+        learning_starts=250,
+        eval_episodes=1,
+        final_eval_episodes=1,
+        cache_dir=str(root / "cache"),
+        out_dir=str(root / "out"),
+    )
+    return PolicyConfig(**(defaults | kw))

@@ -9,7 +9,8 @@ from ttlib.experiments.attention import (
     pattern_shares,
     uniform_attention,
 )
-from ttlib.model import GPTConfig, TrajectoryGPT
+
+from conftest import tiny_gpt
 
 LAYOUT = TokenLayout(observation_dim=3, action_dim=2, n_tokens=4 * 7 - 1)  # td = 7
 
@@ -79,18 +80,8 @@ def test_scored_queries_predict_states_or_actions_after_the_first_transition():
 
 
 def test_head_table_of_a_real_model():
-    torch.manual_seed(0)
-    cfg = GPTConfig(
-        observation_dim=3,
-        action_dim=2,
-        n_bins=10,
-        n_transitions=4,
-        n_layer=2,
-        n_head=3,
-        n_embd=12,
-        dropout=0.0,
-    )
-    model = TrajectoryGPT(cfg).eval()
+    model = tiny_gpt(n_head=3, n_embd=12)
+    cfg = model.config
     maps = model.attention_maps(torch.randint(0, 10, (5, cfg.block_size)))
     df = head_table(maps, LAYOUT)
     assert list(zip(df["layer"], df["head"], strict=True)) == [
@@ -99,24 +90,3 @@ def test_head_table_of_a_real_model():
     assert df[["markov", "smoothing"]].stack().between(0, 1).all()
     with pytest.raises(ValueError, match="does not match"):
         pattern_shares(maps[0, 0], TokenLayout(3, 2, 10))
-
-
-def test_describe_shares_counts_heads_above_chance():
-    import pandas as pd
-
-    from ttlib.experiments.attention import describe_shares
-
-    table = pd.DataFrame(
-        {
-            "layer": [0, 0, 1],
-            "head": [0, 1, 0],
-            "markov": [0.9, 0.3, 0.5],
-            "smoothing": [0.1, 0.1, 0.1],
-            "chance_markov": [0.3, 0.3, 0.3],
-            "chance_smoothing": [0.1, 0.1, 0.1],
-        }
-    )
-    text = describe_shares(table)
-    assert "markov: 2 of 3 heads reach 1.5x chance; strongest layer 0 head 0" in text
-    assert "(3.0x)" in text
-    assert "smoothing: 0 of 3 heads" in text

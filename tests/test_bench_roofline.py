@@ -54,7 +54,9 @@ def test_roofline_bound(bench):
     assert c["fraction_of_roofline_bound"] == pytest.approx(0.5)
 
 
-def test_counter_sees_the_shared_prefix_once_per_group(bench):
+def test_counter_sees_the_shared_prefix_once_per_group(bench, monkeypatch):
+    clock = iter(range(100))  # every reading of the CPU clock is one second after the last
+    monkeypatch.setattr(bench.time, "process_time", lambda: float(next(clock)))
     torch.manual_seed(0)
     cfg = GPTConfig(observation_dim=2, action_dim=1, n_layer=2, n_head=2, n_embd=16, n_bins=7)
     model = TrajectoryGPT(cfg).eval()
@@ -74,7 +76,8 @@ def test_counter_sees_the_shared_prefix_once_per_group(bench):
     assert single["kv_read"] == 4 * L * 2 * E * (2 * 6 + 6 * 1)
     assert single["flops"] == bench.pass_flops(6, 1, 7, L, E, c.n_bins + 1)
     assert counter.bytes == sum(k[p] for k in (single, multi) for p in bench.BYTE_PARTS)
-    assert single["cpu_s"] >= 0 and multi["cpu_s"] >= 0
+    # each pass is timed from its start to its end: one tick of the fake clock each
+    assert single["cpu_s"] == multi["cpu_s"] == 1.0
 
 
 def test_counter_sees_the_parents_past_once_per_parent(bench):
@@ -112,9 +115,13 @@ def test_reorder_counter_counts_and_restores(bench):
     assert r.bytes == 2 * 2 * cfg.n_layer * 3 * 5 * cfg.n_embd * 4
 
 
-def test_memory_bandwidth_is_positive(bench):
-    bw = bench.memory_bandwidth((1,), reps=1)
-    assert bw["1"]["read_gb_s"] > 0 and bw["1"]["copy_gb_s"] > 0
+def test_memory_bandwidth_counts_a_read_once_and_a_copy_twice(bench, monkeypatch):
+    clock = iter(range(10_000))  # every timed block takes one second of the fake CPU clock
+    monkeypatch.setattr(bench.time, "process_time", lambda: float(next(clock)))
+    bw = bench.memory_bandwidth((1,), reps=1)["1"]
+    # 1 MiB, repeated 256 times per timing: 256 MiB read (sum) in 1 s; copy reads and writes
+    assert bw["read_gb_s"] == pytest.approx(256 * 2**20 / 1e9)
+    assert bw["copy_gb_s"] == pytest.approx(2 * 256 * 2**20 / 1e9)
 
 
 def test_performance_page_reads_the_roofline_files():

@@ -2,7 +2,8 @@ import json
 
 import pytest
 
-from ttlib.experiments.presets import ConfigError, RunRecord, resolve, results_dir
+from ttlib.experiments.presets import ConfigError, resolve, results_dir
+from ttlib.experiments.runs import RunRecord
 
 
 def test_none_parameters_take_the_preset_and_given_ones_win():
@@ -51,11 +52,11 @@ def test_run_record_has_what_it_takes_to_rerun(tmp_path):
 
 
 def test_run_record_keeps_the_commit_of_its_start(monkeypatch, tmp_path):
-    import ttlib.experiments.presets as cfg
+    import ttlib.experiments.runs as runs
 
-    monkeypatch.setattr(cfg, "_git_sha", lambda root: "sha-at-start")
+    monkeypatch.setattr(runs, "_git", lambda *args: "sha-at-start")
     record = RunRecord("d4rl", {"preset": "smoke"})
-    monkeypatch.setattr(cfg, "_git_sha", lambda root: "sha-at-finish")  # a commit landed
+    monkeypatch.setattr(runs, "_git", lambda *args: "sha-at-finish")  # a commit landed
     rec = json.loads(record.write(tmp_path).read_text())
     assert rec["git_sha"] == "sha-at-start"
     assert rec["ttlib_modified_at_start"] in (True, False)
@@ -98,11 +99,11 @@ def test_run_json_lists_the_models_a_run_trained_or_loaded(tmp_path, monkeypatch
 
     import ttlib.experiments.runs as ex
     from ttlib.data import DataConfig
+    from ttlib.experiments.cache import train_tt
     from ttlib.train import TrainConfig
 
     from conftest import linear_episodes, write_minari_dataset
 
-    monkeypatch.setattr(ex, "cache_dir", lambda *parts: tmp_path.joinpath("cache", *parts))
     monkeypatch.setenv("TTLIB_KEEP_MINARI_PATH", "1")  # keep the test's Minari dir
     write_minari_dataset("ttlib/test/runlog-v0", linear_episodes(6, 20))
     data_cfg = DataConfig("ttlib/test/runlog-v0", "uniform", n_bins=10, n_transitions=3)
@@ -112,7 +113,7 @@ def test_run_json_lists_the_models_a_run_trained_or_loaded(tmp_path, monkeypatch
     for _ in range(2):  # first run trains, the rerun loads the cache
         run = ex.start("attention", {"preset": "smoke"})
         run.out_dir = tmp_path / "out"
-        ex.train_cached(data_cfg, train_cfg, progress=False, **size)
+        train_tt(data_cfg, train_cfg, size)
         records.append(json.loads(run.finish().read_text())["models"])
     first, again = records
     assert [m["trained_in_this_run"] for m in first] == [True]

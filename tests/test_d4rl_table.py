@@ -9,7 +9,11 @@ import pytest
 import torch
 
 from ttlib.data import DataConfig, Episode, load_episodes
+from ttlib.experiments import cache
+from ttlib.experiments import d4rl_data as d4data
+from ttlib.experiments import d4rl_report as report
 from ttlib.experiments import d4rl_table as dt
+from ttlib.experiments.cache import MODELS_USED, train_tt
 from ttlib.train import TrainConfig, load_checkpoint, train
 
 from conftest import linear_episodes, write_minari_dataset
@@ -17,11 +21,6 @@ from conftest import linear_episodes, write_minari_dataset
 matplotlib.use("Agg")
 
 TINY_MODEL = {"n_layer": 1, "n_head": 1, "n_embd": 16}
-
-
-@pytest.fixture(autouse=True)
-def _private_cache(tmp_path, monkeypatch):
-    monkeypatch.setenv("TTLIB_CACHE", str(tmp_path / "cache"))
 
 
 def hopper_like_episodes(n_episodes=6, length=30, seed=0) -> list[Episode]:
@@ -52,20 +51,20 @@ def tiny_params(**kw) -> dict:
 
 # ------------------------------------------------------------------ published numbers
 def test_paper_averages_equal_the_published_average_row():
-    paper = dt.paper_table()
+    paper = report.paper_table()
     assert len(paper) == 9 * 4
-    averages = dt.average_scores(paper).round(1).to_dict()
+    averages = report.average_scores(paper).round(1).to_dict()
     assert averages == {"BC": 47.7, "IQL": 77.0, "TT (uniform)": 72.6, "TT (quantile)": 78.9}
     hopper_mr = paper[(paper["env"] == "hopper") & (paper["kind"] == "medium-replay")]
     assert hopper_mr.set_index("method")["score"].to_dict()["TT (uniform)"] == 99.4
 
 
 def test_uniform_column_is_labelled_as_secondary_source():
-    paper = dt.paper_table()
+    paper = report.paper_table()
     uniform = paper[paper["method"] == "TT (uniform)"]["source"].unique()
     assert len(uniform) == 1 and "secondary" in uniform[0]
     assert all("secondary" not in s for s in paper[paper["method"] != "TT (uniform)"]["source"])
-    assert dt.paper_column("TT (uniform)").endswith("†")
+    assert report.paper_column("TT (uniform)").endswith("†")
 
 
 # ------------------------------------------------------------------ statistics
@@ -103,7 +102,7 @@ def test_display_table_formats_ours_and_the_papers_columns_with_an_average_row()
             ("walker2d", "medium", "BC", 0): [20.0, 30.0],
         }
     )
-    table = dt.display_table(dt.summarise(eps))
+    table = report.display_table(dt.summarise(eps))
     assert list(table["Env"]) == ["Hopper", "Walker2d", ""]
     assert table.loc[0, "TT (quantile)"] == "61.0 ± 0.7"
     assert table.loc[0, "paper: TT (quantile)"] == "61.1 ± 3.6"
@@ -113,33 +112,17 @@ def test_display_table_formats_ours_and_the_papers_columns_with_an_average_row()
     assert avg["paper: BC"] == "70.6"  # (63.9 + 77.3) / 2: the paper over the same datasets
 
 
-def test_agreement_sentences_are_computed_from_the_numbers():
-    eps = episode_frame(
-        {
-            # the paper has uniform > quantile on hopper and walker2d medium; we have the reverse
-            ("hopper", "medium", "TT (quantile)", 0): [90.0],
-            ("hopper", "medium", "TT (uniform)", 0): [10.0],
-            ("walker2d", "medium", "TT (quantile)", 0): [90.0],
-            ("walker2d", "medium", "TT (uniform)", 0): [10.0],
-        }
-    )
-    text = " ".join(dt.agreement(dt.summarise(eps)))
-    assert "TT (quantile) beats TT (uniform) on 2 of 2 dataset(s) here and on 0 of them" in text
-    assert "agree on 0 of 2" in text
-    assert "Of the 1 pairwise orderings of the averages, 0 agree" in text
-
-
 # ------------------------------------------------------------------ datasets
 def test_remote_ids_map_d4rl_names_onto_minari_mujoco():
-    assert dt.remote_ids("hopper", "medium") == ["mujoco/hopper/medium-v0"]
-    assert dt.remote_ids("walker2d", "medium-expert") == [
+    assert d4data.remote_ids("hopper", "medium") == ["mujoco/hopper/medium-v0"]
+    assert d4data.remote_ids("walker2d", "medium-expert") == [
         "mujoco/walker2d/medium-v0",
         "mujoco/walker2d/expert-v0",
     ]
-    with pytest.raises(dt.DatasetUnavailable, match="medium-replay"):
-        dt.remote_ids("hopper", "medium-replay")
+    with pytest.raises(d4data.DatasetUnavailable, match="medium-replay"):
+        d4data.remote_ids("hopper", "medium-replay")
     with pytest.raises(ValueError, match="unknown dataset kind"):
-        dt.remote_ids("hopper", "medium-random")
+        d4data.remote_ids("hopper", "medium-random")
 
 
 def test_mujoco_namespace_builds_medium_expert_from_both_remote_datasets():
@@ -147,9 +130,9 @@ def test_mujoco_namespace_builds_medium_expert_from_both_remote_datasets():
     write_minari_dataset("mujoco/hopper/medium-v0", linear_episodes(4, 10, seed=1))
     write_minari_dataset("mujoco/hopper/expert-v0", linear_episodes(4, 10, seed=2))
     params = tiny_params(dataset_namespace="mujoco", dataset_transitions=40)
-    cfg = dt.dataset_config("hopper", "medium", params)
+    cfg = d4data.dataset_config("hopper", "medium", params)
     assert (cfg.dataset_id, cfg.max_transitions) == ("mujoco/hopper/medium-v0", 40)
-    cfg = dt.dataset_config("hopper", "medium-expert", params, "uniform")
+    cfg = d4data.dataset_config("hopper", "medium-expert", params, "uniform")
     assert cfg.dataset_id == "ttlib-mujoco/hopper/medium-expert-v0"
     assert cfg.discretizer == "uniform"
     eps = load_episodes(cfg)  # the first 40 transitions: two episodes of each source
@@ -157,8 +140,8 @@ def test_mujoco_namespace_builds_medium_expert_from_both_remote_datasets():
     np.testing.assert_allclose(eps[0].rewards, first[0], rtol=1e-6)
     np.testing.assert_allclose(eps[1].rewards, first[1], rtol=1e-6)
     assert len(eps) == 4
-    with pytest.raises(dt.DatasetUnavailable):
-        dt.dataset_config("hopper", "medium-replay", params)
+    with pytest.raises(d4data.DatasetUnavailable):
+        d4data.dataset_config("hopper", "medium-replay", params)
 
 
 # ------------------------------------------------------------------ planning
@@ -180,7 +163,7 @@ def test_staged_training_equals_one_run_and_a_second_call_loads(tmp_path, monkey
     write_minari_dataset("ttlib/test/lin-v0", linear_episodes(10, 20))
     data_cfg = DataConfig("ttlib/test/lin-v0", "uniform", n_bins=10, n_transitions=3)
     train_cfg = TrainConfig(max_steps=6, batch_size=4, log_every=1, checkpoint_every=6)
-    first = dt.train_tt(data_cfg, train_cfg, TINY_MODEL, snapshots=[2, 4])
+    first = train_tt(data_cfg, train_cfg, TINY_MODEL, snapshots=[2, 4])
     assert sorted(first.snapshots) == [2, 4, 6]
     assert [h["step"] for h in first.history] == [1, 2, 3, 4, 5, 6]
     early, _, saved = load_checkpoint(first.snapshots[2])
@@ -198,16 +181,14 @@ def test_staged_training_equals_one_run_and_a_second_call_loads(tmp_path, monkey
     def no_training(*args, **kw):
         raise AssertionError("trained again instead of loading the cache")
 
-    import ttlib.experiments.runs
-
     with monkeypatch.context() as m:
-        m.setattr(dt, "train", no_training)
-        again = dt.train_tt(data_cfg, train_cfg, TINY_MODEL, snapshots=[2, 4])
+        m.setattr(cache, "train", no_training)
+        again = train_tt(data_cfg, train_cfg, TINY_MODEL, snapshots=[2, 4])
         assert again.folder == first.folder
-        # train_cached (the other notebooks' entry point) finds the same cache entry
-        m.setattr(ttlib.experiments.runs, "train", no_training)
-        ttlib.experiments.runs.train_cached(data_cfg, train_cfg, progress=False, **TINY_MODEL)
-    other = dt.train_tt(data_cfg, TrainConfig(max_steps=6, batch_size=5), TINY_MODEL)
+        # the table's entry point (CPU planning, same snapshots) finds the same cache entry
+        params = {"train_steps": 6, "batch_size": 4, "learning_curve": False}
+        assert sorted(dt.snapshot_steps(params)) == [6]
+    other = train_tt(data_cfg, TrainConfig(max_steps=6, batch_size=5), TINY_MODEL)
     assert other.folder != first.folder
 
     # the same id regenerated with other contents must not reuse the model fit on the old data
@@ -218,21 +199,19 @@ def test_staged_training_equals_one_run_and_a_second_call_loads(tmp_path, monkey
 
     minari.delete_dataset("ttlib/test/lin-v0")
     write_minari_dataset("ttlib/test/lin-v0", fresh)
-    regenerated = dt.train_tt(data_cfg, train_cfg, TINY_MODEL)
+    regenerated = train_tt(data_cfg, train_cfg, TINY_MODEL)
     assert regenerated.folder != first.folder
 
 
 def test_baselines_are_cached_by_config(monkeypatch):
     eps = linear_episodes(6, 20)
     cfg = DataConfig("ttlib/test/lin-v0")
-    import ttlib.experiments.runs
-
-    ttlib.experiments.runs.MODELS_USED.clear()
+    MODELS_USED.clear()
     bc = dt.baseline_cached(dt.BaselineSpec("BC", 5, 0), cfg, eps)
-    monkeypatch.setattr("ttlib.baselines.train_bc", lambda *a, **k: 1 / 0)
+    monkeypatch.setattr(dt, "train_bc", lambda *a, **k: 1 / 0)
     again = dt.baseline_cached(dt.BaselineSpec("BC", 5, 0), cfg, eps)
     # the run record lists the model once (trained in this run, with its cost), not twice
-    (entry,) = ttlib.experiments.runs.MODELS_USED
+    (entry,) = MODELS_USED
     assert entry["trained_in_this_run"] and entry["train_seconds"] > 0
     obs = eps[0].observations[:3]
     np.testing.assert_allclose(bc.act(obs), again.act(obs))
@@ -288,22 +267,22 @@ def test_table_and_learning_curve_on_synthetic_hopper_data(monkeypatch):
     assert run.episodes["length"].max() <= params["max_episode_steps"]
     assert set(run.histories["token"]) == {"state", "action", "reward", "value"}
     summary = dt.summarise(run.episodes)
-    table = dt.display_table(summary)
+    table = report.display_table(summary)
     assert list(table.columns[2:6]) == list(dt.METHODS)
     curve = dt.learning_curve("hopper", "medium", params)
     assert sorted(curve["step"].unique()) == [1, 2, 4]  # 1/8 rounds up to 1 step
     last = curve[curve["step"] == 4].sort_values(["method", "episode"])["score"].to_numpy()
     tt = run.episodes[run.episodes["method"].str.startswith("TT")]
     np.testing.assert_allclose(last, tt.sort_values(["method", "episode"])["score"])
-    for fig in (dt.plot_table(summary), dt.plot_losses(run.histories),
-                dt.plot_learning_curve(curve)):  # fmt: skip
+    for fig in (report.plot_table(summary), report.plot_losses(run.histories),
+                report.plot_learning_curve(curve)):  # fmt: skip
         assert fig.axes
 
 
 def test_quiet_c_output_silences_both_file_descriptors(capfd):
     import os
 
-    with dt.quiet_c_output():
+    with d4data.quiet_c_output():
         os.write(1, b"from C to stdout\n")
         os.write(2, b"from C to stderr\n")
     os.write(1, b"after\n")
@@ -311,53 +290,9 @@ def test_quiet_c_output_silences_both_file_descriptors(capfd):
     assert (out, err) == ("after\n", "")
 
 
-def test_loss_and_curve_descriptions_are_computed_from_the_frames():
-    from ttlib import d4rl_table
-
-    rows = []
-    for method in ("TT (uniform)", "TT (quantile)"):
-        for tokens, losses in ((100, (4.5, 4.4, 3.0, 4.0)), (200, (4.2, 4.0, 1.0, 3.5))):
-            for token, loss in zip(("state", "action", "reward", "value"), losses, strict=True):
-                rows.append(
-                    dict(
-                        env="hopper",
-                        kind="medium",
-                        method=method,
-                        tokens=tokens,
-                        token=token,
-                        loss=loss,
-                        step=tokens // 10,
-                    )
-                )
-    lines = d4rl_table.describe_losses(pd.DataFrame(rows), n_bins=100)
-    assert "state 4.20, action 4.00, reward 1.00, value 3.50" in lines[0]
-    assert "2 TT model(s)" in lines[0] and "4.61" in lines[0]
-    assert (
-        "highest at the end: state" in lines[1]
-        and "fall from the first logged value: reward" in lines[1]
-    )
-
-    def curve(scores):
-        return pd.DataFrame(
-            [dict(method="TT (quantile)", tokens=t, score=s) for t, ss in scores for s in ss]
-        )
-
-    rising = d4rl_table.describe_curve(curve([(1e6, [1.0, 1.2]), (2e6, [5.0, 5.2])]))
-    assert rising == [
-        "TT (quantile): 1.1 ± 0.1 at 1.0M tokens, 5.1 ± 0.1 at 2.0M: still rising "
-        "over the last doubling"
-    ]
-    flat = d4rl_table.describe_curve(curve([(1e6, [1.0, 3.0]), (2e6, [1.5, 3.5])]))
-    assert "flat within one standard error" in flat[0]
-    falling = d4rl_table.describe_curve(curve([(1e6, [5.0, 5.1]), (2e6, [1.0, 1.1])]))
-    assert "falling" in falling[0]
-
-
 def test_short_method_names_of_the_command_line():
-    from ttlib import d4rl_table
-
     names = ["uniform", "Quantile", "bc", "IQL", "TT (uniform)"]
-    assert [d4rl_table.method_name(n) for n in names] == [
+    assert [dt.method_name(n) for n in names] == [
         "TT (uniform)",
         "TT (quantile)",
         "BC",
@@ -365,4 +300,4 @@ def test_short_method_names_of_the_command_line():
         "TT (uniform)",
     ]
     with pytest.raises(ValueError, match="unknown method 'cql'"):
-        d4rl_table.method_name("cql")
+        dt.method_name("cql")

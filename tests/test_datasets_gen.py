@@ -14,6 +14,8 @@ from ttlib.datagen.datasets_gen import (
 )
 from ttlib.envs import REF_SCORES
 
+from conftest import tiny_sac_config
+
 
 @pytest.fixture(autouse=True)
 def minari_dir(tmp_path, monkeypatch):
@@ -25,21 +27,10 @@ def minari_dir(tmp_path, monkeypatch):
 @pytest.fixture(scope="module")
 def policy_dir(tmp_path_factory):
     """medium/expert/medium_replay files of a tiny hopper SAC run (300 steps)."""
-    from ttlib.datagen.policies import PolicyConfig, make_policies
+    from ttlib.datagen.policies import make_policies
 
     root = tmp_path_factory.mktemp("policies")
-    make_policies(
-        PolicyConfig(
-            env="hopper",
-            total_steps=300,
-            checkpoint_every=100,
-            learning_starts=250,
-            eval_episodes=1,
-            final_eval_episodes=1,
-            cache_dir=str(root / "cache"),
-            out_dir=str(root / "out"),
-        )
-    )
+    make_policies(tiny_sac_config(root))
     return root / "out"
 
 
@@ -171,7 +162,7 @@ def test_missing_policy_says_which_command_to_run(tmp_path):
 
 
 def test_cli_reports_bad_input_in_one_line(capsys):
-    from ttlib.cli_data import main
+    from ttlib.cli import main
 
     assert main(["make-data", "--env", "hopper", "--kind", "medum"]) == 2
     err = capsys.readouterr().err.strip()

@@ -7,7 +7,7 @@ import gymnasium as gym
 import numpy as np
 import pytest
 
-from ttlib.cli_plan import main as plan_main
+from ttlib.cli import main as plan_main
 from ttlib.data import DataConfig, Episode, SequenceDataset
 from ttlib.envs import normalized_score
 from ttlib.evaluate import evaluate, mean_se

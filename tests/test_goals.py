@@ -3,12 +3,10 @@
 import numpy as np
 import pytest
 
-from ttlib.envs import make_env, maze_map
+from ttlib.envs import bfs_distances, cell_to_xy, make_env, maze_map, xy_to_cell
 from ttlib.experiments.goals import (
     ControllerAgent,
-    bfs_distances,
     cell_path_length,
-    cell_to_xy,
     doorways,
     path_length_ratio,
     room_ids,
@@ -16,7 +14,6 @@ from ttlib.experiments.goals import (
     sample_pairs,
     shortest_path_length,
     success_summary,
-    xy_to_cell,
 )
 
 FOUR = maze_map("fourrooms")

@@ -6,8 +6,11 @@ import pandas as pd
 import pytest
 import torch
 
-from ttlib.envs import make_env, maze_map
+from ttlib.envs import bfs_distances, cell_to_xy, make_env, maze_map
+from ttlib.evaluate import evaluate
 from ttlib.experiments import maze_q
+from ttlib.experiments import maze_q_report as report
+from ttlib.experiments.mazes import PathRecorder
 from ttlib.iql import IQL, IQLConfig
 
 # A 4 x 5 maze: walls around, one inner wall, six free cells in a U.
@@ -35,7 +38,7 @@ class PositionCritic:
 # ------------------------------------------------------------------ geometry
 def test_value_map_covers_exactly_the_free_cells():
     layout = maze_map("pointmaze-medium")
-    vm = maze_q.value_map(PositionCritic(), layout, np.zeros(2), np.zeros(6), per_cell=3)
+    vm = report.value_map(PositionCritic(), layout, np.zeros(2), np.zeros(6), per_cell=3)
     free = np.kron(np.asarray(layout) == 0, np.ones((3, 3), bool))
     assert vm.values.shape == (8 * 3, 8 * 3)
     np.testing.assert_array_equal(np.isfinite(vm.values), free)
@@ -50,12 +53,12 @@ def test_value_map_points_lie_inside_their_cells_and_get_the_goal():
             return super().value(s)
 
     goal = np.array([0.7, -0.3])
-    vm = maze_q.value_map(Recorder(), U_MAZE, goal, np.zeros(4), per_cell=2)
+    vm = report.value_map(Recorder(), U_MAZE, goal, np.zeros(4), per_cell=2)
     states = seen[0]
     np.testing.assert_allclose(states[:, -2:].numpy(), np.tile(goal, (len(states), 1)), 1e-6)
     # The top-left free cell (row 1, col 1) has its centre at (-1.0, 0.5); its 2 x 2 points
     # lie a quarter cell away from it. V = 100 x + y reveals where each point was.
-    centre = maze_q.cell_centre(U_MAZE, (1, 1))
+    centre = cell_to_xy(U_MAZE, (1, 1))
     np.testing.assert_allclose(centre, [-1.0, 0.5])
     block = vm.values[2:4, 2:4]
     expected = [
@@ -68,14 +71,14 @@ def test_value_map_points_lie_inside_their_cells_and_get_the_goal():
 def test_cell_centres_match_the_simulator():
     env = make_env("pointmaze-large")
     layout = maze_map("pointmaze-large")
-    for cell in maze_q.free_cells(layout)[::7]:
+    for cell in np.argwhere(np.asarray(layout) == 0)[::7]:
         np.testing.assert_allclose(
-            maze_q.cell_centre(layout, cell), env.unwrapped.maze.cell_rowcol_to_xy(cell)
+            cell_to_xy(layout, cell), env.unwrapped.maze.cell_rowcol_to_xy(cell)
         )
 
 
 def test_bfs_distances_follow_corridors_not_walls():
-    d = maze_q.bfs_distances(U_MAZE, (2, 1))
+    d = bfs_distances(U_MAZE, (2, 1))
     assert d[2, 3] == 4  # around the inner wall, not 2 through it
     assert d[2, 2] == -1 and d[0, 0] == -1
 
@@ -88,12 +91,14 @@ def test_evaluation_tasks_are_far_apart_seeded_and_in_free_cells():
     other = maze_q.evaluation_tasks(layout, 30, seed=4)
     key = lambda ts: [(tuple(t["reset_cell"]), tuple(t["goal_cell"])) for t in ts]  # noqa: E731
     assert key(tasks) == key(again) and key(tasks) != key(other)
-    longest = max(maze_q.bfs_distances(layout, tuple(c)).max() for c in maze_q.free_cells(layout))
+    longest = max(
+        bfs_distances(layout, tuple(c)).max() for c in np.argwhere(np.asarray(layout) == 0)
+    )
     grid = np.asarray(layout)
     for t in tasks:
         start, goal = tuple(t["reset_cell"]), tuple(t["goal_cell"])
         assert grid[start] == 0 and grid[goal] == 0
-        assert maze_q.bfs_distances(layout, start)[goal] >= np.ceil(longest / 2)
+        assert bfs_distances(layout, start)[goal] >= np.ceil(longest / 2)
 
 
 def test_evaluation_tasks_repeat_only_when_too_few_pairs():
@@ -112,42 +117,43 @@ def test_success_rate_is_mean_times_100_with_standard_error():
         _evaluation("m", "TT", [True, False, False, False]),
         _evaluation("m", "TT(+Q)", [True, True, True, False]),
     ]
-    table = maze_q.success_table(maze_q.episode_table(evs)).set_index("method")
+    table = report.success_table(report.episode_table(evs)).set_index("method")
     assert table.loc["TT", "success"] == pytest.approx(25.0)
     assert table.loc["TT(+Q)", "success"] == pytest.approx(75.0)
     # population std of {1, 0, 0, 0} is sqrt(3)/4; s.e. = std / sqrt(4)
     assert table.loc["TT", "se"] == pytest.approx(100 * np.sqrt(3) / 4 / 2)
     assert list(table["episodes"]) == [4, 4]
-    wide = maze_q.wide_table(table.reset_index())
+    wide = report.wide_table(table.reset_index())
     assert wide.loc["m", "TT(+Q)"] == "75.0 ± 21.7"
-    gain = maze_q.q_gain(table.reset_index()).iloc[0]
+    gain = report.q_gain(table.reset_index()).iloc[0]
     assert gain["gain"] == pytest.approx(50.0)
     assert gain["se"] == pytest.approx(np.hypot(21.650635, 21.650635))
-    assert "no clear difference" in maze_q.describe_gain(maze_q.q_gain(table.reset_index()))
+    assert gain["z"] == pytest.approx(50.0 / np.hypot(21.650635, 21.650635))  # < 2: unclear
 
 
-def test_q_gain_calls_a_two_standard_error_difference_clear():
+def test_q_gain_is_the_difference_in_units_of_its_standard_error():
     s = pd.DataFrame(
-        {"maze": ["m", "m"], "method": ["TT", "TT(+Q)"], "success": [10.0, 60.0], "se": [5.0, 5.0]}
+        {"maze": ["m", "m"], "method": ["TT", "TT(+Q)"], "success": [10.0, 60.0], "se": [3.0, 4.0]}
     )
-    assert "TT(+Q) is better" in maze_q.describe_gain(maze_q.q_gain(s))
+    gain = report.q_gain(s).iloc[0]
+    assert (gain["gain"], gain["se"], gain["z"]) == pytest.approx((50.0, 5.0, 10.0))
+    only_tt = s[s["method"] == "TT"]
+    assert report.q_gain(only_tt).empty  # no TT(+Q) row: no gain to report
 
 
-def test_path_recorder_keeps_positions_and_goals():
-    calls = []
-
-    def policy(obs):
-        calls.append(obs)
-        return np.zeros((len(obs), 2))
-
-    rec = maze_q.PathRecorder(policy)
-    rec.reset(2, goals=np.array([[1.0, 2.0], [3.0, 4.0]]))
-    rec.act(np.array([[0.1, 0.2, 9.0], [0.3, 0.4, 9.0]]), np.array([0, 1]))
-    rec.observe(np.zeros(2), np.array([0, 1]))
-    rec.act(np.array([[0.5, 0.6, 9.0]]), np.array([1]))
-    assert rec.paths == [[[0.1, 0.2]], [[0.3, 0.4], [0.5, 0.6]]]
-    assert rec.goals == [[1.0, 2.0], [3.0, 4.0]]
-    assert len(calls) == 2
+def test_path_recorder_keeps_every_position_and_the_goal_of_each_episode():
+    factory, recorders = PathRecorder.around(lambda **kw: make_env("fourrooms", **kw))
+    result = evaluate(lambda obs: np.ones((len(obs), 2)), factory, 2, max_steps=3, progress=False)
+    assert len(recorders) == 2
+    for i, rec in enumerate(recorders):
+        assert len(rec.positions) == result.lengths[i] + 1  # the reset position, then each step
+        assert not np.allclose(rec.positions[0], rec.positions[-1])  # pushed by the action
+    # each episode's own reset: different start noise, the goal its observation named
+    assert not np.allclose(recorders[0].positions[0], recorders[1].positions[0])
+    env = make_env("fourrooms")
+    obs, _ = env.reset(seed=1)
+    np.testing.assert_allclose(recorders[1].goal, obs["desired_goal"])
+    np.testing.assert_allclose(recorders[1].positions[0], obs["achieved_goal"])
 
 
 # ------------------------------------------------------------------ configs and the critic
@@ -163,7 +169,7 @@ def test_real_iql_critic_runs_through_the_heuristic_and_value_map():
     iql = IQL(6, 2, IQLConfig(hidden=(8,), reward_bias=-1.0)).eval()
     q = maze_q.q_heuristic(iql, 0.99)
     assert q(torch.zeros(3, 6), torch.zeros(3, 2)).shape == (3,)
-    vm = maze_q.value_map(iql, U_MAZE, np.zeros(2), np.zeros(6), per_cell=1)
+    vm = report.value_map(iql, U_MAZE, np.zeros(2), np.zeros(6), per_cell=1)
     assert np.isfinite(vm.values).sum() == 5
 
 
@@ -189,8 +195,8 @@ def test_unknown_maze_or_family_is_rejected_by_name():
 
 
 def test_glue_names_are_identifiers():
-    assert maze_q.glue_name("pointmaze-large", "TT(+Q)") == "pointmaze_large_tt_q"
-    assert maze_q.glue_name("pointmaze-medium", "BC") == "pointmaze_medium_bc"
+    assert report.glue_name("pointmaze-large", "TT(+Q)") == "pointmaze_large_tt_q"
+    assert report.glue_name("pointmaze-medium", "BC") == "pointmaze_medium_bc"
 
 
 # ------------------------------------------------------------------ AntMaze
@@ -211,7 +217,7 @@ def test_antmaze_family_uses_position_first_goal_last():
 
 
 def test_paper_antmaze_table_holds_the_papers_numbers():
-    t = maze_q.paper_antmaze_table().set_index("dataset")
+    t = report.paper_antmaze_table().set_index("dataset")
     assert list(t.index) == [
         "umaze",
         "medium-play",
@@ -223,7 +229,7 @@ def test_paper_antmaze_table_holds_the_papers_numbers():
     assert t.loc["medium-play", "IQL"] == 71.2 and t.loc["umaze", "BC"] == 54.6
     assert t["source"].str.contains("secondary source").all()
     # The five rows reproduce the printed averages, except CQL (printed 44.9, rows 43.9).
-    for method, printed in maze_q.PAPER_PRINTED_AVERAGES.items():
+    for method, printed in report.PAPER_PRINTED_AVERAGES.items():
         mean = round(float(t[method].mean()), 1)
         if method == "CQL":
             assert (mean, printed) == (43.9, 44.9)
@@ -233,28 +239,11 @@ def test_paper_antmaze_table_holds_the_papers_numbers():
 
 def test_value_by_distance_averages_cells_by_their_path_length_to_the_goal():
     # V = 100 x + y; goal in cell (2, 1) of the U maze, at its centre (-1.0, -0.5).
-    vm = maze_q.value_map(PositionCritic(), U_MAZE, np.array([-1.0, -0.5]), np.zeros(4), 2)
-    table = maze_q.value_by_distance(vm, U_MAZE).set_index("cells to goal")["V"]
+    vm = report.value_map(PositionCritic(), U_MAZE, np.array([-1.0, -0.5]), np.zeros(4), 2)
+    table = report.value_by_distance(vm, U_MAZE).set_index("cells to goal")["V"]
     assert list(table.index) == [0, 1, 2, 3, 4]
     # d = 0: cell (2, 1) centre (-1, -0.5); d = 2: cell (1, 2) centre (0, 0.5);
     # d = 4: cell (2, 3) centre (1, -0.5) — means over a cell equal the centre's value.
     assert table[0] == pytest.approx(-100.5)
     assert table[2] == pytest.approx(0.5)
     assert table[4] == pytest.approx(99.5)
-
-
-def test_describe_values_reports_the_reach_of_the_goal_signal():
-    # V rises by 2 per cell over the 5 cells next to the goal, then is flat except one step
-    # outwards that goes up by 0.5 (a wrong-way pull the text must count)
-    v = [0, -2, -4, -6, -8, -10, -10, -9.5, -9.5]
-    df = pd.DataFrame({"cells to goal": range(len(v)), "V": v, "maze": "m"})
-    text = maze_q.describe_values(df, near=5)
-    assert "V spans -10.0 to 0.0 over 8 cells" in text
-    assert "falls 2.00 per cell over the 5 cells next to the goal" in text
-    assert "-0.17 per cell beyond them, where 1 of 3 steps" in text
-
-
-def test_describe_paths_counts_successes_of_the_drawn_tasks_only():
-    runs = {"TT": {"success": np.array([1, 0, 0, 1])}, "TT(+Q)": {"success": np.array([0, 1])}}
-    text = maze_q.describe_paths(runs, n_paths=3)
-    assert "TT: 1 of 3" in text and "TT(+Q): 1 of 2" in text

@@ -1,24 +1,13 @@
 import pytest
 import torch
 
-from ttlib.model import GPTConfig, KVCache, TrajectoryGPT
+from ttlib.model import GPTConfig, KVCache
+
+from conftest import tiny_gpt
 
 
 def tiny(goal_dim=0, **kw):
-    torch.manual_seed(0)
-    cfg = GPTConfig(
-        observation_dim=3,
-        action_dim=2,
-        n_bins=10,
-        n_transitions=6,
-        n_layer=2,
-        n_head=2,
-        n_embd=16,
-        dropout=0.0,
-        goal_dim=goal_dim,
-        **kw,
-    )
-    return TrajectoryGPT(cfg).eval()
+    return tiny_gpt(n_transitions=6, goal_dim=goal_dim, **kw)
 
 
 def test_block_size_and_vocabulary_follow_the_paper():

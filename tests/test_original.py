@@ -13,23 +13,23 @@ import pytest
 import torch
 
 from ttlib.data import DataConfig, Episode, SequenceDataset, returns_to_go
+from ttlib.interop.checkpoint import (
+    OriginalQuantileDiscretizer,
+    latest_epoch,
+    load_original_checkpoint,
+    load_original_config,
+    original_transitions,
+)
 from ttlib.interop.d4rl_hdf5 import episodes_from_d4rl, read_d4rl_hdf5, write_d4rl_hdf5
 from ttlib.interop.original import (
     OriginalCheckpointError,
     OriginalGPT,
     OriginalGPTConfig,
-    OriginalQuantileDiscretizer,
-    filter_cdf,
-    latest_epoch,
-    load_original_checkpoint,
-    load_original_config,
-    original_beam_plan,
     original_from_ttlib,
     original_state_dict_from_ttlib,
-    original_transitions,
-    original_value_fn,
     ttlib_from_original,
 )
+from ttlib.interop.original_planner import filter_cdf, original_beam_plan, original_value_fn
 from ttlib.model import GPTConfig, TrajectoryGPT
 
 OBS, ACT, N = 3, 2, 10

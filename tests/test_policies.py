@@ -18,20 +18,20 @@ from ttlib.datagen.policies import (
     train,
 )
 
+from conftest import tiny_sac_config
+
 
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory):
     """Hopper SAC: 200 steps, then a separate `train` call to 400 that must resume from disk."""
     root = tmp_path_factory.mktemp("policies")
-    cfg = PolicyConfig(
-        env="hopper",
+    cfg = tiny_sac_config(
+        root,
         total_steps=200,
         checkpoint_every=200,
         learning_starts=300,
         eval_episodes=2,
         final_eval_episodes=3,
-        cache_dir=str(root / "cache"),
-        out_dir=str(root / "out"),
         command="pytest",
     )
     train(cfg)

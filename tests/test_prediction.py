@@ -16,7 +16,10 @@ from ttlib.experiments.prediction import (
     tt_configs,
     tt_rollout,
 )
-from ttlib.model import GPTConfig, TrajectoryGPT
+from ttlib.experiments.presets import PRESETS, preset_params
+from ttlib.model import GPTConfig
+
+from conftest import tiny_gpt
 
 # A lattice system whose states, actions and rewards are integers 0..9, so that every value
 # has its own bin and decoding is exact: s'0 = s0 + a, s'1 = s1 + s0 (mod 10), r = s0.
@@ -46,7 +49,7 @@ class LatticeOracle(torch.nn.Module):
     def new_cache(self, batch_size: int):
         return SimpleNamespace(seq=None, length=0)
 
-    def forward(self, idx, cache=None):
+    def forward(self, idx, goal=None, cache=None):
         seq = idx if cache is None or cache.seq is None else torch.cat([cache.seq, idx], 1)
         if cache is not None:
             cache.seq, cache.length = seq, seq.shape[1]
@@ -103,18 +106,8 @@ def test_actions_shifted_by_one_step_give_errors():
 
 
 def test_cached_rollout_equals_recomputed_rollout():
-    torch.manual_seed(0)
-    cfg = GPTConfig(
-        observation_dim=3,
-        action_dim=2,
-        n_bins=10,
-        n_transitions=4,
-        n_layer=2,
-        n_head=2,
-        n_embd=16,
-        dropout=0.0,
-    )
-    model = TrajectoryGPT(cfg).eval()
+    model = tiny_gpt()
+    cfg = model.config
     rng = np.random.default_rng(0)
     disc = UniformDiscretizer(10).fit(rng.normal(size=(500, cfg.transition_dim)))
     s0, actions = rng.normal(size=(4, 3)), rng.normal(size=(4, 9, 2))
@@ -172,34 +165,11 @@ def test_error_table_reads_the_curves_at_the_asked_horizons():
     assert table["MLP median"].tolist() == [2.0, 20.0]
 
 
-def test_both_notebooks_get_the_same_model_config():
-    p = dict(
-        discretizer="quantile",
-        dataset_transitions=1000,
-        train_steps=10,
-        batch_size=4,
-        seed=0,
-        n_layer=1,
-        n_head=2,
-        n_embd=8,
-    )
-    a, b = tt_configs("ttlib/hopper/medium-v0", p), tt_configs("ttlib/hopper/medium-v0", dict(p))
-    assert a == b and a[0].max_transitions == 900
-
-
-def test_describe_errors_names_the_closest_model_and_the_growth():
-    import pandas as pd
-
-    from ttlib.experiments.prediction import describe_errors
-
-    table = pd.DataFrame(
-        {
-            "env": ["hopper", "hopper"],
-            "horizon": [1, 100],
-            "MLP median": [0.01, 0.9],  # compounds 90x
-            "TT (argmax) median": [0.3, 0.6],  # only doubles, and is closer at 100
-        }
-    )
-    text = describe_errors(table)
-    assert "lowest median error at 100 steps: TT (argmax) (0.60)" in text
-    assert "MLP x90.0" in text and "TT (argmax) x2.0" in text
+@pytest.mark.parametrize("preset", PRESETS)
+def test_attention_analyses_the_model_the_prediction_notebook_trains(preset):
+    """Both notebooks share one trained Hopper model: their preset blocks must give equal
+    configs for the attention notebook's dataset, or the model is trained twice."""
+    pred, att = preset_params("prediction", preset), preset_params("attention", preset)
+    assert att["env"] in pred["envs"] and att["dataset_kind"] == pred["dataset_kind"]
+    did = f"ttlib/{att['env']}/{att['dataset_kind']}-v0"
+    assert tt_configs(did, att) == tt_configs(did, pred)

@@ -10,7 +10,7 @@ import torch.nn as nn
 
 from ttlib.discretize import UniformDiscretizer
 from ttlib.model import GPTConfig, TrajectoryGPT
-from ttlib.search import PlannerConfig, TTPlanner, beam_search, filter_cdf
+from ttlib.search import PlannerConfig, TTPlanner, beam_search, filter_cdf, filter_top_k
 
 NEG = float("-inf")
 
@@ -107,7 +107,9 @@ def chain_rule(prefix, goal, pay_now=False):
     return one_hot_logits(R, K, (s + a).clamp_max(K - 1))  # pos 0: next state
 
 
-def plan_chain(mode, horizon, q_function=None, deterministic=True, pay_now=False, beam_width=4):
+def plan_chain(
+    mode, horizon, q_function=None, deterministic=True, pay_now=False, beam_width=4, k_act=None
+):
     model = ToyModel(CHAIN, lambda prefix, goal: chain_rule(prefix, goal, pay_now))
     cfg = PlannerConfig(
         mode=mode,
@@ -115,6 +117,7 @@ def plan_chain(mode, horizon, q_function=None, deterministic=True, pay_now=False
         beam_width=beam_width,
         n_expand=2,
         cdf_act=None,
+        k_act=k_act,
         deterministic=deterministic,
         discount=1.0,
     )
@@ -357,3 +360,16 @@ def test_beams_sharing_their_parents_cache_plan_as_full_recomputation(
     assert torch.equal(plans[0].tokens, plans[1].tokens)
     torch.testing.assert_close(plans[0].score, plans[1].score, rtol=0, atol=1e-5)
     assert len({tuple(t.flatten().tolist()) for t in plans[0].tokens}) > 1
+
+
+def test_k_act_keeps_only_the_k_most_likely_action_tokens():
+    logits = torch.tensor([[1.0, 5.0, 3.0, 4.0], [0.0, 0.0, 2.0, -1.0]])
+    kept = torch.isfinite(filter_top_k(logits, 2))
+    assert kept.tolist() == [[False, True, False, True], [True, True, True, False]]  # ties stay
+    assert torch.equal(filter_top_k(logits, None), logits)
+    # in the planner: the chain's best plan starts with the less likely action (p = 0.3);
+    # with k_act = 1 only the most likely one (p = 0.7) may be sampled
+    assert plan_chain("reward", horizon=4)[0].tokens[0, :2, 1].tolist() == [1, 1]
+    for deterministic in (True, False):
+        plan, _ = plan_chain("reward", horizon=4, deterministic=deterministic, k_act=1)
+        assert plan.tokens[0, :, 1].tolist() == [0, 0, 0, 0]

@@ -39,7 +39,3 @@ def load_torch(path: str | Path, map_location="cpu") -> Any:
 def save_json(obj: Any, path: str | Path) -> Path:
     data = (json.dumps(obj, indent=2, sort_keys=False, default=str) + "\n").encode()
     return _atomic(Path(path), lambda f: f.write(data))
-
-
-def save_text(text: str, path: str | Path) -> Path:
-    return _atomic(Path(path), lambda f: f.write(text.encode()))

@@ -161,18 +161,3 @@ def full_windows(dataset, n: int, seed: int = 0) -> torch.Tensor:
     gen = torch.Generator().manual_seed(seed)
     pick = inside[torch.randperm(len(inside), generator=gen)[:n]]
     return dataset.batch(pick)[0]
-
-
-def describe_shares(table: pd.DataFrame, factor: float = 1.5) -> str:
-    """How many heads show each pattern clearly: a share at least ``factor`` times the share
-    of a head that attends uniformly (its chance level), and the strongest head of each."""
-    lines = []
-    for pattern in ("markov", "smoothing"):
-        ratio = table[pattern] / table[f"chance_{pattern}"]
-        best = table.loc[ratio.idxmax()]
-        lines.append(
-            f"{pattern}: {int((ratio >= factor).sum())} of {len(table)} heads reach {factor}x "
-            f"chance; strongest layer {int(best['layer'])} head {int(best['head'])} with "
-            f"{best[pattern]:.3f} against {best[f'chance_{pattern}']:.3f} ({ratio.max():.1f}x)."
-        )
-    return "\n".join(lines)

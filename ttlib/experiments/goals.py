@@ -4,7 +4,7 @@ The paper's four-rooms figure sends the goal-conditioned planner from a start to
 another room. This module picks such pairs (one room per connected area between doorways),
 measures how long the path the agent took was against the BFS shortest path between the two
 cells, and runs any :class:`ttlib.evaluate.Agent` from given cells with ``reset_options``
-while recording where the point went, for the path figure.
+while recording where the point went (:func:`ttlib.experiments.mazes.plot_paths` draws it).
 
 Cells are (row, col) of the maze layout (1 = wall); positions are PointMaze's xy, with
 cells of size 1 and (0, 0) at the centre of the layout.
@@ -16,12 +16,14 @@ from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-import gymnasium as gym
 import numpy as np
 
 from ttlib.data import DataConfig
-from ttlib.envs import make_env, maze_map
-from ttlib.evaluate import EvalResult, evaluate
+from ttlib.datagen.datasets_gen import DataConfig as ControllerConfig
+from ttlib.datagen.maze_controller import WaypointController
+from ttlib.envs import bfs_distances, make_env, maze_map, xy_to_cell
+from ttlib.evaluate import EvalResult, evaluate, mean_se
+from ttlib.experiments.mazes import PathRecorder
 from ttlib.experiments.presets import model_kwargs
 from ttlib.train import TrainConfig
 
@@ -120,24 +122,6 @@ def sample_pairs(layout: Sequence[Sequence[int]], n: int, seed: int = 0) -> list
 
 
 # ------------------------------------------------------------------ path lengths
-def bfs_distances(layout: Sequence[Sequence[int]], source: Cell) -> np.ndarray:
-    """Fewest moves between 4-neighbouring free cells from ``source`` to every cell; -1 where
-    no path exists (and on walls)."""
-    free = free_mask(layout)
-    if not _free(free, *source):
-        raise ValueError(f"source cell {source} is a wall or outside the layout")
-    dist = np.full(free.shape, -1, dtype=int)
-    dist[source] = 0
-    queue = deque([source])
-    while queue:
-        r, c = queue.popleft()
-        for dr, dc in _MOVES:
-            if _free(free, r + dr, c + dc) and dist[r + dr, c + dc] < 0:
-                dist[r + dr, c + dc] = dist[r, c] + 1
-                queue.append((r + dr, c + dc))
-    return dist
-
-
 def shortest_path_length(layout: Sequence[Sequence[int]], start: Cell, goal: Cell) -> int:
     """Number of cell-to-cell moves on a shortest path from ``start`` to ``goal``."""
     d = int(bfs_distances(layout, start)[goal])
@@ -161,43 +145,7 @@ def path_length_ratio(layout: Sequence[Sequence[int]], cells: np.ndarray) -> flo
     return cell_path_length(cells) / best if best > 0 else float("nan")
 
 
-def xy_to_cell(layout: Sequence[Sequence[int]], xy: np.ndarray) -> np.ndarray:
-    """(row, col) of PointMaze positions xy (..., 2), as ``Maze.cell_xy_to_rowcol``."""
-    rows, cols = np.shape(layout)
-    xy = np.asarray(xy, dtype=np.float64)
-    r = np.floor(rows / 2 - xy[..., 1]).astype(int)
-    c = np.floor(xy[..., 0] + cols / 2).astype(int)
-    return np.stack([r, c], axis=-1)
-
-
-def cell_to_xy(layout: Sequence[Sequence[int]], cell) -> np.ndarray:
-    """PointMaze xy of cell centres (..., 2), as ``Maze.cell_rowcol_to_xy``."""
-    rows, cols = np.shape(layout)
-    cell = np.asarray(cell, dtype=np.float64)
-    return np.stack([cell[..., 1] + 0.5 - cols / 2, rows / 2 - cell[..., 0] - 0.5], axis=-1)
-
-
 # ------------------------------------------------------------------ rollouts
-class PathRecorder(gym.Wrapper):
-    """Keeps the point's xy (``achieved_goal``) after every reset and step, and the goal."""
-
-    def __init__(self, env: gym.Env):
-        super().__init__(env)
-        self.positions: list[np.ndarray] = []
-        self.goal: np.ndarray | None = None
-
-    def reset(self, **kwargs):
-        obs, info = self.env.reset(**kwargs)
-        self.positions = [np.array(obs["achieved_goal"], dtype=np.float64)]
-        self.goal = np.array(obs["desired_goal"], dtype=np.float64)
-        return obs, info
-
-    def step(self, action):
-        obs, reward, terminated, truncated, info = self.env.step(action)
-        self.positions.append(np.array(obs["achieved_goal"], dtype=np.float64))
-        return obs, reward, terminated, truncated, info
-
-
 @dataclass
 class GoalRollouts:
     """Episodes from given (start, goal) cells: the evaluation and the path of each."""
@@ -263,12 +211,7 @@ def run_from_cells(
     ±0.25 position noise to both); the agent is given the goal positions through
     ``reset(n, goals)``.
     """
-    recorders: list[PathRecorder] = []
-
-    def factory(**kw) -> gym.Env:
-        recorders.append(PathRecorder(make_env(env_name, **kw)))
-        return recorders[-1]
-
+    factory, recorders = PathRecorder.around(lambda **kw: make_env(env_name, **kw))
     options = [{"reset_cell": np.array(s), "goal_cell": np.array(g)} for s, g in pairs]
     result = evaluate(
         agent,
@@ -287,18 +230,15 @@ def run_from_cells(
 
 
 class ControllerAgent:
-    """The data's noisy waypoint controller (``ttlib.datagen.datasets_gen``) as an evaluation Agent:
+    """The data's noisy waypoint controller (:mod:`ttlib.datagen.maze_controller`) as an Agent:
     the behaviour policy, to set the planner's success and path lengths against."""
 
     def __init__(self, env_name: str, seed: int = 0, **controller_knobs):
-        from ttlib.datagen.datasets_gen import DataConfig, WaypointController
-
         self.env_name = env_name
         self.env = make_env(env_name)
-        self.cfg = DataConfig(**controller_knobs)
+        self.cfg = ControllerConfig(**controller_knobs)
         self.rng = np.random.default_rng(seed)
         self.maze = self.env.unwrapped.maze
-        self._controller = WaypointController
         self.controllers: list = []
         self.goals: np.ndarray | None = None
 
@@ -308,7 +248,7 @@ class ControllerAgent:
         self.goals = np.asarray(goals, dtype=np.float64).reshape(n_episodes, 2)
         self.controllers = []
         for g in self.goals:
-            c = self._controller(self.env, self.env_name, self.cfg, self.rng)
+            c = WaypointController(self.env, self.env_name, self.cfg, self.rng)
             c.set_goal(tuple(int(v) for v in self.maze.cell_xy_to_rowcol(g)))
             self.controllers.append(c)
 
@@ -327,8 +267,6 @@ class ControllerAgent:
 def success_summary(rollouts: GoalRollouts) -> dict:
     """Success rate (± s.e.) and path-length ratio of the successful episodes (mean ± s.e.,
     median), as plain floats."""
-    from ttlib.evaluate import mean_se
-
     t = rollouts.table()
     s_mean, s_se = mean_se(t["success"].to_numpy(float))
     ratios = t["ratio"].dropna().to_numpy(float)
@@ -341,37 +279,3 @@ def success_summary(rollouts: GoalRollouts) -> dict:
         "ratio_se": r_se,
         "ratio_median": float(np.median(ratios)) if len(ratios) else float("nan"),
     }
-
-
-# ------------------------------------------------------------------ the figure
-def plot_paths(rollouts: GoalRollouts, max_paths: int | None = None, title: str | None = None):
-    """The maze with walls, and the path of every episode in its own colour: start as a
-    circle, goal as a star (filled when reached, hollow when missed)."""
-    import matplotlib.pyplot as plt
-    import seaborn as sns
-
-    layout = np.asarray(maze_map(rollouts.env_name))
-    rows, cols = layout.shape
-    n = len(rollouts.paths) if max_paths is None else min(max_paths, len(rollouts.paths))
-    colours = sns.color_palette("husl", n)
-    fig, ax = plt.subplots(figsize=(4.6, 4.6))
-    extent = (-cols / 2, cols / 2, -rows / 2, rows / 2)
-    ax.imshow(layout, cmap="Greys", vmin=0, vmax=1.6, extent=extent, interpolation="nearest")
-    for k in range(n):
-        path, goal, ok = rollouts.paths[k], rollouts.goals[k], rollouts.success[k]
-        ax.plot(path[:, 0], path[:, 1], color=colours[k], lw=1.2, alpha=0.9)
-        ax.plot(*path[0], "o", color=colours[k], ms=5, mec="black", mew=0.5)
-        ax.plot(
-            *goal,
-            "*",
-            ms=11,
-            mec=colours[k] if not ok else "black",
-            mew=0.8,
-            color=colours[k] if ok else "none",
-        )
-    ax.set(xticks=[], yticks=[], xlim=extent[:2], ylim=extent[2:], aspect="equal")
-    ax.grid(False)
-    if title:
-        ax.set_title(title, fontsize="medium")
-    fig.tight_layout()
-    return fig

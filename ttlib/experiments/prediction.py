@@ -8,7 +8,7 @@ scored against the states the simulator actually visited.
 
 The KV cache makes each predicted token one small forward pass. When the sequence outgrows
 the model's block, the window jumps forward to start ``keep`` transitions before the current
-one and is re-encoded in one pass (the planner in :mod:`ttlib.search` does the same).
+one and is re-encoded in one pass: the planner's own window (:mod:`ttlib.search`).
 """
 
 from __future__ import annotations
@@ -20,10 +20,13 @@ import numpy as np
 import pandas as pd
 import torch
 
-from ttlib.data import DataConfig, Episode, load_episodes
+from ttlib.baselines import DynamicsConfig, ProbabilisticDynamics, train_dynamics
+from ttlib.data import DataConfig, Episode, data_fingerprint, load_episodes
 from ttlib.discretize import Discretizer
 from ttlib.envs import make_env
-from ttlib.experiments.presets import cache_dir, config_key, model_kwargs
+from ttlib.experiments.cache import cached
+from ttlib.experiments.presets import model_kwargs
+from ttlib.search import _Window as Window  # the planner's window: one jump rule for both
 from ttlib.train import TrainConfig
 
 DECODES = ("argmax", "expectation")
@@ -45,7 +48,7 @@ def tt_configs(
     """Data, training and model settings of the analysed models, from a notebook's params.
 
     The prediction and attention notebooks both call this, so at equal presets their configs
-    are equal and :func:`ttlib.experiments.runs.train_cached` trains the Hopper model only once.
+    are equal and :func:`ttlib.experiments.cache.train_tt` trains the Hopper model only once.
     The last ``held_out_fraction`` of the dataset's transitions (whole episodes) is never
     trained on: :func:`split_episodes` returns it as the test set.
     """
@@ -131,38 +134,6 @@ class Rollout:
     rewards: np.ndarray  # (n, H) predicted rewards
 
 
-class _Window:
-    """The token history of every row and the part of it the model sees (cached or not)."""
-
-    def __init__(self, model, n_rows: int, keep: int, use_cache: bool):
-        c = model.config
-        self.model, self.td, self.limit = model, c.transition_dim, c.block_size
-        self.keep, self.use_cache = keep, use_cache
-        device = next(model.parameters()).device
-        self.seq = torch.empty((n_rows, 0), dtype=torch.long, device=device)
-        self.start = 0
-        self.cache = None
-
-    def feed(self, tokens: torch.Tensor) -> torch.Tensor:
-        """Append tokens (R, n); return the logits (R, K+1) of the token that follows."""
-        self.seq = torch.cat([self.seq, tokens], dim=1)
-        length = self.seq.shape[1]
-        if length - self.start > self.limit:
-            current = (length - 1) // self.td * self.td  # s^0 of the transition being written
-            for k in range(self.keep, -1, -1):
-                if current - k * self.td >= 0 and length - (current - k * self.td) <= self.limit:
-                    self.start, self.cache = current - k * self.td, None
-                    break
-            else:
-                raise ValueError(f"one transition ({self.td} tokens) exceeds the model's block")
-        if self.use_cache and self.cache is not None:
-            logits, _ = self.model(tokens, cache=self.cache)
-        else:
-            self.cache = self.model.new_cache(self.seq.shape[0]) if self.use_cache else None
-            logits, _ = self.model(self.seq[:, self.start :], cache=self.cache)
-        return logits[:, -1]
-
-
 @torch.no_grad()
 def tt_rollout(
     model,
@@ -190,7 +161,7 @@ def tt_rollout(
         )
     device = next(model.parameters()).device
     keep = c.n_transitions - 2 if cfg.keep is None else min(cfg.keep, c.n_transitions - 2)
-    window = _Window(model, n, max(keep, 0), cfg.use_cache)
+    window = Window(model, n, None, max(keep, 0), cfg.use_cache)
 
     def tokens(values: np.ndarray, dims: list[int]) -> torch.Tensor:
         return torch.as_tensor(discretizer.encode(values, dims=dims), device=device)
@@ -263,28 +234,6 @@ def error_table(curves: pd.DataFrame, horizons: list[int]) -> pd.DataFrame:
     return wide[sorted(wide.columns)].reset_index()
 
 
-def describe_errors(table: pd.DataFrame) -> str:
-    """Per env: which model is closest at the longest horizon, and how much each one's median
-    error grows from the first to the last horizon of ``table`` (the paper's claim is that the
-    single-step model's error compounds while TT's does not)."""
-    models = sorted({c.rsplit(" ", 1)[0] for c in table.columns if c.endswith(" median")})
-    lines = []
-    for env, g in table.groupby("env", sort=False):
-        g = g.sort_values("horizon")
-        first, last = g.iloc[0], g.iloc[-1]
-        h0, h1 = int(first["horizon"]), int(last["horizon"])
-        at_end = {m: float(last[f"{m} median"]) for m in models}
-        best = min(at_end, key=at_end.get)
-        growth = ", ".join(
-            f"{m} x{float(last[f'{m} median']) / float(first[f'{m} median']):.1f}" for m in models
-        )
-        lines.append(
-            f"{env}: lowest median error at {h1} steps: {best} ({at_end[best]:.2f}); "
-            f"growth of the median error from {h0} to {h1} steps: {growth}."
-        )
-    return "\n".join(lines)
-
-
 # ------------------------------------------------------------------ rendering
 def render_states(env_name: str, states: np.ndarray, size: int = 160) -> np.ndarray | None:
     """RGB frames (T, size, size, 3) of a locomotion body put into ``states`` (T, N), or None
@@ -309,13 +258,15 @@ def render_states(env_name: str, states: np.ndarray, size: int = 160) -> np.ndar
 def dynamics_cached(data_cfg: DataConfig, episodes: list[Episode], steps: int, seed: int = 0):
     """The single-step model of :mod:`ttlib.baselines` trained on ``episodes``, once per
     (data, model) config: later calls load it from the cache."""
-    from ttlib.baselines import DynamicsConfig, ProbabilisticDynamics, train_dynamics
-
     cfg = DynamicsConfig(steps=steps, seed=seed)
-    key = config_key({"data": data_cfg.to_dict(), "dynamics": asdict(cfg)})
-    path = cache_dir("dynamics") / f"{data_cfg.dataset_id.replace('/', '_')}-{key}.pt"
-    if path.exists():
-        return ProbabilisticDynamics.load(path)
-    model = train_dynamics(episodes, cfg, progress=False)
-    model.save(path)
-    return model
+    identity = {"data": data_cfg.to_dict(), "fingerprint": data_fingerprint(episodes)}
+    identity["dynamics"] = asdict(cfg)
+
+    def fit(path):
+        model = train_dynamics(episodes, cfg, progress=False)
+        model.save(path)
+        return model
+
+    name = data_cfg.dataset_id.replace("/", "_")
+    load = ProbabilisticDynamics.load
+    return cached("dynamics", identity, fit, load, name=name, suffix=".pt", steps=steps)

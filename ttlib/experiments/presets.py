@@ -1,4 +1,4 @@
-"""Experiment presets (``_config.yml``), notebook parameters, and run records.
+"""Experiment presets (``_config.yml``) and the notebook parameters they fill in.
 
 A notebook's ``parameters`` cell sets ``preset`` and leaves every other knob ``None``;
 :func:`resolve` fills each ``None`` from the preset's block and keeps what the user passed
@@ -9,15 +9,7 @@ with ``papermill -p NAME VALUE``. Outputs of the ``cpu`` and ``paper`` presets g
 from __future__ import annotations
 
 import difflib
-import hashlib
-import json
 import os
-import platform
-import subprocess
-import sys
-import time
-from dataclasses import dataclass, field
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -153,118 +145,3 @@ def results_dir(experiment: str, preset: str) -> Path:
         d = root / "results" / experiment
     d.mkdir(parents=True, exist_ok=True)
     return d
-
-
-def cache_dir(*parts: str) -> Path:
-    """Trained models and other expensive intermediates ($TTLIB_CACHE or <repo>/cache)."""
-    base = Path(os.environ.get("TTLIB_CACHE", repo_root() / "cache"))
-    d = base.joinpath(*parts)
-    d.mkdir(parents=True, exist_ok=True)
-    return d
-
-
-def config_key(obj: Any) -> str:
-    """A short stable hash of a JSON-able config, to key caches by what produced them."""
-    blob = json.dumps(obj, sort_keys=True, default=str).encode()
-    return hashlib.sha1(blob).hexdigest()[:10]
-
-
-# ------------------------------------------------------------ run record
-def _git_sha(root: Path) -> str | None:
-    try:
-        out = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=5
-        )
-        return out.stdout.strip() or None
-    except (OSError, subprocess.SubprocessError):
-        return None
-
-
-def _package_modified(root: Path) -> bool | None:
-    """Whether ttlib's own files differ from the commit (results then come from edited code)."""
-    try:
-        out = subprocess.run(
-            ["git", "status", "--porcelain", "--", "ttlib"],
-            cwd=root,
-            capture_output=True,
-            text=True,
-            timeout=5,
-        )
-        return bool(out.stdout.strip()) if out.returncode == 0 else None
-    except (OSError, subprocess.SubprocessError):
-        return None
-
-
-def _versions() -> dict:
-    names = ["ttlib", "torch", "numpy", "gymnasium", "gymnasium-robotics", "mujoco", "minari"]
-    out = {"python": platform.python_version()}
-    for n in names:
-        try:
-            out[n] = metadata.version(n)
-        except metadata.PackageNotFoundError:
-            pass
-    return out
-
-
-def hardware() -> dict:
-    cpu = platform.processor() or ""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    info = {"cpu": cpu, "cores": os.cpu_count(), "platform": platform.platform()}
-    try:
-        import torch
-
-        info["torch_threads"] = torch.get_num_threads()
-        if torch.cuda.is_available():
-            info["gpu"] = torch.cuda.get_device_name(0)
-    except ImportError:
-        pass
-    return info
-
-
-@dataclass
-class RunRecord:
-    """What ``results/<experiment>/run.json`` holds: enough to rerun and to trust a number."""
-
-    experiment: str
-    params: dict
-    command: str = ""
-    started: float = field(default_factory=time.time)
-    extra: dict = field(default_factory=dict)
-    # the code as the run starts (a long run can outlive several commits)
-    git_sha: str | None = field(default_factory=lambda: _git_sha(repo_root()))
-    package_modified: bool | None = field(default_factory=lambda: _package_modified(repo_root()))
-
-    def write(self, out_dir: Path) -> Path:
-        from ttlib.io import save_json
-
-        record = {
-            "experiment": self.experiment,
-            "preset": self.params.get("preset"),
-            "params": self.params,
-            "command": self.command or default_command(self.experiment, self.params),
-            "git_sha": self.git_sha,
-            "ttlib_modified_at_start": self.package_modified,
-            "versions": _versions(),
-            "hardware": hardware(),
-            "started_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(self.started)),
-            "wall_time_s": round(time.time() - self.started, 1),
-            **self.extra,
-        }
-        return save_json(record, Path(out_dir) / "run.json")
-
-
-def default_command(experiment: str, params: dict) -> str:
-    """The command that reproduces a notebook run (set TTLIB_COMMAND to record another)."""
-    if "TTLIB_COMMAND" in os.environ:
-        return os.environ["TTLIB_COMMAND"]
-    return f"ttlib reproduce --preset {params.get('preset', 'smoke')} --only {experiment}"
-
-
-def command_line() -> str:
-    return " ".join(["ttlib" if Path(sys.argv[0]).name == "ttlib" else sys.argv[0], *sys.argv[1:]])

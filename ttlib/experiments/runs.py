@@ -2,35 +2,112 @@
 
 ``start(experiment, globals())`` resolves the parameters against ``_config.yml``, picks the
 output folder (``build/smoke/...`` for smoke, ``results/...`` otherwise), points smoke runs at
-a private Minari data dir, seeds everything and starts the run record. ``ensure_dataset`` and
-``train_cached`` make the expensive stages resumable: a rerun (also after a kill) reuses
-what exists instead of starting again.
+a private Minari data dir, seeds everything and starts the run record; ``run.finish()`` writes
+``run.json``: enough to rerun the notebook and to trust a number. ``ensure_dataset`` makes the
+local dataset an experiment needs, once.
 """
 
 from __future__ import annotations
 
 import os
+import platform
 import random
+import subprocess
+import time
 from dataclasses import dataclass, field
+from importlib import metadata
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from ttlib.data import DataConfig, Episode, SequenceDataset, data_fingerprint, load_episodes
-from ttlib.experiments.presets import (
-    RunRecord,
-    cache_dir,
-    config_key,
-    repo_root,
-    resolve,
-    results_dir,
-)
+from ttlib.experiments.cache import MODELS_USED
+from ttlib.experiments.presets import repo_root, resolve, results_dir
 from ttlib.io import save_json
-from ttlib.model import TrajectoryGPT
-from ttlib.train import TrainConfig, gpt_config_for, load_checkpoint, train
 
 
+# ------------------------------------------------------------ what the run ran on
+def _git(*args: str) -> str | None:
+    try:
+        out = subprocess.run(
+            ["git", *args], cwd=repo_root(), capture_output=True, text=True, timeout=5
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() if out.returncode == 0 else None
+
+
+def _package_modified() -> bool | None:
+    """Whether ttlib's own files differ from the commit (results then come from edited code)."""
+    status = _git("status", "--porcelain", "--", "ttlib")
+    return None if status is None else bool(status)
+
+
+def _versions() -> dict:
+    names = ["ttlib", "torch", "numpy", "gymnasium", "gymnasium-robotics", "mujoco", "minari"]
+    out = {"python": platform.python_version()}
+    for n in names:
+        try:
+            out[n] = metadata.version(n)
+        except metadata.PackageNotFoundError:
+            pass
+    return out
+
+
+def hardware() -> dict:
+    cpu = platform.processor() or ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    info = {"cpu": cpu, "cores": os.cpu_count(), "platform": platform.platform()}
+    info["torch_threads"] = torch.get_num_threads()
+    if torch.cuda.is_available():
+        info["gpu"] = torch.cuda.get_device_name(0)
+    return info
+
+
+def default_command(experiment: str, params: dict) -> str:
+    """The command that reproduces a notebook run (set TTLIB_COMMAND to record another)."""
+    if "TTLIB_COMMAND" in os.environ:
+        return os.environ["TTLIB_COMMAND"]
+    return f"ttlib reproduce --preset {params.get('preset', 'smoke')} --only {experiment}"
+
+
+@dataclass
+class RunRecord:
+    """What ``results/<experiment>/run.json`` holds."""
+
+    experiment: str
+    params: dict
+    command: str = ""
+    started: float = field(default_factory=time.time)
+    extra: dict = field(default_factory=dict)
+    # the code as the run starts (a long run can outlive several commits)
+    git_sha: str | None = field(default_factory=lambda: _git("rev-parse", "HEAD") or None)
+    package_modified: bool | None = field(default_factory=_package_modified)
+
+    def write(self, out_dir: Path) -> Path:
+        record = {
+            "experiment": self.experiment,
+            "preset": self.params.get("preset"),
+            "params": self.params,
+            "command": self.command or default_command(self.experiment, self.params),
+            "git_sha": self.git_sha,
+            "ttlib_modified_at_start": self.package_modified,
+            "versions": _versions(),
+            "hardware": hardware(),
+            "started_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(self.started)),
+            "wall_time_s": round(time.time() - self.started, 1),
+            **self.extra,
+        }
+        return save_json(record, Path(out_dir) / "run.json")
+
+
+# ------------------------------------------------------------ the notebook's run
 @dataclass
 class Run:
     experiment: str
@@ -63,40 +140,13 @@ class Run:
     def finish(self, **extra) -> Path:
         """Write run.json; call it in the notebook's last cell.
 
-        It lists every cached model the run used, whether this run trained it or loaded it,
-        and the wall time its training took, so a rerun from the cache (whose own wall time
-        is short) still says what the results cost.
+        It lists every cached model the run used (trained now or loaded) with the wall time
+        its training took, so a rerun from the cache still says what the results cost.
         """
         self.record.extra.update(extra)
         self.record.extra["models"] = list(MODELS_USED)
         self.record.extra["artefacts"] = sorted(set(self.artefacts))
         return self.record.write(self.out_dir)
-
-
-# Models trained or loaded since the last ``start`` (written into run.json by ``finish``).
-MODELS_USED: list[dict] = []
-
-
-def note_model(folder: Path, trained_now: bool, state: dict) -> None:
-    """Record a cached model in the current run's list (see :meth:`Run.finish`).
-
-    A model used twice in one run (the D4RL table and its learning curve share one) is listed
-    once, so that its training time is not counted twice.
-    """
-    entry = {
-        "model": folder.name,
-        "trained_in_this_run": trained_now,
-        "steps": int(state.get("step", 0)),
-        "train_seconds": state.get("train_seconds"),  # None: trained before it was kept
-    }
-    for i, seen in enumerate(MODELS_USED):
-        if seen["model"] == entry["model"]:
-            entry["trained_in_this_run"] = (
-                entry["trained_in_this_run"] or seen["trained_in_this_run"]
-            )
-            MODELS_USED[i] = entry
-            return
-    MODELS_USED.append(entry)
 
 
 def seed_everything(seed: int) -> None:
@@ -127,12 +177,11 @@ def ensure_dataset(env: str, kind: str, transitions: int, seed: int = 0) -> str:
     """
     import minari
 
-    from ttlib.datagen.datasets_gen import DataConfig as GenConfig
-    from ttlib.datagen.datasets_gen import dataset_id, make_dataset
+    from ttlib.datagen.datasets_gen import DataConfig, make_dataset
+    from ttlib.envs import dataset_id
 
     did = dataset_id(env, kind)
-    local = minari.list_local_datasets()
-    if did in local:
+    if did in minari.list_local_datasets():
         have = minari.load_dataset(did).total_steps
         if kind != "medium-replay" and have != transitions:
             raise ValueError(
@@ -143,47 +192,7 @@ def ensure_dataset(env: str, kind: str, transitions: int, seed: int = 0) -> str:
         return did
     # The committed policies, found from the checkout (a notebook's cwd is notebooks/).
     policies = repo_root() / "results" / "policies"
-    make_dataset(env, kind, GenConfig(transitions=transitions, seed=seed, policy_dir=str(policies)))
+    make_dataset(
+        env, kind, DataConfig(transitions=transitions, seed=seed, policy_dir=str(policies))
+    )
     return did
-
-
-def model_folder(
-    data_cfg: DataConfig, episodes: list[Episode], model_cfg, train_cfg: TrainConfig
-) -> Path:
-    """The cache folder of a TT model, keyed by its three configs and the data's fingerprint."""
-    identity = {
-        "data": data_cfg.to_dict(),
-        "fingerprint": data_fingerprint(episodes),
-        "model": model_cfg.to_dict(),
-        "train": train_cfg.to_dict(),
-    }
-    folder = cache_dir("models", f"{data_cfg.dataset_id.replace('/', '_')}-{config_key(identity)}")
-    save_json(identity, folder / "config.json")
-    return folder
-
-
-def train_cached(
-    data_cfg: DataConfig,
-    train_cfg: TrainConfig,
-    progress: bool = True,
-    **model_overrides,
-) -> tuple[TrajectoryGPT, SequenceDataset, list[dict]]:
-    """Train a model once per (data, model, training) config; later calls load the cache.
-
-    The cache folder is keyed by all three configs and the data's fingerprint, so changing
-    any knob or regenerating the dataset trains anew, and an interrupted training resumes from
-    its last checkpoint.
-    """
-    episodes = load_episodes(data_cfg)
-    dataset = SequenceDataset(episodes, data_cfg)
-    model_cfg = gpt_config_for(dataset, **model_overrides)
-    folder = model_folder(data_cfg, episodes, model_cfg, train_cfg)
-    ckpt = folder / "checkpoint.pt"
-    if ckpt.exists():
-        model, _, saved = load_checkpoint(ckpt, device=train_cfg.device)
-        if int(saved.get("step", 0)) >= train_cfg.max_steps:
-            note_model(folder, False, saved)
-            return model, dataset, list(saved.get("history", []))
-    res = train(dataset, model_cfg, train_cfg, out_dir=folder, progress=progress)
-    note_model(folder, True, {"step": train_cfg.max_steps, "train_seconds": res.train_seconds})
-    return res.model, dataset, res.history

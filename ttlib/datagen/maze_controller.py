@@ -1,0 +1,50 @@
+"""The noisy waypoint controller that collects the maze datasets (and serves as their
+behaviour policy in the goal-reaching experiment)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import gymnasium as gym
+import numpy as np
+
+from ttlib.envs import bfs_distances, maze_map
+
+if TYPE_CHECKING:  # only its kp, kd and action_noise are read
+    from ttlib.datagen.datasets_gen import DataConfig
+
+
+class WaypointController:
+    """Drive the point mass along a shortest cell path to the goal: BFS + PD control + noise.
+
+    BFS distances from the goal cell are computed once per episode; each step the target is
+    the centre of the neighbouring cell one step closer (or the goal itself in the goal cell).
+    Two adjacent cells form a convex rectangle, so heading for the next centre never cuts a
+    wall corner.
+    """
+
+    def __init__(self, env: gym.Env, env_name: str, cfg: DataConfig, rng: np.random.Generator):
+        self.maze = env.unwrapped.maze
+        self.layout = maze_map(env_name)
+        self.free = np.array(self.layout, dtype=int) == 0
+        self.cfg, self.rng = cfg, rng
+        self.dist: np.ndarray | None = None
+
+    def set_goal(self, goal_cell: tuple[int, int]) -> None:
+        dist = bfs_distances(self.layout, goal_cell)
+        self.dist = np.where(dist < 0, np.iinfo(np.int32).max, dist)  # walls: never closer
+
+    def waypoint(self, pos: np.ndarray, goal: np.ndarray) -> np.ndarray:
+        r, c = self.maze.cell_xy_to_rowcol(pos)
+        if self.dist[r, c] == 0:
+            return goal
+        neighbours = ((r + 1, c), (r - 1, c), (r, c + 1), (r, c - 1))
+        nxt = min(neighbours, key=lambda rc: self.dist[rc])
+        return self.maze.cell_rowcol_to_xy(np.array(nxt))
+
+    def __call__(self, obs: dict) -> np.ndarray:
+        pos, vel = obs["observation"][:2], obs["observation"][2:]
+        target = self.waypoint(pos, obs["desired_goal"])
+        action = self.cfg.kp * (target - pos) - self.cfg.kd * vel
+        action = action + self.cfg.action_noise * self.rng.standard_normal(2)
+        return np.clip(action, -1.0, 1.0).astype(np.float32)

@@ -1,0 +1,185 @@
+"""One cache for everything expensive an experiment makes: trained models and evaluation episodes.
+
+``cached(kind, identity, fit, load)`` keeps each artefact under
+``cache/<kind>/<name>-<hash of identity><suffix>``. The identity holds everything that made it
+(configs, and for anything trained on data, the data's fingerprint), so changing a knob or
+regenerating a dataset makes a new entry, while a rerun (also after a kill) loads what exists.
+Trained models are listed in the run's ``run.json`` with the wall time their training took, so
+a rerun from the cache still says what its results cost.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ttlib.data import DataConfig, SequenceDataset, data_fingerprint, load_episodes
+from ttlib.experiments.presets import repo_root
+from ttlib.io import load_torch, save_json, save_torch
+from ttlib.train import TrainConfig, gpt_config_for, load_checkpoint, train
+
+log = logging.getLogger("ttlib.cache")
+
+
+def cache_dir(*parts: str) -> Path:
+    """Trained models and other expensive intermediates ($TTLIB_CACHE or <repo>/cache)."""
+    base = Path(os.environ.get("TTLIB_CACHE", repo_root() / "cache"))
+    d = base.joinpath(*parts)
+    d.mkdir(parents=True, exist_ok=True)
+    return d
+
+
+def config_key(obj: Any) -> str:
+    """A short stable hash of a JSON-able config, to key caches by what produced them."""
+    blob = json.dumps(obj, sort_keys=True, default=str).encode()
+    return hashlib.sha1(blob).hexdigest()[:10]
+
+
+# Models trained or loaded since the run started (``Run.finish`` writes them into run.json).
+MODELS_USED: list[dict] = []
+
+
+def _note_model(path: Path, trained_now: bool, steps: int) -> None:
+    """Record a cached model once per run (the D4RL table and its learning curve share one)."""
+    timing = path.with_suffix(".json")
+    seconds = json.loads(timing.read_text()).get("train_seconds") if timing.exists() else None
+    entry = {
+        "model": path.name,
+        "trained_in_this_run": trained_now,
+        "steps": int(steps),
+        "train_seconds": seconds,  # None: trained before training times were kept
+    }
+    for i, seen in enumerate(MODELS_USED):
+        if seen["model"] == entry["model"]:
+            entry["trained_in_this_run"] |= seen["trained_in_this_run"]
+            MODELS_USED[i] = entry
+            return
+    MODELS_USED.append(entry)
+
+
+def cached(
+    kind: str,
+    identity: dict | None,
+    fit: Callable[[Path], Any],
+    load: Callable[[Path], Any],
+    *,
+    name: str = "",
+    suffix: str = "",
+    steps: int | None = None,
+) -> Any:
+    """The artefact of ``kind`` that ``identity`` describes: loaded if kept, else made and kept.
+
+    ``fit(path)`` makes the artefact, writes it at ``path`` and returns it; ``load(path)`` reads
+    it back, or returns None where a killed ``fit`` left it unfinished (``fit`` then resumes).
+    ``identity=None`` means ``kind`` and ``name`` already say which entry it is. ``steps`` marks
+    a trained model: its training time is kept beside it (``<entry>.json``) and it is listed
+    in run.json.
+    """
+    key = "" if identity is None else config_key(identity)
+    stem = "-".join(part for part in (name, key) if part)
+    path = cache_dir(*kind.split("/")) / f"{stem}{suffix}"
+    artefact = load(path) if path.exists() else None
+    made_now = artefact is None
+    if made_now:
+        t0 = time.perf_counter()
+        artefact = fit(path)
+        timing = path.with_suffix(".json")
+        if steps is not None and not timing.exists():  # a fit may know its time better
+            save_json({"train_seconds": round(time.perf_counter() - t0, 3)}, timing)
+    if steps is not None:
+        _note_model(path, made_now, steps)
+    return artefact
+
+
+# ------------------------------------------------------------------ the Trajectory Transformer
+@dataclass
+class TrainedTT:
+    model: Any  # TrajectoryGPT, in eval mode
+    dataset: SequenceDataset
+    history: list[dict]  # the training log (losses per token kind, tokens seen)
+    folder: Path  # the cache entry
+    snapshots: dict[int, Path]  # step -> weights kept at that step (the last: the checkpoint)
+
+    @property
+    def discretizer(self):
+        return self.dataset.discretizer
+
+
+def _snapshot(folder: Path, step: int) -> Path:
+    return folder / f"weights_step{step:08d}.pt"
+
+
+# What a snapshot keeps of a checkpoint: enough to plan with, not to resume training.
+_SNAPSHOT_KEYS = ("format", "model", "gpt_config", "data_config", "train_config")
+_SNAPSHOT_KEYS += ("discretizer", "step")
+
+
+def train_tt(
+    data_cfg: DataConfig,
+    train_cfg: TrainConfig,
+    model_kw: dict | None = None,
+    snapshots: Iterable[int] = (),
+    progress: bool = False,
+    device: str | None = None,
+) -> TrainedTT:
+    """Train (or load, or resume) a TT model, keeping its weights at ``snapshots`` steps.
+
+    Keyed by the data, model and training configs and the data's fingerprint. Training runs in
+    stages that end at the snapshot steps and resumes bit-for-bit from a checkpoint, so the
+    model is the same as one uninterrupted run; snapshots of steps an earlier run already
+    passed without keeping them are missing. ``device`` is where the model is loaded
+    (default: the training device).
+    """
+    episodes = load_episodes(data_cfg)
+    dataset = SequenceDataset(episodes, data_cfg)
+    model_cfg = gpt_config_for(dataset, **(model_kw or {}))
+    identity = {
+        "data": data_cfg.to_dict(),
+        "fingerprint": data_fingerprint(episodes),
+        "model": model_cfg.to_dict(),
+        "train": train_cfg.to_dict(),
+    }
+    wanted = sorted({s for s in snapshots if 0 < s <= train_cfg.max_steps})
+    device = device or train_cfg.device
+
+    def load(folder: Path):
+        ckpt = folder / "checkpoint.pt"
+        if not ckpt.exists() or int(load_torch(ckpt).get("step", 0)) < train_cfg.max_steps:
+            return None  # unfinished: fit resumes it
+        model, _, saved = load_checkpoint(ckpt, device=device)
+        timing = folder.with_suffix(".json")
+        if not timing.exists():  # an entry made before training times were kept beside it
+            save_json({"train_seconds": saved.get("train_seconds")}, timing)
+        return model, list(saved.get("history", []))
+
+    def fit(folder: Path):
+        save_json(identity, folder / "config.json")
+        ckpt = folder / "checkpoint.pt"
+        done = int(load_torch(ckpt).get("step", 0)) if ckpt.exists() else 0
+        for stage_end in [*wanted, train_cfg.max_steps]:
+            if stage_end <= done:
+                continue
+            log.info("train %s to step %d", folder.name, stage_end)
+            train(dataset, model_cfg, train_cfg, folder, progress, stop_at_step=stage_end)
+            done = stage_end
+            if stage_end in wanted:
+                state = load_torch(ckpt)
+                save_torch({k: state[k] for k in _SNAPSHOT_KEYS}, _snapshot(folder, stage_end))
+        # the checkpoint's time covers every stage and every resumed session
+        saved = load_torch(ckpt)
+        save_json({"train_seconds": saved.get("train_seconds")}, folder.with_suffix(".json"))
+        return load(folder)
+
+    name = data_cfg.dataset_id.replace("/", "_")
+    model, history = cached("models", identity, fit, load, name=name, steps=train_cfg.max_steps)
+    folder = cache_dir("models") / f"{name}-{config_key(identity)}"
+    kept = {s: _snapshot(folder, s) for s in wanted if _snapshot(folder, s).exists()}
+    kept[train_cfg.max_steps] = folder / "checkpoint.pt"
+    return TrainedTT(model, dataset, history, folder, kept)

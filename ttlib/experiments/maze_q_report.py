@@ -1,0 +1,213 @@
+"""What the maze_q notebook shows: success tables, the paper's AntMaze numbers, the critic's
+value map, and the figures.
+
+The value map asks how far the IQL critic's goal signal reaches: a heuristic that can guide a
+search from far away keeps rising all the way to the goal; one whose goal signal has not
+propagated is flat beyond a few cells.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import torch
+
+from ttlib.data import Episode
+from ttlib.envs import bfs_distances, xy_to_cell
+from ttlib.evaluate import mean_se
+from ttlib.experiments.maze_q import METHODS
+from ttlib.experiments.mazes import draw_walls, maze_extent
+from ttlib.iql import IQL
+
+
+def episode_table(evaluations: list[dict]) -> pd.DataFrame:
+    """One row per evaluation episode: maze, method, episode, success (0/1), steps."""
+    rows = [
+        {"maze": ev["maze"], "method": ev["method"], "episode": i, "success": int(s), "steps": n}
+        for ev in evaluations
+        for i, (s, n) in enumerate(zip(ev["success"], ev["lengths"], strict=True))
+    ]
+    return pd.DataFrame(rows, columns=["maze", "method", "episode", "success", "steps"])
+
+
+def success_table(episodes: pd.DataFrame) -> pd.DataFrame:
+    """Success rate ×100, mean ± standard error over episodes, per maze and method."""
+    rows = []
+    for (maze, method), g in episodes.groupby(["maze", "method"], sort=False):
+        mean, se = mean_se(g["success"].to_numpy(dtype=float))
+        rows.append(
+            {
+                "maze": maze,
+                "method": method,
+                "success": 100 * mean,
+                "se": 100 * se,
+                "episodes": len(g),
+            }
+        )
+    return pd.DataFrame(rows, columns=["maze", "method", "success", "se", "episodes"])
+
+
+def wide_table(successes: pd.DataFrame, digits: int = 1) -> pd.DataFrame:
+    """Mazes as rows, methods as columns, cells "mean ± s.e." (the paper's layout)."""
+    cells = successes.assign(
+        cell=[
+            f"{m:.{digits}f} ± {s:.{digits}f}"
+            for m, s in zip(successes["success"], successes["se"], strict=True)
+        ]
+    )
+    table = cells.pivot(index="maze", columns="method", values="cell")
+    order = [m for m in METHODS if m in table.columns]
+    return table[order].reindex(list(dict.fromkeys(successes["maze"])))
+
+
+PAPER_SOURCE = "paper Table (AntMaze v0), via a secondary source; baselines from the IQL paper"
+
+
+# ------------------------------------------------------------------ the paper's numbers
+def paper_antmaze_table() -> pd.DataFrame:
+    """Success rates (×100) on D4RL AntMaze v0 as the paper reports them.
+
+    Taken from a secondary source (a study note of the paper), not checked against the PDF;
+    BC, CQL, IQL and DT are the IQL paper's numbers. ``TT(+Q) se`` is the paper's standard
+    error. The paper's printed CQL average is 44.9, while its five rows average 43.9.
+    """
+    rows = [
+        ("umaze", 54.6, 74.0, 87.5, 59.2, 100.0, 0.0),
+        ("medium-play", 0.0, 61.2, 71.2, 0.0, 93.3, 6.4),
+        ("medium-diverse", 0.0, 53.7, 70.0, 0.0, 100.0, 0.0),
+        ("large-play", 0.0, 15.8, 39.6, 0.0, 66.7, 12.2),
+        ("large-diverse", 0.0, 14.9, 47.5, 0.0, 60.0, 12.7),
+    ]
+    df = pd.DataFrame(rows, columns=["dataset", "BC", "CQL", "IQL", "DT", "TT(+Q)", "TT(+Q) se"])
+    df["source"] = PAPER_SOURCE
+    return df
+
+
+PAPER_PRINTED_AVERAGES = {"BC": 10.9, "CQL": 44.9, "IQL": 63.2, "DT": 11.8, "TT(+Q)": 84.0}
+
+
+# ------------------------------------------------------------------ figures
+def plot_value_maps(maps: dict[str, tuple[list, ValueMap]], scaling: float = 1.0):
+    """IQL's V(x, y, goal) as a heat map per maze (walls grey, goal a star)."""
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(maps), figsize=(4.8 * len(maps), 4.0), squeeze=False)
+    for ax, (name, (layout, vm)) in zip(axes[0], maps.items(), strict=True):
+        im = ax.imshow(
+            vm.values, extent=vm.extent, origin="upper", cmap="viridis", interpolation="nearest"
+        )
+        draw_walls(ax, layout, scaling)
+        ax.plot(*vm.goal, "*", color="red", ms=16, mec="white", mew=0.8)
+        ax.set_title(name, fontsize="medium")
+        fig.colorbar(im, ax=ax, shrink=0.8, label="V(x, y, goal)")
+    fig.tight_layout()
+    return fig
+
+
+def plot_success(successes: pd.DataFrame):
+    """Success rate ×100 with ± s.e. bars, one group per maze."""
+    import matplotlib.pyplot as plt
+    import seaborn as sns
+
+    mazes = list(dict.fromkeys(successes["maze"]))
+    methods = [m for m in METHODS if m in set(successes["method"])]
+    fig, ax = plt.subplots(figsize=(1.8 + 2.2 * len(mazes), 3.4))
+    width = 0.8 / len(methods)
+    colours = sns.color_palette("deep", len(methods))
+    for j, method in enumerate(methods):
+        part = successes[successes["method"] == method].set_index("maze").reindex(mazes)
+        x = np.arange(len(mazes)) + (j - (len(methods) - 1) / 2) * width
+        ax.bar(
+            x, part["success"], width, yerr=part["se"], color=colours[j], label=method, capsize=3
+        )
+    ax.set(
+        xticks=np.arange(len(mazes)), xticklabels=mazes, ylabel="success rate (×100)", ylim=(0, 105)
+    )
+    ax.legend(frameon=False, ncol=len(methods), loc="upper center", bbox_to_anchor=(0.5, 1.15))
+    fig.tight_layout()
+    return fig
+
+
+def template_state(episodes: list[Episode], family: str) -> np.ndarray:
+    """A state for the value map: PointMaze at rest; AntMaze in the data's mean pose."""
+    mean = np.concatenate([ep.observations for ep in episodes]).mean(0)
+    if family == "pointmaze":
+        mean[2:4] = 0.0
+    return mean
+
+
+def glue_name(maze: str, method: str) -> str:
+    """``pointmaze-large``, ``TT(+Q)`` → ``pointmaze_large_tt_q`` (names for myst_nb.glue)."""
+    text = f"{maze}_{method}".lower().replace("(+q)", "_q")
+    return "".join(ch if ch.isalnum() else "_" for ch in text).strip("_")
+
+
+def q_gain(successes: pd.DataFrame) -> pd.DataFrame:
+    """Per maze: TT(+Q) minus TT success (×100), its standard error (the two s.e. combined
+    as independent), and the difference in units of that error."""
+    rows = []
+    for maze, g in successes.groupby("maze", sort=False):
+        by = g.set_index("method")
+        if not {"TT", "TT(+Q)"} <= set(by.index):
+            continue
+        diff = by.loc["TT(+Q)", "success"] - by.loc["TT", "success"]
+        se = float(np.hypot(by.loc["TT(+Q)", "se"], by.loc["TT", "se"]))
+        rows.append({"maze": maze, "gain": diff, "se": se, "z": diff / se if se > 0 else np.nan})
+    return pd.DataFrame(rows, columns=["maze", "gain", "se", "z"])
+
+
+# ------------------------------------------------------------------ value map
+@dataclass
+class ValueMap:
+    values: np.ndarray  # (rows·k, cols·k) V at sub-cell points; NaN inside walls
+    extent: tuple  # (left, right, bottom, top) for imshow(origin="upper")
+    goal: np.ndarray  # (2,) the goal the values are for
+
+
+def value_map(
+    iql: IQL,
+    layout: Sequence[Sequence[int]],
+    goal_xy: np.ndarray,
+    template: np.ndarray,
+    per_cell: int = 4,
+    scaling: float = 1.0,
+) -> ValueMap:
+    """V(x, y, goal) on a grid of ``per_cell``² points in every free cell.
+
+    ``template`` is a full state ([x, y, rest, goal]); the map varies its position and writes
+    ``goal_xy`` into its last two dims (PointMaze: zero velocity; AntMaze: a typical pose).
+    """
+    grid = np.asarray(layout)
+    rows, cols = grid.shape
+    left, _, _, top = maze_extent(layout, scaling)
+    offsets = (np.arange(per_cell) + 0.5) / per_cell
+    ys = top - (np.arange(rows)[:, None] + offsets[None, :]).ravel() * scaling
+    xs = left + (np.arange(cols)[:, None] + offsets[None, :]).ravel() * scaling
+    free = np.kron(grid == 0, np.ones((per_cell, per_cell), dtype=bool))
+    yy, xx = np.meshgrid(ys, xs, indexing="ij")
+    states = np.repeat(np.asarray(template, dtype=np.float32)[None], free.sum(), axis=0)
+    states[:, 0], states[:, 1] = xx[free], yy[free]
+    states[:, -2:] = np.asarray(goal_xy, dtype=np.float32)
+    values = np.full(free.shape, np.nan)
+    values[free] = iql.value(torch.from_numpy(states)).numpy()
+    return ValueMap(values, maze_extent(layout, scaling), np.asarray(goal_xy, dtype=np.float64))
+
+
+def value_by_distance(vm: ValueMap, layout, scaling: float = 1.0) -> pd.DataFrame:
+    """Mean V over the cells that are d steps (shortest path, in cells) from the goal's cell.
+
+    A heuristic that can guide a search from far away keeps rising all the way to the goal;
+    a critic whose goal signal has not propagated is flat beyond a few cells.
+    """
+    grid = np.asarray(layout)
+    rows, cols = grid.shape
+    k = vm.values.shape[0] // rows
+    goal_cell = tuple(int(v) for v in xy_to_cell(layout, vm.goal, scaling))
+    dist = bfs_distances(layout, goal_cell)
+    blocks = vm.values.reshape(rows, k, cols, k).transpose(0, 2, 1, 3).reshape(rows, cols, -1)
+    free = dist >= 0
+    df = pd.DataFrame({"cells to goal": dist[free], "V": blocks[free].mean(-1)})
+    return df.groupby("cells to goal", as_index=False)["V"].mean()
