@@ -9,8 +9,10 @@ import torch
 import torch.nn as nn
 
 from ttlib.discretize import UniformDiscretizer
-from ttlib.model import GPTConfig, TrajectoryGPT
+from ttlib.model import GPTConfig
 from ttlib.search import PlannerConfig, TTPlanner, beam_search, filter_cdf, filter_top_k
+
+from conftest import tiny_gpt
 
 NEG = float("-inf")
 
@@ -231,18 +233,7 @@ def test_goal_mode_reaches_the_goal_in_a_grid(goal):
 
 # ---------------------------------------------------------------- real model equivalences
 def random_gpt(n_transitions=4):
-    torch.manual_seed(0)
-    cfg = GPTConfig(
-        observation_dim=3,
-        action_dim=2,
-        n_bins=10,
-        n_transitions=n_transitions,
-        n_layer=2,
-        n_head=2,
-        n_embd=16,
-        dropout=0.0,
-    )
-    model = TrajectoryGPT(cfg).double().eval()
+    model = tiny_gpt(n_transitions).double()
     nn.init.normal_(model.head, std=0.5)  # peaked distributions: plans differ by context
     disc = UniformDiscretizer(10).fit(np.random.default_rng(0).normal(size=(500, 7)))
     return model, disc

@@ -3,15 +3,10 @@ behaviour policy in the goal-reaching experiment)."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import gymnasium as gym
 import numpy as np
 
 from ttlib.envs import bfs_distances, maze_map
-
-if TYPE_CHECKING:  # only its kp, kd and action_noise are read
-    from ttlib.datagen.datasets_gen import DataConfig
 
 
 class WaypointController:
@@ -23,7 +18,9 @@ class WaypointController:
     wall corner.
     """
 
-    def __init__(self, env: gym.Env, env_name: str, cfg: DataConfig, rng: np.random.Generator):
+    def __init__(self, env: gym.Env, env_name: str, cfg, rng: np.random.Generator):
+        """``cfg`` holds the gains ``kp``, ``kd`` and the ``action_noise`` (a
+        :class:`ttlib.datagen.datasets_gen.DataConfig`)."""
         self.maze = env.unwrapped.maze
         self.layout = maze_map(env_name)
         self.free = np.array(self.layout, dtype=int) == 0

@@ -98,6 +98,19 @@ def cached(
     return artefact
 
 
+def cached_model(kind: str, data_cfg: DataConfig, identity: dict, train, load, steps: int):
+    """A model with ``save(path)`` that ``train()`` makes once per identity; ``load(path)``
+    reads it back. Its entry is named after the dataset."""
+
+    def fit(path: Path):
+        model = train()
+        model.save(path)
+        return model
+
+    name = data_cfg.dataset_id.replace("/", "_")
+    return cached(kind, identity, fit, load, name=name, suffix=".pt", steps=steps)
+
+
 # ------------------------------------------------------------------ the Trajectory Transformer
 @dataclass
 class TrainedTT:

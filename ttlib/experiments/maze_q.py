@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
 
 import numpy as np
 import torch
@@ -26,7 +27,7 @@ from ttlib.baselines import BCConfig, BehaviourCloning, train_bc
 from ttlib.data import DataConfig, Episode, data_fingerprint, load_minari
 from ttlib.envs import bfs_distances, make_env, maze_map
 from ttlib.evaluate import evaluate
-from ttlib.experiments.cache import TrainedTT, cached, train_tt
+from ttlib.experiments.cache import TrainedTT, cached, cached_model, train_tt
 from ttlib.experiments.mazes import PathRecorder
 from ttlib.experiments.presets import model_kwargs
 from ttlib.io import save_json
@@ -175,14 +176,8 @@ def bc_cached(data_cfg: DataConfig, cfg: BCConfig, episodes: list[Episode]) -> B
     identity = {"data": data_cfg.to_dict(), "fingerprint": data_fingerprint(episodes)}
     identity["bc"] = {**cfg.__dict__}
 
-    def fit(path):
-        model = train_bc(episodes, cfg, progress=False)
-        model.save(path)
-        return model
-
-    name = data_cfg.dataset_id.replace("/", "_")
-    load = BehaviourCloning.load
-    return cached("bc", identity, fit, load, name=name, suffix=".pt", steps=cfg.steps)
+    train = partial(train_bc, episodes, cfg, progress=False)
+    return cached_model("bc", data_cfg, identity, train, BehaviourCloning.load, cfg.steps)
 
 
 def q_heuristic(iql: IQL, discount: float) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import asdict, dataclass, replace
+from functools import partial
 
 import numpy as np
 import pandas as pd
@@ -24,7 +25,7 @@ from ttlib.baselines import DynamicsConfig, ProbabilisticDynamics, train_dynamic
 from ttlib.data import DataConfig, Episode, data_fingerprint, load_episodes
 from ttlib.discretize import Discretizer
 from ttlib.envs import make_env
-from ttlib.experiments.cache import cached
+from ttlib.experiments.cache import cached_model
 from ttlib.experiments.presets import model_kwargs
 from ttlib.search import _Window as Window  # the planner's window: one jump rule for both
 from ttlib.train import TrainConfig
@@ -262,11 +263,5 @@ def dynamics_cached(data_cfg: DataConfig, episodes: list[Episode], steps: int, s
     identity = {"data": data_cfg.to_dict(), "fingerprint": data_fingerprint(episodes)}
     identity["dynamics"] = asdict(cfg)
 
-    def fit(path):
-        model = train_dynamics(episodes, cfg, progress=False)
-        model.save(path)
-        return model
-
-    name = data_cfg.dataset_id.replace("/", "_")
-    load = ProbabilisticDynamics.load
-    return cached("dynamics", identity, fit, load, name=name, suffix=".pt", steps=steps)
+    train = partial(train_dynamics, episodes, cfg, progress=False)
+    return cached_model("dynamics", data_cfg, identity, train, ProbabilisticDynamics.load, steps)
