@@ -22,7 +22,7 @@ log = logging.getLogger("ttlib.d4rl")
 def main(argv: Sequence[str] | None = None) -> None:
     """Fill the caches of the table (and the learning curve) without running the notebook."""
     ap = argparse.ArgumentParser(
-        prog="python -m ttlib.experiments.d4rl_table", description=main.__doc__
+        prog="python -m ttlib.experiments.d4rl_fill", description=main.__doc__
     )
     ap.add_argument("--preset", default="cpu")
     ap.add_argument(
