@@ -19,8 +19,11 @@ from ttlib.original import (
     OriginalGPT,
     OriginalGPTConfig,
     OriginalQuantileDiscretizer,
+    original_beam_plan,
+    original_from_ttlib,
     original_learning_rates,
     original_transitions,
+    original_value_fn,
     original_windows,
     ttlib_from_original,
 )
@@ -237,3 +240,18 @@ def test_a_plan_that_runs_into_a_termination_loses_to_one_that_does_not():
     )
     plan = beam_search(model, ds.discretizer, obs, plan_cfg)
     assert float(plan.action[0, 0]) > 0, plan.sequence
+    # The original planner, on the same weights, scores and picks the same plan.
+    ref = original_beam_plan(
+        original_from_ttlib(model),
+        original_value_fn(ds.discretizer),
+        obs,
+        horizon=3,
+        beam_width=N,
+        n_expand=1,
+        observation_dim=1,
+        action_dim=1,
+        cdf_act=None,
+        deterministic=True,
+    )
+    torch.testing.assert_close(plan.tokens[0], ref.tokens)
+    assert abs(float(plan.score[0]) - ref.score) < 1e-4
