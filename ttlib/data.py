@@ -300,9 +300,11 @@ class SequenceDataset(torch.utils.data.Dataset):
 
     @property
     def n_transitions(self) -> int:
-        return len(self.starts)
+        """Transitions in the data (one more per episode than there are windows)."""
+        return len(self.joined)
 
     def __len__(self) -> int:
+        """The number of windows."""
         return len(self.starts)
 
     def batch(self, index: torch.Tensor, generator: torch.Generator | None = None):
