@@ -34,7 +34,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from ttlib.config import cache_dir, config_key, model_kwargs, repo_root
+from ttlib.config import cache_dir, config_key, model_kwargs, repo_root, train_kwargs
 from ttlib.data import (
     DataConfig,
     Episode,
@@ -319,6 +319,7 @@ def train_config(params: dict, seed: int) -> TrainConfig:
         seed=seed,
         checkpoint_every=max(1, min(250, steps)),
         log_every=max(1, min(50, steps // 4)),
+        **train_kwargs(params),
     )
 
 

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import gymnasium as gym
 import numpy as np
 
-from ttlib.config import model_kwargs
+from ttlib.config import model_kwargs, train_kwargs
 from ttlib.data import DataConfig
 from ttlib.envs import make_env, maze_map
 from ttlib.evaluate import EvalResult, evaluate
@@ -49,6 +49,7 @@ def goal_configs(dataset_id: str, params: dict) -> tuple[DataConfig, TrainConfig
         seed=params["seed"],
         checkpoint_every=max(1, min(250, steps)),
         log_every=max(1, min(50, steps // 4)),
+        **train_kwargs(params),
     )
     return data_cfg, train_cfg, model_kwargs(params)
 

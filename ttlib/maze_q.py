@@ -28,7 +28,7 @@ import pandas as pd
 import torch
 
 from ttlib.baselines import BCConfig, BehaviourCloning, train_bc
-from ttlib.config import cache_dir, config_key, model_kwargs
+from ttlib.config import cache_dir, config_key, model_kwargs, train_kwargs
 from ttlib.data import DataConfig, Episode, load_minari
 from ttlib.envs import make_env, maze_map
 from ttlib.evaluate import evaluate, mean_se
@@ -143,6 +143,7 @@ def train_config(params: dict) -> TrainConfig:
         seed=params["seed"],
         checkpoint_every=max(1, min(500, steps)),
         log_every=max(1, min(50, steps // 4)),
+        **train_kwargs(params),
     )
 
 

@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from ttlib.config import cache_dir, config_key, model_kwargs
+from ttlib.config import cache_dir, config_key, model_kwargs, train_kwargs
 from ttlib.data import DataConfig, Episode, load_episodes
 from ttlib.discretize import Discretizer
 from ttlib.envs import make_env
@@ -60,6 +60,7 @@ def tt_configs(
         seed=params["seed"],
         checkpoint_every=max(1, min(500, params["train_steps"])),
         log_every=max(1, min(50, params["train_steps"] // 4)),
+        **train_kwargs(params),
     )
     return data_cfg, train_cfg, model_kwargs(params)
 
