@@ -120,3 +120,16 @@ def test_run_json_lists_the_models_a_run_trained_or_loaded(tmp_path, monkeypatch
     assert [m["trained_in_this_run"] for m in again] == [False]
     assert first[0]["model"] == again[0]["model"] and first[0]["steps"] == 4
     assert again[0]["train_seconds"] == first[0]["train_seconds"] > 0
+
+
+def test_presets_choose_the_learning_rate_schedule():
+    from ttlib.experiments.presets import preset_params, train_kwargs
+    from ttlib.train import TrainConfig
+
+    for experiment in ("prediction", "attention", "imitation", "goal_reaching", "d4rl", "maze_q"):
+        # the paper preset trains as the original; the short smoke and cpu runs use run_length
+        assert train_kwargs(preset_params(experiment, "paper")) == {"schedule": "original"}
+        for preset in ("smoke", "cpu"):
+            kw = train_kwargs(preset_params(experiment, preset))
+            assert TrainConfig(**kw).schedule == "run_length"
+    assert train_kwargs({}) == {} and TrainConfig().schedule == "original"

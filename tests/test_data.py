@@ -30,22 +30,36 @@ def test_true_terminal_gets_the_penalty_but_a_time_limit_does_not():
     assert j2[-1, -2] == trunc.rewards[-1] and j2[-1, -1] == 0.0
 
 
-def test_windows_start_at_every_step_and_pad_after_the_episode():
+def test_windows_start_before_the_last_step_and_train_on_the_stop_tokens():
     eps = linear_episodes(3, 7)
     cfg = DataConfig("synthetic", n_bins=10, n_transitions=4)
     ds = SequenceDataset(eps, cfg)
     td = ds.transition_dim
-    assert len(ds) == 21
-    x, y, mask = ds.batch(torch.tensor([6]))  # last step of episode 0: one real transition
+    assert len(ds) == 18  # t = 0..5 per episode: none at the last step, as in the original
+    x, y, mask = ds.batch(torch.tensor([5]))  # second-to-last step of episode 0: two real
     assert x.shape == (1, 4 * td - 1)
     torch.testing.assert_close(x[0, 1:], y[0, :-1])
-    assert mask[0, : td - 1].all() and not mask[0, td - 1 :].any()
-    assert (y[0, td - 1 :] == cfg.n_bins).all()  # stop tokens after the end
+    assert (y[0, 2 * td - 1 :] == cfg.n_bins).all()  # stop tokens after the end...
+    assert mask.all()  # ...trained on: the episode ends long before max_path_length
     x0, _, m0 = ds.batch(torch.tensor([0]))
     assert m0.all()
     np.testing.assert_array_equal(
         x0[0, :td].numpy(), ds.discretizer.encode(joined_transitions(eps[0], 0.99, -100)[0])
     )
+
+
+def test_no_loss_past_max_path_length():
+    eps = linear_episodes(2, 7)
+    cfg = DataConfig("synthetic", n_bins=10, n_transitions=4, max_path_length=7)
+    ds = SequenceDataset(eps, cfg)
+    td = ds.transition_dim
+    _, y, mask = ds.batch(torch.tensor([5]))  # steps 5, 6 real; 7, 8 past the cap
+    # The mask is aligned with the inputs (the original's mask[:-1]): inputs of steps 5-6
+    # are kept, so the first stop target (s^0 of step 7) is still trained, the rest not.
+    assert mask[0, : 2 * td].all() and not mask[0, 2 * td :].any()
+    assert y[0, 2 * td - 1] == cfg.n_bins
+    with pytest.raises(DatasetError, match="max_path_length"):
+        SequenceDataset(eps, DataConfig("synthetic", n_bins=10, max_path_length=6))
 
 
 def test_hindsight_goals_come_from_the_same_episode_later():
@@ -56,7 +70,7 @@ def test_hindsight_goals_come_from_the_same_episode_later():
     idx = torch.arange(len(ds))
     *_, goals = ds.batch(idx, generator=gen)
     for i in range(len(ds)):
-        ep, t = divmod(i, 10)
+        ep, t = divmod(i, 9)  # 9 windows per episode of 10 steps
         future = ds.discretizer.encode(eps[ep].observations[t:, :2], dims=[0, 1])
         assert any((goals[i].numpy() == f).all() for f in future)
 

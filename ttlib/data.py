@@ -2,8 +2,10 @@
 
 The pipeline follows the paper's code: episodes → joined transitions [s, a, r, V] with a
 terminal penalty and discounted reward-to-go V → one discretizer fit on all of them →
-fixed-length windows of ``n_transitions`` starting at every step, padded with the stop token
-after the episode ends (those positions carry no loss).
+fixed-length windows of ``n_transitions`` starting at every step but an episode's last,
+padded with the stop token after the episode ends. As in the original, the model is trained
+on those stop tokens (that is how it learns that an episode can end, e.g. when Hopper falls);
+only positions past ``max_path_length`` carry no loss.
 """
 
 from __future__ import annotations
@@ -41,6 +43,7 @@ class DataConfig:
     n_transitions: int = 10
     discount: float = 0.99
     termination_penalty: float = -100.0
+    max_path_length: int = 1000  # the original's episode cap: no loss past this time step
     max_transitions: int | None = None  # keep whole episodes up to this many transitions
     obs_keys: list[str] = field(default_factory=lambda: ["observation"])  # for dict observations
     goal_dims: list[int] | None = None  # observation dims that define a hindsight goal
@@ -178,22 +181,37 @@ def data_fingerprint(episodes: list[Episode]) -> dict:
     }
 
 
-def returns_to_go(rewards: np.ndarray, discount: float) -> np.ndarray:
-    """V_t = sum_{k>=1} discount^(k-1) r_{t+k}: the discounted reward *after* step t."""
-    v = np.zeros(len(rewards), dtype=np.float64)
-    acc = 0.0
-    for t in range(len(rewards) - 1, -1, -1):
-        v[t] = acc
-        acc = rewards[t] + discount * acc
+def returns_to_go(
+    rewards: np.ndarray, discount: float, max_path_length: int | None = None
+) -> np.ndarray:
+    """V_t = sum_{k>=1} discount^(k-1) r_{t+k}: the discounted reward *after* step t.
+
+    Summed as the original sums it, over the rewards zero-padded to ``max_path_length``
+    (numpy's pairwise sum groups terms by the padded length), so V comes out bit for bit and
+    quantile edges, which are data values, bin it as the original does.
+    """
+    n = len(rewards)
+    P = max(n, max_path_length or n)
+    padded = np.zeros(P, dtype=np.float64)
+    padded[:n] = rewards
+    discounts = discount ** np.arange(P)
+    v = np.empty(n, dtype=np.float64)
+    for t in range(n):
+        v[t] = (padded[t + 1 :] * discounts[: P - t - 1]).sum()
     return v
 
 
-def joined_transitions(ep: Episode, discount: float, termination_penalty: float) -> np.ndarray:
+def joined_transitions(
+    ep: Episode,
+    discount: float,
+    termination_penalty: float | None,
+    max_path_length: int | None = None,
+) -> np.ndarray:
     """(T, N+M+2) array of [s, a, r, V]; a true terminal's reward becomes the penalty."""
     r = ep.rewards.astype(np.float64).copy()
     if ep.terminated and termination_penalty is not None:
         r[-1] = termination_penalty
-    v = returns_to_go(r, discount)
+    v = returns_to_go(r, discount, max_path_length)
     return np.concatenate(
         [ep.observations, ep.actions, r[:, None], v[:, None]], axis=1, dtype=np.float64
     )
@@ -201,11 +219,17 @@ def joined_transitions(ep: Episode, discount: float, termination_penalty: float)
 
 # ---------------------------------------------------------------- dataset
 class SequenceDataset(torch.utils.data.Dataset):
-    """Token windows of ``n_transitions`` transitions, one starting at every step.
+    """Token windows of ``n_transitions`` transitions, built as the original builds them.
 
-    Each item is ``(x, y, mask)`` with x = window[:-1], y = window[1:] as raw bins and mask
-    zero on padding; goal-conditioned datasets add a hindsight goal (a later state of the
-    same episode, its ``goal_dims`` encoded) as a fourth element.
+    A window starts at every step t < T - 1 of an episode of T steps (the original's
+    ``range(path_length - 1)``: none at the last step). Window positions after the episode's
+    end are stop tokens, whether it ended by termination or by a time limit. Each item is
+    ``(x, y, mask)`` with x = window[:-1], y = window[1:] as raw bins; ``mask`` is the
+    original's: a token's mask is 0 when its transition's time step is >= ``max_path_length``,
+    and it is aligned with x (the original's ``mask[:-1]``), so the target after the last kept
+    token, the first stop token past ``max_path_length``, is still trained. Goal-conditioned
+    datasets add a hindsight goal (a later state of the same episode, its ``goal_dims``
+    encoded) as a fourth element.
     """
 
     def __init__(
@@ -217,9 +241,18 @@ class SequenceDataset(torch.utils.data.Dataset):
     ):
         if not episodes:
             raise DatasetError(f"{cfg.dataset_id}: no episodes to build windows from")
+        longest = max(len(ep) for ep in episodes)
+        if longest > cfg.max_path_length:
+            raise DatasetError(
+                f"{cfg.dataset_id}: an episode has {longest} steps, more than max_path_length "
+                f"{cfg.max_path_length}; raise DataConfig.max_path_length"
+            )
         self.cfg = cfg
         self.episodes = episodes
-        joined = [joined_transitions(ep, cfg.discount, cfg.termination_penalty) for ep in episodes]
+        joined = [
+            joined_transitions(ep, cfg.discount, cfg.termination_penalty, cfg.max_path_length)
+            for ep in episodes
+        ]
         self.observation_dim = episodes[0].observations.shape[1]
         self.action_dim = episodes[0].actions.shape[1]
         self.transition_dim = self.observation_dim + self.action_dim + 2
@@ -237,22 +270,24 @@ class SequenceDataset(torch.utils.data.Dataset):
         # One flat token array: every episode followed by n_transitions stop transitions,
         # so any window that starts inside an episode can be sliced without bounds checks.
         L, td, stop = cfg.n_transitions, self.transition_dim, cfg.n_bins
-        blocks, real, starts, ep_of_row = [], [], [], []
+        blocks, real, kept, starts, ep_end = [], [], [], [], []
         offset = 0
-        for i, j in enumerate(joined):
+        for j in joined:
             n = len(j)
             blocks.append(discretizer.encode(j))
             blocks.append(np.full((L, td), stop, dtype=np.int64))
-            real.append(np.r_[np.ones(n), np.zeros(L)])
-            starts.append(offset + np.arange(n))
-            ep_of_row.append(np.full(n + L, i))
+            real.append(np.arange(n + L) < n)  # inside the episode, not padding
+            kept.append(np.arange(n + L) < cfg.max_path_length)  # time step < max_path_length
+            starts.append(offset + np.arange(n - 1))
+            ep_end.append(np.full(n - 1, offset + n - 1))
             offset += n + L
         self.tokens = torch.from_numpy(np.concatenate(blocks).astype(np.int64))
         self.real = torch.from_numpy(np.concatenate(real).astype(np.float32))
-        self.starts = torch.from_numpy(np.concatenate(starts))
-        self._ep_end = torch.from_numpy(
-            np.concatenate([np.full(len(j), s[-1]) for j, s in zip(joined, starts, strict=True)])
-        )
+        self.kept = torch.from_numpy(np.concatenate(kept).astype(np.float32))
+        self.starts = torch.from_numpy(np.concatenate(starts).astype(np.int64))
+        if len(self.starts) == 0:
+            raise DatasetError(f"{cfg.dataset_id}: every episode has one step; no windows")
+        self._ep_end = torch.from_numpy(np.concatenate(ep_end).astype(np.int64))
         self.goal_dims = cfg.goal_dims
         self._goal_tokens = None
         if cfg.goal_dims is not None:
@@ -265,17 +300,19 @@ class SequenceDataset(torch.utils.data.Dataset):
 
     @property
     def n_transitions(self) -> int:
-        return len(self.starts)
+        """Transitions in the data (one more per episode than there are windows)."""
+        return len(self.joined)
 
     def __len__(self) -> int:
+        """The number of windows."""
         return len(self.starts)
 
     def batch(self, index: torch.Tensor, generator: torch.Generator | None = None):
         """Vectorised gather of windows ``index`` (faster than a DataLoader over items)."""
         rows = self.starts[index][:, None] + self._window  # (B, L)
         flat = self.tokens[rows].reshape(len(index), -1)
-        mask = self.real[rows].repeat_interleave(self.transition_dim, dim=1)
-        out = [flat[:, :-1], flat[:, 1:], mask[:, 1:]]
+        mask = self.kept[rows].repeat_interleave(self.transition_dim, dim=1)
+        out = [flat[:, :-1], flat[:, 1:], mask[:, :-1]]
         if self._goal_tokens is not None:
             lo = self.starts[index]
             hi = self._ep_end[index]

@@ -431,7 +431,11 @@ class TrajectoryGPT(nn.Module):
         # token *after* that position, so each dimension gets its own output layer.
         self.head = nn.Parameter(torch.empty(c.transition_dim, c.n_bins + 1, c.n_embd))
         self.apply(self._init_weights)
-        nn.init.normal_(self.head, mean=0.0, std=0.02)
+        # The original's per-dimension head (EinLinear) keeps PyTorch's Linear default,
+        # kaiming-uniform with a = sqrt(5): U(-1/sqrt(n_embd), 1/sqrt(n_embd)), std ~0.05 at
+        # n_embd 128 (its normal(0.02) init only reaches nn.Linear and nn.Embedding).
+        for w in self.head.data:
+            nn.init.kaiming_uniform_(w, a=math.sqrt(5))
         # Per-target loss weights, indexed by the target's index-in-transition.
         w = torch.ones(c.transition_dim)
         w[c.observation_dim : c.observation_dim + c.action_dim] = c.action_weight
@@ -542,7 +546,9 @@ class TrajectoryGPT(nn.Module):
             ).view(B, T)
             w = self.dim_weights[target_dims].expand(B, T)
             m = torch.ones_like(w) if loss_mask is None else loss_mask.to(w.dtype)
-            loss = (ce * w * m).sum() / m.sum().clamp_min(1.0)
+            # Averaged over all B·T positions, masked ones included, as the original does
+            # (not over the unmasked targets): a window with masked targets weighs less.
+            loss = (ce * w * m).mean()
         return logits, loss
 
     def _heads(self, x: torch.Tensor, t0: int) -> torch.Tensor:

@@ -1,8 +1,10 @@
 """Training loop for :class:`TrajectoryGPT`, with checkpoints that resume bit-for-bit.
 
-AdamW (decay on weight matrices only), linear warm-up then cosine decay to a floor, gradient
-clipping. A checkpoint holds the weights, the model / data / training configs, the fitted
-discretizer, the optimiser and both random-number streams, all as tensors and plain types, so
+AdamW (decay on weight matrices only), gradient clipping, and the original's learning-rate
+schedule: linear warm-up over one epoch of tokens, then a cosine over the next 19 epochs with
+a floor, counted in the tokens the original counts (see :class:`LRSchedule`). A checkpoint
+holds the weights, the model / data / training configs, the fitted discretizer, the optimiser,
+the schedule's token count and both random-number streams, all as tensors and plain types, so
 it loads with ``torch.load(weights_only=True)`` and an interrupted run continues exactly where
 it stopped.
 """
@@ -24,6 +26,8 @@ from ttlib.io import load_torch, save_torch
 from ttlib.model import GPTConfig, TrajectoryGPT
 
 CHECKPOINT_FORMAT = "ttlib-checkpoint-v1"
+SCHEDULES = ("original", "run_length")
+ORIGINAL_FINAL_EPOCHS = 20  # the original's final_tokens = 20 x warmup_tokens
 
 
 class CheckpointError(ValueError):
@@ -38,12 +42,19 @@ class TrainConfig:
     weight_decay: float = 0.1
     betas: tuple[float, float] = (0.9, 0.95)
     grad_clip: float = 1.0
-    warmup_frac: float = 0.05  # of max_steps
-    min_lr_frac: float = 0.1  # cosine decays to this fraction of lr, as in the original
+    # "original": warm-up over one epoch of tokens, cosine to 20 epochs (LRSchedule);
+    # "run_length": warm-up over warmup_frac of max_steps, cosine ending at the last step.
+    schedule: str = "original"
+    warmup_frac: float = 0.05  # "run_length" only: of max_steps
+    min_lr_frac: float = 0.1  # the cosine's floor, a fraction of lr (0.1 in the original)
     seed: int = 42
     device: str = "auto"
     checkpoint_every: int = 500
     log_every: int = 50
+
+    def __post_init__(self):
+        if self.schedule not in SCHEDULES:
+            raise ValueError(f"unknown schedule {self.schedule!r}; choose one of {SCHEDULES}")
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -67,8 +78,60 @@ def resolve_device(device: str = "auto") -> torch.device:
     return torch.device(device)
 
 
+def original_lr_multiplier(
+    tokens: int, warmup_tokens: int, final_tokens: int, floor: float = 0.1
+) -> float:
+    """The original's multiplier after ``tokens`` counted tokens.
+
+    Linear from 0 to 1 over ``warmup_tokens``, then half a cosine period over
+    ``final_tokens - warmup_tokens`` clipped at ``floor``. Progress is not clamped: past
+    ``final_tokens`` the cosine rises again (the original's runs of ~50 epochs go there).
+    """
+    if tokens < warmup_tokens:
+        return tokens / max(1, warmup_tokens)
+    progress = (tokens - warmup_tokens) / max(1, final_tokens - warmup_tokens)
+    return max(floor, 0.5 * (1.0 + math.cos(math.pi * progress)))
+
+
+class LRSchedule:
+    """The learning rate of every step, as the original's trainer sets it.
+
+    The original counts the targets of each batch that are not the stop token (masked ones
+    included) and sets the rate *after* each optimiser step from the count so far, so step k
+    uses the count of steps 0..k-1 and step 0 runs at the full rate the optimiser was built
+    with. ``warmup_tokens`` = windows x block_size (one epoch of tokens, stop tokens
+    included, so an epoch's count stays a little below it). With ``schedule="run_length"``
+    the rate follows :func:`lr_at` instead and the count is only kept.
+    """
+
+    def __init__(self, cfg: TrainConfig, n_windows: int, block_size: int, tokens: int = 0):
+        self.cfg = cfg
+        self.warmup_tokens = n_windows * block_size
+        self.final_tokens = ORIGINAL_FINAL_EPOCHS * self.warmup_tokens
+        self.tokens = tokens
+
+    def lr(self, step: int) -> float:
+        cfg = self.cfg
+        if cfg.schedule == "run_length":
+            return lr_at(step, cfg)
+        if step == 0:
+            return cfg.lr
+        mult = original_lr_multiplier(
+            self.tokens, self.warmup_tokens, self.final_tokens, cfg.min_lr_frac
+        )
+        return cfg.lr * mult
+
+    def count(self, targets: torch.Tensor, stop_token: int) -> None:
+        """Add a batch's targets that are not the stop token (after its optimiser step)."""
+        self.advance(int((targets != stop_token).sum()))
+
+    def advance(self, n_tokens: int) -> None:
+        self.tokens += n_tokens
+
+
 def lr_at(step: int, cfg: TrainConfig) -> float:
-    """Linear warm-up to ``lr``, then cosine decay to ``min_lr_frac * lr`` at ``max_steps``."""
+    """The "run_length" schedule: linear warm-up over ``warmup_frac`` of the run, then a
+    cosine from ``lr`` to ``min_lr_frac * lr`` that ends at ``max_steps``."""
     warmup = max(1, int(cfg.warmup_frac * cfg.max_steps))
     if step < warmup:
         return cfg.lr * (step + 1) / warmup
@@ -239,6 +302,7 @@ def train(
     gen = torch.Generator().manual_seed(cfg.seed)
     history: list[dict] = []
     step = 0
+    schedule = LRSchedule(cfg, len(dataset), model_cfg.block_size)
 
     ckpt_path = Path(out_dir) / "checkpoint.pt" if out_dir is not None else None
     if ckpt_path is not None and ckpt_path.exists():
@@ -253,6 +317,7 @@ def train(
         if device.type == "cuda" and "cuda_rng" in ckpt:
             torch.cuda.set_rng_state(ckpt["cuda_rng"])
         step, history = int(ckpt["step"]), list(ckpt["history"])
+        schedule.tokens = int(ckpt.get("schedule_tokens", 0))
         # wall time of the earlier parts of this run, so a resumed model still knows its cost
         prior_seconds = float(ckpt.get("train_seconds", 0.0))
     else:
@@ -272,6 +337,7 @@ def train(
             "step": at_step,
             "history": history,
             "train_seconds": saved_seconds,
+            "schedule_tokens": schedule.tokens,
         }
         if device.type == "cuda":
             extra["cuda_rng"] = torch.cuda.get_rng_state()
@@ -288,13 +354,15 @@ def train(
         batch = [t.to(device) for t in dataset.batch(index, generator=gen)]
         x, y, mask = batch[:3]
         goal = batch[3] if len(batch) > 3 else None
+        lr = schedule.lr(step)
         for group in optimizer.param_groups:
-            group["lr"] = lr_at(step, cfg)
+            group["lr"] = lr
         logits, loss = model(x, y, mask, goal=goal)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
         optimizer.step()
+        schedule.count(y, model_cfg.stop_token)
         step += 1
 
         if step % cfg.log_every == 0 or step == cfg.max_steps:
@@ -303,7 +371,7 @@ def train(
                 "step": step,
                 "tokens": step * tokens_per_step,
                 "loss": float(loss.detach()),
-                "lr": lr_at(step - 1, cfg),
+                "lr": lr,
                 **loss_by_kind(logits.detach(), y, mask, model_cfg),
             }
             history.append(rec)

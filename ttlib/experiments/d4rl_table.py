@@ -29,7 +29,7 @@ from ttlib.data import DataConfig, Episode, data_fingerprint, load_episodes
 from ttlib.evaluate import evaluate, mean_se
 from ttlib.experiments.cache import TrainedTT, cache_dir, cached, config_key, train_tt
 from ttlib.experiments.d4rl_data import DatasetUnavailable, dataset_config, quiet_c_output
-from ttlib.experiments.presets import model_kwargs
+from ttlib.experiments.presets import model_kwargs, train_kwargs
 from ttlib.io import save_json
 from ttlib.iql import IQL, IQLConfig, train_iql
 from ttlib.search import PlannerConfig, TTPlanner
@@ -108,6 +108,7 @@ def train_config(params: dict, seed: int) -> TrainConfig:
         seed=seed,
         checkpoint_every=max(1, min(250, steps)),
         log_every=max(1, min(50, steps // 4)),
+        **train_kwargs(params),
     )
 
 

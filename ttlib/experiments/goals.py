@@ -24,7 +24,7 @@ from ttlib.datagen.maze_controller import WaypointController
 from ttlib.envs import bfs_distances, make_env, maze_map, xy_to_cell
 from ttlib.evaluate import EvalResult, evaluate, mean_se
 from ttlib.experiments.mazes import PathRecorder
-from ttlib.experiments.presets import model_kwargs
+from ttlib.experiments.presets import model_kwargs, train_kwargs
 from ttlib.train import TrainConfig
 
 Cell = tuple[int, int]
@@ -51,6 +51,7 @@ def goal_configs(dataset_id: str, params: dict) -> tuple[DataConfig, TrainConfig
         seed=params["seed"],
         checkpoint_every=max(1, min(250, steps)),
         log_every=max(1, min(50, steps // 4)),
+        **train_kwargs(params),
     )
     return data_cfg, train_cfg, model_kwargs(params)
 

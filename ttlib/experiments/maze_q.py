@@ -29,7 +29,7 @@ from ttlib.envs import bfs_distances, make_env, maze_map
 from ttlib.evaluate import evaluate
 from ttlib.experiments.cache import TrainedTT, cached, cached_model, train_tt
 from ttlib.experiments.mazes import PathRecorder
-from ttlib.experiments.presets import model_kwargs
+from ttlib.experiments.presets import model_kwargs, train_kwargs
 from ttlib.io import save_json
 from ttlib.iql import IQL, IQLConfig, train_iql
 from ttlib.search import PlannerConfig, TTPlanner
@@ -134,6 +134,7 @@ def train_config(params: dict) -> TrainConfig:
         seed=params["seed"],
         checkpoint_every=max(1, min(500, steps)),
         log_every=max(1, min(50, steps // 4)),
+        **train_kwargs(params),
     )
 
 

@@ -26,7 +26,7 @@ from ttlib.data import DataConfig, Episode, data_fingerprint, load_episodes
 from ttlib.discretize import Discretizer
 from ttlib.envs import make_env
 from ttlib.experiments.cache import cached_model
-from ttlib.experiments.presets import model_kwargs
+from ttlib.experiments.presets import model_kwargs, train_kwargs
 from ttlib.search import _Window as Window  # the planner's window: one jump rule for both
 from ttlib.train import TrainConfig
 
@@ -64,6 +64,7 @@ def tt_configs(
         seed=params["seed"],
         checkpoint_every=max(1, min(500, params["train_steps"])),
         log_every=max(1, min(50, params["train_steps"] // 4)),
+        **train_kwargs(params),
     )
     return data_cfg, train_cfg, model_kwargs(params)
 
