@@ -45,3 +45,56 @@ def test_a_fresh_machine_resumes_from_the_committed_milestone(tmp_path):
     commands = (cache / "commands.txt").read_text()
     assert "resumed from" in commands and "empty buffer" in commands
     assert json.loads(milestone.with_suffix(".json").read_text())["step"] == 200
+
+
+def test_finalize_on_a_fresh_machine_uses_the_committed_early_files(tmp_path):
+    """Train 300 steps in 100-step chunks, lose the local cache, then finalize: medium/expert
+    actors and medium-replay must come from early/ and equal what the local cache gave."""
+    import numpy as np
+
+    from ttlib.datagen.policies import finalize, load_actor
+
+    cfg = _cfg(tmp_path, total_steps=300, final_eval_episodes=1, prefix_score=1e9)
+    train(cfg)
+    early = tmp_path / "out" / "hopper" / "early"
+    assert json.loads((early / "early.json").read_text())["prefix_end"] == 300
+    local = finalize(cfg)
+    local_replay = dict(np.load(tmp_path / "out" / "hopper" / "medium_replay.npz"))
+    local_medium = load_actor(tmp_path / "out" / "hopper" / "medium.pt").state_dict()
+    shutil.rmtree(tmp_path / "cache")
+    fresh = finalize(cfg)
+    assert (fresh["medium"]["step"], fresh["expert"]["step"]) == (
+        local["medium"]["step"],
+        local["expert"]["step"],
+    )
+    replay = dict(np.load(tmp_path / "out" / "hopper" / "medium_replay.npz"))
+    assert replay.keys() == local_replay.keys()
+    for k in replay:
+        np.testing.assert_array_equal(replay[k], local_replay[k], err_msg=k)
+    medium = load_actor(tmp_path / "out" / "hopper" / "medium.pt").state_dict()
+    for k in medium:  # the early copies are float16: equal to half precision
+        np.testing.assert_allclose(medium[k], local_medium[k], rtol=1e-3, atol=1e-3)
+
+
+def test_cut_transitions_closes_the_running_episode_as_a_truncation():
+    import numpy as np
+
+    from ttlib.datagen.policies import cut_transitions
+
+    term = np.array([0, 0, 1, 0, 0, 0, 0], bool)
+    trunc = np.array([0, 0, 0, 0, 0, 0, 1], bool)
+    data = {
+        "observations": np.arange(7, dtype=np.float32)[:, None],
+        "actions": np.zeros((7, 1), np.float32),
+        "rewards": np.ones(7, np.float32),
+        "terminations": term,
+        "truncations": trunc,
+        "final_observations": np.array([[100.0], [200.0]], np.float32),
+    }
+    cut = cut_transitions(data, 5)
+    assert cut["terminations"].tolist() == [0, 0, 1, 0, 0]
+    assert cut["truncations"].tolist() == [0, 0, 0, 0, 1]
+    assert cut["final_observations"][:, 0].tolist() == [100.0, 5.0]  # row 5 follows row 4
+    whole = cut_transitions(data, 3)  # ends exactly at a termination: nothing to close
+    assert whole["truncations"].tolist() == [0, 0, 0]
+    assert whole["final_observations"][:, 0].tolist() == [100.0]

@@ -30,7 +30,7 @@ def _positive_int(text: str) -> int:
 
 # ---------------------------------------------------------------- make-policies
 def _run_make_policies(args: argparse.Namespace) -> int:
-    from ttlib.datagen.policies import PolicyConfig, make_policies, train
+    from ttlib.datagen.policies import PolicyConfig, make_policies, save_early, train
 
     for env in args.env:
         if env not in LOCOMOTION_ENVS:
@@ -48,6 +48,10 @@ def _run_make_policies(args: argparse.Namespace) -> int:
         command="ttlib " + shlex.join(sys.argv[1:]),
     )
     for env in args.env:
+        if args.save_early:
+            info = save_early(replace(base, env=env))
+            print(f"{env}: replay prefix to step {info['prefix_end']}, best {info['best_step']}")
+            continue
         if args.train_only:
             train(replace(base, env=env))
             continue
@@ -85,6 +89,12 @@ def add_make_policies(sub) -> argparse.ArgumentParser:
         "--train-only",
         action="store_true",
         help="train (or resume) only; choose medium/expert later with --finalize-only",
+    )
+    p.add_argument(
+        "--save-early",
+        action="store_true",
+        help="copy from the local cache what --finalize-only needs on a fresh machine "
+        "(replay prefix, early and best actors) into OUT_DIR/<env>/early/, then stop",
     )
     p.set_defaults(func=_run_make_policies, command="make-policies")
     return p

@@ -16,6 +16,14 @@ checkpoint as `medium-replay`. We do the same with stable-baselines3 SAC:
   `medium_replay.npz` (replay-buffer transitions up to the medium chunk, observations and
   actions in float16 to keep it under `replay_budget_mb`; whole episodes are subsampled only if
   it would still be larger) and `policies.json`.
+
+Runs longer than a session. The local cache (SB3 checkpoint, replay buffer, every chunk's
+actor) does not survive a fresh machine, so `save_early` copies next to the committed files
+what `finalize` will need from it: the replay buffer up to the first chunk whose normalised
+return reaches `prefix_score` (`early/replay_prefix.npz`, float16 — medium-replay is cut from
+it, since medium sits at about a third of the expert's return), the actors of the chunks up to
+there (`early/step_*.pt`, float16: the medium candidates) and the best actor so far
+(`early/best.pt`: the expert candidate). `train` calls it at every milestone.
 """
 
 from __future__ import annotations
@@ -48,8 +56,11 @@ class PolicyConfig:
     learning_starts: int = 5_000  # uniform-random warm-up steps (they start the replay buffer)
     eval_episodes: int = 10  # episodes per chunk evaluation (used for the medium/expert choice)
     final_eval_episodes: int = 20  # fresh episodes for the numbers in policies.json
-    medium_fraction: float = 0.4  # medium = return closest to random + 0.4 * (best - random)
-    replay_budget_mb: float = 4.5  # medium_replay.npz must stay small enough to commit
+    # medium = the checkpoint whose return is closest to random + fraction * (best - random):
+    # D4RL's "about a third of the expert"
+    medium_fraction: float = 1 / 3
+    replay_budget_mb: float = 12.0  # medium_replay.npz must stay small enough to commit
+    prefix_score: float = 45.0  # normalised return up to which the replay prefix is kept
     seed: int = 0
     stop_score: float | None = None  # stop once a chunk's D4RL-normalised return (x100) reaches it
     milestone_every: int = 100_000  # copy the full SAC state to out_dir (committed) this often
@@ -106,8 +117,10 @@ def save_actor(actor: SACActor, path: str | Path) -> None:
 
 
 def load_actor(path: str | Path) -> SACActor:
-    """Load an actor saved by `save_actor`; only tensors are stored, so weights_only=True works."""
+    """Load an actor saved by `save_actor` (or stored in float16 by `save_early`); only tensors
+    are stored, so weights_only=True works."""
     state = torch.load(path, map_location="cpu", weights_only=True)
+    state = {k: v.float() for k, v in state.items()}
     hidden, obs_dim = state["latent_pi.0.weight"].shape
     actor = SACActor(
         obs_dim, state["mu.weight"].shape[0], state["action_low"], state["action_high"], hidden
@@ -300,6 +313,7 @@ def train(cfg: PolicyConfig) -> Path:
         _write_json(cache / "evals.json", evals)
         if step % cfg.milestone_every == 0 or step >= cfg.total_steps:
             _save_milestone(cfg, model, evals)
+            save_early(cfg, model)
         bar.update(step - bar.n)
         print(
             f"[{cfg.env}] step {step}: return {returns.mean():.1f} ± {returns.std():.1f} "
@@ -327,6 +341,92 @@ def _save_milestone(cfg: PolicyConfig, model, evals: list[dict]) -> None:
             "train_commands": commands.read_text().splitlines() if commands.exists() else [],
         },
     )
+
+
+def _early(cfg: PolicyConfig) -> Path:
+    return Path(cfg.out_dir) / cfg.env / "early"
+
+
+def _prefix_end(evals: list[dict], env_name: str, score: float) -> int:
+    """The first evaluated step whose normalised return reaches `score` (else the last one)."""
+    lo, hi = REF_SCORES[env_name]
+    for e in evals:
+        if 100 * (e["mean"] - lo) / (hi - lo) >= score:
+            return e["step"]
+    return evals[-1]["step"]
+
+
+def save_early(cfg: PolicyConfig, model=None) -> dict:
+    """Copy what `finalize` needs from the local cache into `<out_dir>/<env>/early/` (see the
+    module docstring). `model` is the SB3 model with its replay buffer; read from the latest
+    local checkpoint when not given."""
+    cache = _env_cache(cfg)
+    evals = _read_evals(cache)
+    if not evals:
+        raise ValueError(f"No evaluated checkpoints for {cfg.env!r}; run make-policies first.")
+    end = _prefix_end(evals, cfg.env, cfg.prefix_score)
+    out = _early(cfg)
+    out.mkdir(parents=True, exist_ok=True)
+    info_path = out / "early.json"
+    old = json.loads(info_path.read_text()) if info_path.exists() else {"prefix_end": 0}
+    if old["prefix_end"] < end:  # a prefix, once it reaches the score, never changes
+        if model is None:
+            from stable_baselines3 import SAC
+
+            folder = cache / (cache / "latest").read_text().strip()
+            model = SAC.load(folder / "model.zip", device="cpu")
+            model.load_replay_buffer(folder / "replay.pkl")
+        prefix = replay_transitions(model, end)
+        for k in ("observations", "actions", "final_observations"):
+            prefix[k] = prefix[k].astype(np.float16)
+        np.savez_compressed(out / "replay_prefix.npz", **prefix)
+    # Actors missing locally were copied before the machine changed (resumed runs).
+    actors = cache / "actors"
+    for e in evals:
+        name = f"step_{e['step']:07d}.pt"
+        if e["step"] <= end and not (out / name).exists() and (actors / name).exists():
+            _save_half(actors / name, out / name)
+    best = max(evals, key=lambda e: e["mean"])
+    if (actors / f"step_{best['step']:07d}.pt").exists():
+        _save_half(actors / f"step_{best['step']:07d}.pt", out / "best.pt")
+    else:
+        best = {"step": old.get("best_step", best["step"])}
+    info = {"prefix_end": end, "best_step": best["step"], "prefix_score": cfg.prefix_score}
+    _write_json(info_path, info)
+    return info
+
+
+def _save_half(src: Path, dst: Path) -> None:
+    state = torch.load(src, map_location="cpu", weights_only=True)
+    torch.save({k: v.half() if v.is_floating_point() else v for k, v in state.items()}, dst)
+
+
+def cut_transitions(data: dict[str, np.ndarray], n: int) -> dict[str, np.ndarray]:
+    """The first `n` rows of `replay_transitions` output, the episode running at row n - 1
+    closed as a truncation (its final observation is row n's observation)."""
+    ends = np.flatnonzero(data["terminations"] | data["truncations"])
+    out = {k: v[:n].copy() for k, v in data.items() if k != "final_observations"}
+    kept = ends < n
+    final = data["final_observations"][kept]
+    if not (out["terminations"][-1] or out["truncations"][-1]):
+        out["truncations"][-1] = True
+        final = np.concatenate([final, data["observations"][n : n + 1]])
+    out["final_observations"] = final
+    return out
+
+
+def _actor_path(cfg: PolicyConfig, step: int) -> Path:
+    """A chunk's actor: the local cache's, else the committed early copy."""
+    local = _env_cache(cfg) / "actors" / f"step_{step:07d}.pt"
+    if local.exists():
+        return local
+    early = _early(cfg) / f"step_{step:07d}.pt"
+    if early.exists():
+        return early
+    info = json.loads((_early(cfg) / "early.json").read_text())
+    if info["best_step"] == step:
+        return _early(cfg) / "best.pt"
+    raise FileNotFoundError(f"no actor of step {step} for {cfg.env!r} (local cache or early/)")
 
 
 # ---------------------------------------------------------------- selection and final files
@@ -397,6 +497,8 @@ def finalize(cfg: PolicyConfig) -> dict:
     check_env_name(cfg.env)
     cache = _env_cache(cfg)
     evals = _read_evals(cache)
+    if not evals and _milestone(cfg).exists():  # a fresh machine: the committed learning curve
+        evals = json.loads(_milestone(cfg).with_suffix(".json").read_text())["evaluations"]
     medium_step, expert_step = select_checkpoints(evals, cfg.env, cfg.medium_fraction)
     out = Path(cfg.out_dir) / cfg.env
     out.mkdir(parents=True, exist_ok=True)
@@ -408,7 +510,7 @@ def finalize(cfg: PolicyConfig) -> dict:
         "policy_eval": "stochastic actions",
     }
     for name, step in (("medium", medium_step), ("expert", expert_step)):
-        actor = load_actor(cache / "actors" / f"step_{step:07d}.pt")
+        actor = load_actor(_actor_path(cfg, step))
         save_actor(actor, out / f"{name}.pt")
         returns = evaluate(actor, cfg.env, cfg.final_eval_episodes, seed=cfg.seed + 2000)
         info[name] = {
@@ -417,11 +519,20 @@ def finalize(cfg: PolicyConfig) -> dict:
             "return_std": float(returns.std()),
             "episodes": len(returns),
         }
-    model = SAC.load(cache / (cache / "latest").read_text().strip() / "model.zip", device="cpu")
-    model.load_replay_buffer(cache / (cache / "latest").read_text().strip() / "replay.pkl")
-    replay = compress_transitions(
-        replay_transitions(model, medium_step), cfg.replay_budget_mb, cfg.seed
-    )
+    if (cache / "latest").exists():
+        folder = cache / (cache / "latest").read_text().strip()
+        model = SAC.load(folder / "model.zip", device="cpu")
+        model.load_replay_buffer(folder / "replay.pkl")
+        transitions = replay_transitions(model, medium_step)
+    else:  # a fresh machine: the committed prefix
+        prefix = dict(np.load(_early(cfg) / "replay_prefix.npz"))
+        if len(prefix["rewards"]) < medium_step:
+            raise ValueError(
+                f"{cfg.env}: the committed replay prefix ends at {len(prefix['rewards'])} steps, "
+                f"before the medium checkpoint ({medium_step}); lower --prefix-score is too late"
+            )
+        transitions = cut_transitions(prefix, medium_step)
+    replay = compress_transitions(transitions, cfg.replay_budget_mb, cfg.seed)
     np.savez_compressed(out / "medium_replay.npz", **replay)
     info["medium_replay"] = {
         "transitions": int(len(replay["rewards"])),
