@@ -73,3 +73,19 @@ def test_fp32_is_the_default_and_unknown_precisions_are_refused():
     assert TrainConfig().precision == "fp32"
     with pytest.raises(ValueError, match="precision"):
         TrainConfig(precision="fp16")
+
+
+def test_checkpoints_written_before_precision_existed_resume_as_fp32(tmp_path):
+    from test_train import SMALL, small_dataset
+
+    from ttlib.io import load_torch, save_torch
+    from ttlib.train import gpt_config_for, train
+
+    ds = small_dataset()
+    cfg = TrainConfig(max_steps=4, batch_size=8, checkpoint_every=2, log_every=2)
+    train(ds, gpt_config_for(ds, **SMALL), cfg, tmp_path, progress=False, stop_at_step=2)
+    path = tmp_path / "checkpoint.pt"
+    ckpt = load_torch(path)
+    del ckpt["train_config"]["precision"]  # as written by the versions before it
+    save_torch(ckpt, path)
+    assert train(ds, gpt_config_for(ds, **SMALL), cfg, tmp_path, progress=False).steps_run == 2
