@@ -319,7 +319,24 @@ TRAINED_AGREEMENT_COLUMNS = [
 
 
 def training_rows(data: dict) -> list[dict]:
-    """One row per (batch size, implementation) in training.json."""
+    """One row per (setting, implementation) in training.json."""
+    if "settings" in data:  # the format since issue #19: settings with FLOP/s and peak shares
+        return [
+            {
+                "setting": setting,
+                "batch": body["batch"],
+                "dropout": body["dropout"],
+                "implementation": name,
+                "tokens_per_s": body[name]["tokens_per_s"],
+                "cpu_s_per_step": body[name]["cpu_s_per_step"],
+                "gflop_s": body[name]["achieved_gflop_s"],
+                "share_fp32": body[name]["share_of_fp32_peak"],
+                "share_bf16": body[name].get("share_of_bf16_peak"),
+            }
+            for setting, body in data["settings"].items()
+            for name in ("ttlib", "ttlib_before", "original", "ttlib_bf16_autocast")
+            if name in body
+        ]
     rows = []
     sections = [k for k in data if k.startswith("batches")]  # batches, batches_dropout_0, ...
     for batch, body in ((b, v) for k in sections for b, v in (data.get(k) or {}).items()):
@@ -783,12 +800,16 @@ def main(argv: list[str] | None = None) -> None:
     training_json = args.folder / "training.json"
     if training_json.exists():
         columns = [
+            ("setting", "setting"),
             ("batch", "batch (windows)"),
             ("dropout", "dropout"),
             ("implementation", "implementation"),
             ("tokens_per_s", "tokens/s"),
             ("cpu_s_per_step", "CPU s per step"),
             ("tokens_per_step", "tokens per step"),
+            ("gflop_s", "GFLOP/s"),
+            ("share_fp32", "share of fp32 matmul peak"),
+            ("share_bf16", "share of bf16 matmul peak"),
         ]
         rows = training_rows(json.loads(training_json.read_text()))
         print(write_csv(rows, columns, args.folder / "training.csv"))
