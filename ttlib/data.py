@@ -17,10 +17,13 @@ import numpy as np
 import torch
 
 from ttlib.discretize import Discretizer, make_discretizer
-
-
-class DatasetError(ValueError):
-    """A dataset id or file that cannot be used; the message says why and what to do."""
+from ttlib.errors import (  # DatasetError is defined there and importable from here
+    ConfigError,
+    DatasetError,
+    check_interval,
+    check_positive,
+    is_int,
+)
 
 
 @dataclass
@@ -47,6 +50,18 @@ class DataConfig:
     max_transitions: int | None = None  # keep whole episodes up to this many transitions
     obs_keys: list[str] = field(default_factory=lambda: ["observation"])  # for dict observations
     goal_dims: list[int] | None = None  # observation dims that define a hindsight goal
+
+    def __post_init__(self):
+        # out-of-range windows crash deep in torch (or build nothing) if not caught here
+        check_positive(
+            "DataConfig",
+            n_transitions=self.n_transitions,
+            max_path_length=self.max_path_length,
+            max_transitions=self.max_transitions,
+        )
+        if not (is_int(self.n_bins) and self.n_bins >= 2):
+            raise ConfigError(f"DataConfig n_bins={self.n_bins!r}: must be an integer >= 2")
+        check_interval("DataConfig", "discount", self.discount, 0, 1, (False, True))
 
     def to_dict(self) -> dict:
         return asdict(self)

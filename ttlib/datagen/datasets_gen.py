@@ -46,6 +46,7 @@ from ttlib.envs import (
     make_env,
     normalized_score,
 )
+from ttlib.errors import check_positive
 
 
 @dataclass
@@ -58,6 +59,9 @@ class DataConfig:
     kp: float = 10.0  # proportional gain towards the next waypoint
     kd: float = 1.0  # damping on the point's velocity
     action_noise: float = 0.5  # std of Gaussian noise added to the action before clipping
+
+    def __post_init__(self):
+        check_positive("DataConfig", transitions=self.transitions)  # 0 wrote an empty dataset
 
 
 def parse_dataset_id(did: str) -> tuple[str, str]:

@@ -36,6 +36,7 @@ from torch import nn
 from tqdm import tqdm
 
 from ttlib.envs import LOCOMOTION_ENVS, REF_SCORES, check_env_name, make_env
+from ttlib.errors import ConfigError, check_positive, is_int
 
 LOG_STD_MIN, LOG_STD_MAX = -20.0, 2.0  # SB3's clamp on the actor's log-std
 
@@ -56,6 +57,20 @@ class PolicyConfig:
     cache_dir: str = "cache/policies"  # big files: SB3 checkpoints, replay buffers, all actors
     out_dir: str = "results/policies"  # small committed files
     command: str = ""  # the command line that produced the run, recorded in policies.json
+
+    def __post_init__(self):
+        # a zero or negative budget would "finish" at once and select from nothing
+        check_positive(
+            "PolicyConfig",
+            total_steps=self.total_steps,
+            checkpoint_every=self.checkpoint_every,
+            eval_episodes=self.eval_episodes,
+            final_eval_episodes=self.final_eval_episodes,
+            milestone_every=self.milestone_every,
+        )
+        if not (is_int(self.learning_starts) and self.learning_starts >= 0):
+            starts = self.learning_starts
+            raise ConfigError(f"PolicyConfig learning_starts={starts!r}: must be an integer >= 0")
 
 
 class SACActor(nn.Module):

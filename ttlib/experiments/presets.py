@@ -15,16 +15,11 @@ from typing import Any
 
 import yaml
 
+from ttlib.errors import ConfigError  # bad preset or parameter; one line in a notebook
+
 PRESETS = ("smoke", "cpu", "paper")
 EXPERIMENTS = ("prediction", "attention", "imitation", "goal_reaching", "d4rl", "maze_q")
 _IPYTHON_NAMES = {"In", "Out", "get_ipython", "exit", "quit", "open"}
-
-
-class ConfigError(ValueError):
-    """Bad preset or parameter. In a notebook it shows as one line, not a traceback."""
-
-    def _render_traceback_(self):  # IPython hook: print just the message
-        return [f"ConfigError: {self}"]
 
 
 def repo_root() -> Path:
