@@ -11,7 +11,9 @@ only positions past ``max_path_length`` carry no loss.
 from __future__ import annotations
 
 import difflib
+import os
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -68,6 +70,12 @@ class DataConfig:
 
 
 # ---------------------------------------------------------------- loading
+def minari_root() -> Path:
+    """Minari's data folder (as ``minari.storage.get_dataset_path`` finds it), not created."""
+    path = os.environ.get("MINARI_DATASETS_PATH")
+    return Path(path) if path else Path.home() / ".minari" / "datasets"
+
+
 def local_dataset_ids() -> list[str]:
     import minari
 
