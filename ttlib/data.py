@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import difflib
 import os
+import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -79,7 +80,36 @@ def minari_root() -> Path:
 def local_dataset_ids() -> list[str]:
     import minari
 
-    return sorted(minari.list_local_datasets().keys())
+    # Minari warns about (and skips) folders with bad metadata; load_minari reports the one
+    # asked for as a DatasetError, so the others' warnings would only be noise here.
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Misconfigured dataset")
+        return sorted(minari.list_local_datasets().keys())
+
+
+def _unreadable(dataset_id: str, err: BaseException) -> DatasetError:
+    first = (str(err).strip().splitlines() or [""])[0]
+    return DatasetError(
+        f"dataset {dataset_id!r} in {minari_root() / dataset_id} exists but cannot be read "
+        f"({type(err).__name__}: {first}); delete that folder (or `minari delete "
+        f"{dataset_id}`) and generate it again"
+    )
+
+
+def _open_local(dataset_id: str):
+    """A local dataset, read far enough that a bad file is reported now, as this dataset's."""
+    import minari
+
+    try:
+        dataset = minari.load_dataset(dataset_id)
+        # Minari opens the data file lazily: an empty or truncated main_data.hdf5 would
+        # otherwise surface later as an OSError or KeyError from deep inside h5py.
+        if dataset.total_episodes < 1:
+            raise ValueError("it has no episodes")
+        next(iter(dataset.iterate_episodes([0])))
+    except Exception as err:  # corrupt, half-written or hand-edited files: all "unreadable"
+        raise _unreadable(dataset_id, err) from err
+    return dataset
 
 
 def load_minari(dataset_id: str, download: bool = False):
@@ -92,14 +122,9 @@ def load_minari(dataset_id: str, download: bool = False):
     import minari
 
     local = local_dataset_ids()
-    if dataset_id in local:
-        try:
-            return minari.load_dataset(dataset_id)
-        except Exception as err:  # corrupt or half-written files
-            raise DatasetError(
-                f"dataset {dataset_id!r} exists but cannot be read ({type(err).__name__}: {err}); "
-                f"delete it with `minari delete {dataset_id}` and generate it again"
-            ) from err
+    # a folder with a malformed metadata file is not "local" to Minari, but it is not missing
+    if dataset_id in local or (minari_root() / dataset_id / "data").is_dir():
+        return _open_local(dataset_id)
     if download:
         try:
             minari.download_dataset(dataset_id)
@@ -150,23 +175,31 @@ def _flat_obs(obs, keys: list[str]) -> np.ndarray:
 def episodes_from_minari(dataset, obs_keys: list[str] | None = None) -> list[Episode]:
     """Convert Minari episodes (T+1 observations, T actions) into :class:`Episode` lists."""
     keys = obs_keys or ["observation"]
+    name = getattr(dataset, "id", "dataset")
     episodes = []
-    for ep in dataset.iterate_episodes():
-        obs = _flat_obs(ep.observations, keys)[:-1]
-        goals = None
-        if isinstance(ep.observations, dict) and "desired_goal" in ep.observations:
-            goals = np.asarray(ep.observations["desired_goal"], dtype=np.float32)[:-1]
-        episodes.append(
-            Episode(
-                observations=obs,
-                actions=np.asarray(ep.actions, dtype=np.float32).reshape(len(obs), -1),
-                rewards=np.asarray(ep.rewards, dtype=np.float32),
-                terminated=bool(np.asarray(ep.terminations)[-1]),
-                goals=goals,
-            )
-        )
-    _check_finite(episodes, getattr(dataset, "id", "dataset"))
+    try:
+        for ep in dataset.iterate_episodes():
+            episodes.append(_episode(ep, keys))
+    except DatasetError:
+        raise
+    except (OSError, KeyError, ValueError, TypeError, IndexError) as err:  # a malformed file
+        raise _unreadable(name, err) from err
+    _check_finite(episodes, name)
     return episodes
+
+
+def _episode(ep, keys: list[str]) -> Episode:
+    obs = _flat_obs(ep.observations, keys)[:-1]
+    goals = None
+    if isinstance(ep.observations, dict) and "desired_goal" in ep.observations:
+        goals = np.asarray(ep.observations["desired_goal"], dtype=np.float32)[:-1]
+    return Episode(
+        observations=obs,
+        actions=np.asarray(ep.actions, dtype=np.float32).reshape(len(obs), -1),
+        rewards=np.asarray(ep.rewards, dtype=np.float32),
+        terminated=bool(np.asarray(ep.terminations)[-1]),
+        goals=goals,
+    )
 
 
 def _check_finite(episodes: list[Episode], name: str) -> None:
