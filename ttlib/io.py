@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -101,4 +102,20 @@ def load_torch_file(path: str | Path, what: str, error: type[CheckpointError] = 
         raise error(
             f"{path} is not a readable {what} ({type(err).__name__}): the file is truncated, "
             "corrupt, or holds more than tensors and plain values; copy it again or remake it"
+        ) from err
+
+
+@contextmanager
+def model_file_errors(path: str | Path, what: str):
+    """Turn what a well-formed torch file with the wrong contents raises while a model is built
+    from it (a missing key, a tensor of another shape, a config field of the wrong type) into
+    one CheckpointError line naming the file."""
+    try:
+        yield
+    except CheckpointError:
+        raise
+    except (KeyError, TypeError, ValueError, AttributeError, IndexError, RuntimeError) as err:
+        first = (str(err).strip().splitlines() or [""])[0]
+        raise CheckpointError(
+            f"{path} is not a valid {what} ({type(err).__name__}: {first}); remake it"
         ) from err

@@ -23,7 +23,7 @@ from tqdm import tqdm  # plain bars: tqdm.auto warns in kernels without ipywidge
 from ttlib.data import DataConfig, SequenceDataset
 from ttlib.discretize import Discretizer
 from ttlib.errors import CheckpointError, ConfigError, check_interval, check_positive
-from ttlib.io import load_torch, save_torch
+from ttlib.io import load_torch, model_file_errors, save_torch
 from ttlib.model import GPTConfig, TrajectoryGPT
 
 CHECKPOINT_FORMAT = "ttlib-checkpoint-v1"
@@ -277,7 +277,10 @@ def load_checkpoint(path: str | Path, device: str = "auto"):
         discretizer = Discretizer.from_state_dict(ckpt["discretizer"])
     except (TypeError, KeyError, ValueError) as err:
         raise CheckpointError(f"{path} has a config this version cannot read ({err})") from err
-    mismatch = _weight_mismatch(config, ckpt["model"])
+    with model_file_errors(path, "ttlib checkpoint"):  # hand-edited or damaged contents
+        if config.n_embd % config.n_head:  # TrajectoryGPT would only assert it
+            raise ValueError(f"n_head {config.n_head} does not divide n_embd {config.n_embd}")
+        mismatch = _weight_mismatch(config, ckpt["model"])
     if mismatch:
         raise CheckpointError(
             f"{path}: its weights do not fit its model config ({mismatch}); the file mixes "

@@ -37,6 +37,7 @@ from tqdm import tqdm
 
 from ttlib.envs import LOCOMOTION_ENVS, REF_SCORES, check_env_name, make_env
 from ttlib.errors import ConfigError, check_positive, is_int
+from ttlib.io import load_torch_file, model_file_errors
 
 LOG_STD_MIN, LOG_STD_MAX = -20.0, 2.0  # SB3's clamp on the actor's log-std
 
@@ -122,12 +123,13 @@ def save_actor(actor: SACActor, path: str | Path) -> None:
 
 def load_actor(path: str | Path) -> SACActor:
     """Load an actor saved by `save_actor`; only tensors are stored, so weights_only=True works."""
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    hidden, obs_dim = state["latent_pi.0.weight"].shape
-    actor = SACActor(
-        obs_dim, state["mu.weight"].shape[0], state["action_low"], state["action_high"], hidden
-    )
-    actor.load_state_dict(state)
+    state = load_torch_file(path, "policy file")
+    with model_file_errors(path, "policy file"):
+        hidden, obs_dim = state["latent_pi.0.weight"].shape
+        actor = SACActor(
+            obs_dim, state["mu.weight"].shape[0], state["action_low"], state["action_high"], hidden
+        )
+        actor.load_state_dict(state)
     return actor.eval()
 
 
