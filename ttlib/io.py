@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+import warnings
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -97,7 +98,9 @@ def load_torch_file(path: str | Path, what: str, error: type[CheckpointError] = 
     if path.is_dir():
         raise error(f"{path} is a folder, not a {what} file")
     try:
-        return load_torch(path)
+        with warnings.catch_warnings():  # torch warns about a foreign pickle it then refuses
+            warnings.filterwarnings("ignore", message="Detected pickle protocol")
+            return load_torch(path)
     except Exception as err:  # truncated, corrupt, not a torch file, or refused as unsafe
         raise error(
             f"{path} is not a readable {what} ({type(err).__name__}): the file is truncated, "

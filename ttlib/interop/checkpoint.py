@@ -119,7 +119,8 @@ def load_original_config(path: str | Path) -> OriginalConfig:
         try:
             cfg = _ConfigUnpickler(f).load()
         except Exception as err:  # malformed or refused: any failure means "not importable"
-            raise OriginalCheckpointError(f"{path}: {type(err).__name__}: {err}") from err
+            why = " ".join(str(err).split())  # pickle's messages can run over two lines
+            raise OriginalCheckpointError(f"{path}: {type(err).__name__}: {why}") from err
     if not isinstance(cfg, OriginalConfig):
         raise OriginalCheckpointError(f"{path} holds a {type(cfg).__name__}, not a Config")
     return cfg
