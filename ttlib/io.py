@@ -67,7 +67,7 @@ def check_output_dir(path: str | Path, what: str, shown: Path | None = None) -> 
     """
     path = Path(path)
     shown = shown or path
-    if path.exists() and not path.is_dir():
+    if shown == path and path.exists() and not path.is_dir():
         raise OutputError(f"{what} {shown}: a file of that name exists; give a folder")
     existing = path
     while not existing.exists():
