@@ -1,5 +1,6 @@
 import json
 import os
+from pathlib import Path
 
 import pytest
 
@@ -179,8 +180,11 @@ def test_notebook_with_a_parameter_out_of_range_stops_in_its_first_cell(
 
     import papermill as pm
 
+    import ttlib
+
     root = repo_root()
-    monkeypatch.setenv("PYTHONPATH", f"{root}{os.pathsep}{os.environ.get('PYTHONPATH', '')}")
+    here = Path(ttlib.__file__).resolve().parents[1]  # the kernel imports the ttlib under test
+    monkeypatch.setenv("PYTHONPATH", f"{here}{os.pathsep}{os.environ.get('PYTHONPATH', '')}")
     out_dir = root / "build" / "smoke" / notebook  # results_dir(notebook, "smoke"), not made
 
     def listing():
