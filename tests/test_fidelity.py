@@ -11,10 +11,10 @@ import math
 
 import numpy as np
 import torch
-from ttlib.d4rl_hdf5 import episodes_from_d4rl, read_d4rl_hdf5, write_d4rl_hdf5
 
 from ttlib.data import DataConfig, Episode, SequenceDataset
 from ttlib.interop.checkpoint import OriginalQuantileDiscretizer, original_transitions
+from ttlib.interop.d4rl_hdf5 import episodes_from_d4rl, read_d4rl_hdf5, write_d4rl_hdf5
 from ttlib.interop.original import (
     OriginalGPT,
     OriginalGPTConfig,
