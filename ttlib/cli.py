@@ -298,14 +298,7 @@ def _q_function(args: argparse.Namespace, model):
 
     if args.q_checkpoint is None:
         raise ValueError("mode 'q' needs --q-checkpoint PATH (an IQL model saved by ttlib.iql)")
-    try:
-        iql = IQL.load(args.q_checkpoint)
-    except (FileNotFoundError, ValueError):
-        raise
-    except Exception as err:  # truncated or corrupt file
-        raise CheckpointError(
-            f"{args.q_checkpoint} is not a readable IQL model ({type(err).__name__})"
-        ) from err
+    iql = IQL.load(args.q_checkpoint)  # a missing or unreadable file is a CheckpointError
     c = model.config
     if (iql.obs_dim, iql.act_dim) != (c.observation_dim, c.action_dim):
         raise ValueError(

@@ -225,10 +225,10 @@ class IQL(nn.Module):
 
     @classmethod
     def load(cls, path: str | Path) -> IQL:
-        state = load_torch_file(path, "IQL checkpoint")
+        state = load_torch_file(path, "IQL model")
         if not isinstance(state, dict) or state.get("format") != IQL_FORMAT:
             raise CheckpointError(f"{path} is not an IQL checkpoint (format {IQL_FORMAT})")
-        with model_file_errors(path, "IQL checkpoint"):
+        with model_file_errors(path, "IQL model"):
             cfg = dict(state["config"])
             cfg["hidden"] = tuple(cfg["hidden"])
             model = cls(int(state["obs_dim"]), int(state["act_dim"]), IQLConfig(**cfg))
