@@ -10,13 +10,14 @@ import os
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
 from ttlib import cli
-from ttlib.data import DataConfig, load_minari
+from ttlib.data import DataConfig, load_minari, minari_root
 from ttlib.discretize import make_discretizer
 from ttlib.io import load_torch, save_torch
 from ttlib.model import GPTConfig, TrajectoryGPT
@@ -302,3 +303,128 @@ def test_plan_memory_limit_option_overrides_the_default_everywhere(tmp_path, mon
     monkeypatch.setattr(memory, "available_memory", lambda device=None: 1024)
     assert cli.main([*PLAN, "--checkpoint", str(ckpt), "--quiet"]) == 2  # default: 768 bytes
     assert cli.main([*PLAN, "--checkpoint", str(ckpt), "--quiet", "--memory-limit", "1G"]) == 0
+
+
+# --------------------------------------------------------------- options out of range (#22)
+# Each is refused before any work: one line naming the option, the value and what is allowed,
+# exit code 2, and nothing written (the --out folder is never created).
+TINY = ["train", "--dataset", "ttlibtest/two/medium-v0", *TRAIN[1:]]
+
+
+@pytest.mark.parametrize(
+    "args, fragments",
+    [
+        (["--steps", "0"], ["argument --steps: must be an integer >= 1, got '0'"]),
+        (["--steps", "-3"], ["argument --steps", "'-3'"]),
+        (["--batch-size", "0"], ["argument --batch-size: must be an integer >= 1"]),
+        (["--n-transitions", "0"], ["argument --n-transitions: must be an integer >= 1"]),
+        (["--max-transitions", "0"], ["argument --max-transitions"]),
+        (["--n-bins", "1"], ["argument --n-bins: must be an integer >= 2"]),
+        (["--n-head", "3"], ["--n-head 3 does not divide --n-embd 8"]),
+        (["--lr", "0"], ["argument --lr: must be a number in (0, inf)"]),
+        (["--dropout", "1.5"], ["argument --dropout: must be a number in [0, 1)"]),
+        (["--checkpoint-every", "0"], ["argument --checkpoint-every"]),
+        (["--seed", "-1"], ["argument --seed: must be an integer >= 0"]),
+        (["--device", "gpu0"], ["device 'gpu0' is not a device name"]),
+    ],
+)
+def test_train_options_out_of_range_are_refused_before_any_work(tmp_path, args, fragments):
+    write_minari_dataset("ttlibtest/two/medium-v0", linear_episodes(4, 10, obs_dim=2))
+    out = tmp_path / "run"
+    one_line_error(run(*TINY, "--out", str(out), *args), "train", *fragments)
+    assert not out.exists()
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_train_on_a_missing_cuda_device_is_one_line(tmp_path):
+    write_minari_dataset("ttlibtest/two/medium-v0", linear_episodes(4, 10, obs_dim=2))
+    r = run(*TINY, "--out", str(tmp_path / "run"), "--device", "cuda")
+    one_line_error(r, "train", "device 'cuda'", "no CUDA GPU", "use cpu or auto")
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize(
+    "args, command, fragment",
+    [
+        (["plan", "--horizon", "0"], "plan", "argument --horizon: must be an integer >= 1"),
+        (["plan", "--beam-width", "0"], "plan", "argument --beam-width"),
+        (["plan", "--episodes", "-1"], "plan", "argument --episodes"),
+        (["plan", "--context", "-1"], "plan", "argument --context: must be an integer >= 0"),
+        (["plan", "--cdf-act", "1.5"], "plan", "argument --cdf-act: must be a number in [0, 1)"),
+        (["plan", "--memory-limit", "lots"], "plan", "cannot read 'lots' as a memory size"),
+        (["make-data", "--transitions", "0"], "make-data", "argument --transitions"),
+        (["make-policies", "--total-steps", "0"], "make-policies", "argument --total-steps"),
+        (["reproduce", "--preset", "huge"], "reproduce", "argument --preset: invalid choice"),
+        (["train", "--out", "x"], "train", "the following arguments are required: --dataset"),
+    ],
+)
+def test_bad_options_are_one_line_without_the_usage_block(tmp_path, args, command, fragment):
+    if command == "plan":
+        args = [*args, "--checkpoint", str(tmp_path), "--env", "hopper"]
+    line = one_line_error(run(*args), command, fragment)
+    assert line.endswith(f"(see `ttlib {command} --help`)")
+    assert not list(tmp_path.iterdir())  # nothing written
+    if command == "make-data":  # not even an empty dataset
+        assert not (minari_root() / "ttlib").exists()
+
+
+# --------------------------------------------------------------- output locations, up front
+@pytest.fixture
+def read_only_dir(tmp_path):
+    """A folder no file can be created in. root ignores permissions, so it gets /sys, where
+    even root cannot create files."""
+    if os.geteuid() == 0:
+        yield Path("/sys")
+        return
+    d = tmp_path / "read-only"
+    d.mkdir()
+    d.chmod(0o555)
+    yield d
+    d.chmod(0o755)
+
+
+def test_train_into_an_existing_file_or_a_read_only_folder_fails_before_training(
+    tmp_path, read_only_dir
+):
+    write_minari_dataset("ttlibtest/two/medium-v0", linear_episodes(4, 10, obs_dim=2))
+    afile = tmp_path / "results.txt"
+    afile.write_text("keep me")
+    r = run(*TINY, "--out", str(afile))
+    one_line_error(r, "train", f"--out {afile}: a file of that name exists; give a folder")
+    assert afile.read_text() == "keep me"
+    r = run(*TINY, "--out", str(read_only_dir / "run"))
+    one_line_error(r, "train", f"cannot write in {read_only_dir}")
+    r = run(*TINY, "--out", str(afile / "run"))
+    one_line_error(r, "train", f"{afile} is a file, so no folder can be made there")
+
+
+def test_plan_outputs_are_checked_before_the_evaluation(tmp_path, read_only_dir):
+    ckpt = hopper_like_checkpoint(tmp_path / "checkpoint.pt")
+    r = run(*PLAN, "--checkpoint", str(ckpt), "--out", str(read_only_dir / "r.json"))
+    one_line_error(r, "plan", f"--out {read_only_dir / 'r.json'}: cannot write in")
+    r = run(*PLAN, "--checkpoint", str(ckpt), "--video", str(tmp_path))
+    one_line_error(r, "plan", f"--video {tmp_path}: is a folder; give a file name")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint.pt"]
+
+
+def test_make_data_into_a_read_only_minari_folder_fails_at_once(read_only_dir):
+    r = run("make-data", "--env", "fourrooms", env={"MINARI_DATASETS_PATH": str(read_only_dir)})
+    one_line_error(r, "make-data", "MINARI_DATASETS_PATH", "cannot write in")
+
+
+# --------------------------------------------------------------- malformed Minari datasets
+@pytest.mark.parametrize(
+    "name, data",
+    [
+        ("main_data.hdf5", b""),
+        ("main_data.hdf5", b"\x89HDF\r\n\x1a\n truncated"),
+        ("metadata.json", b"{"),
+    ],
+)
+def test_a_malformed_minari_file_is_one_line_naming_the_dataset(tmp_path, name, data):
+    did = "ttlibtest/two/medium-v0"
+    write_minari_dataset(did, linear_episodes(4, 10, obs_dim=2))
+    (minari_root() / did / "data" / name).write_bytes(data)
+    r = run(*TINY, "--out", str(tmp_path / "run"))
+    one_line_error(r, "train", f"dataset '{did}' in {minari_root() / did} exists but cannot")
+    assert not (tmp_path / "run").exists()

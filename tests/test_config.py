@@ -1,8 +1,10 @@
 import json
+import os
+from pathlib import Path
 
 import pytest
 
-from ttlib.experiments.presets import ConfigError, resolve, results_dir
+from ttlib.experiments.presets import ConfigError, repo_root, resolve, results_dir
 from ttlib.experiments.runs import RunRecord
 
 
@@ -133,3 +135,72 @@ def test_presets_choose_the_learning_rate_schedule():
             kw = train_kwargs(preset_params(experiment, preset))
             assert TrainConfig(**kw).schedule == "run_length"
     assert train_kwargs({}) == {} and TrainConfig().schedule == "original"
+
+
+# ------------------------------------------------------------ parameters out of range (#22)
+@pytest.mark.parametrize(
+    "given, fragment",
+    [
+        ({"episodes": -1}, "parameter episodes=-1 for imitation: must be an integer >= 1"),
+        ({"beam_width": 0}, "parameter beam_width=0 for imitation: must be an integer >= 1"),
+        ({"train_steps": 0}, "train_steps=0"),
+        ({"seed": -1}, "parameter seed=-1 for imitation: must be an integer >= 0"),
+        ({"envs": []}, "parameter envs=[] for imitation: must list at least one value"),
+        ({"discretizer": "octile"}, "choose from ['quantile', 'uniform']"),
+        ({"n_head": 3}, "n_embd=32 for imitation: must be a multiple of n_head=3"),
+    ],
+)
+def test_parameters_out_of_range_are_refused_before_any_work(given, fragment):
+    with pytest.raises(ConfigError) as err:
+        resolve("imitation", {"preset": "smoke", **given})
+    assert fragment in str(err.value)
+
+
+def test_every_preset_block_passes_its_own_range_checks():
+    from ttlib.experiments.presets import check_params, load_presets
+
+    for block in load_presets().values():
+        for experiment, params in block.items():
+            check_params(experiment, dict(params))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "notebook, given, fragment",
+    [
+        ("imitation", {"episodes": -1}, "parameter episodes=-1 for imitation"),
+        ("goal_reaching", {"beam_width": 0}, "parameter beam_width=0 for goal_reaching"),
+    ],
+)
+def test_notebook_with_a_parameter_out_of_range_stops_in_its_first_cell(
+    tmp_path, monkeypatch, notebook, given, fragment
+):
+    """papermill as a user runs it: the ConfigError is the notebook's error, before any work."""
+    import time
+
+    import papermill as pm
+
+    import ttlib
+
+    root = repo_root()
+    here = Path(ttlib.__file__).resolve().parents[1]  # the kernel imports the ttlib under test
+    monkeypatch.setenv("PYTHONPATH", f"{here}{os.pathsep}{os.environ.get('PYTHONPATH', '')}")
+    out_dir = root / "build" / "smoke" / notebook  # results_dir(notebook, "smoke"), not made
+
+    def listing():
+        return sorted(p.name for p in out_dir.iterdir()) if out_dir.exists() else None
+
+    before = listing()
+    start = time.monotonic()
+    with pytest.raises(pm.PapermillExecutionError) as err:
+        pm.execute_notebook(
+            str(root / "notebooks" / f"{notebook}.ipynb"),
+            str(tmp_path / "out.ipynb"),
+            parameters={"preset": "smoke", **given},
+            cwd=str(root / "notebooks"),
+            progress_bar=False,
+            kernel_name="python3",
+        )
+    assert err.value.ename == "ConfigError" and fragment in err.value.evalue
+    assert time.monotonic() - start < 120  # kernel start and imports; no model was trained
+    assert listing() == before  # nothing written

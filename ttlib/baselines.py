@@ -22,7 +22,8 @@ import torch.nn.functional as F
 from tqdm import tqdm  # plain bars: tqdm.auto warns in kernels without ipywidgets
 
 from ttlib.data import Episode
-from ttlib.io import load_torch, save_torch
+from ttlib.errors import CheckpointError
+from ttlib.io import load_torch_file, model_file_errors, save_torch
 from ttlib.iql import mlp
 
 BC_FORMAT = "ttlib-bc-v1"
@@ -50,13 +51,11 @@ def _save(module: nn.Module, fmt: str, dims: dict, config, path: str | Path) -> 
 
 
 def _load(path: str | Path, fmt: str) -> dict:
-    path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"no checkpoint at {path}")
-    state = load_torch(path)
+    state = load_torch_file(path, f"{fmt} checkpoint")
     if not isinstance(state, dict) or state.get("format") != fmt:
-        raise ValueError(f"{path} is not a {fmt} checkpoint")
-    state["config"]["hidden"] = tuple(state["config"]["hidden"])
+        raise CheckpointError(f"{path} is not a {fmt} checkpoint")
+    with model_file_errors(path, f"{fmt} checkpoint"):
+        state["config"]["hidden"] = tuple(state["config"]["hidden"])
     return state
 
 
@@ -115,8 +114,9 @@ class BehaviourCloning(nn.Module):
     @classmethod
     def load(cls, path: str | Path) -> BehaviourCloning:
         state = _load(path, BC_FORMAT)
-        model = cls(state["obs_dim"], state["act_dim"], BCConfig(**state["config"]))
-        model.load_state_dict(state["state_dict"])
+        with model_file_errors(path, f"{BC_FORMAT} checkpoint"):
+            model = cls(state["obs_dim"], state["act_dim"], BCConfig(**state["config"]))
+            model.load_state_dict(state["state_dict"])
         return model.eval()
 
 
@@ -215,8 +215,9 @@ class ProbabilisticDynamics(nn.Module):
     @classmethod
     def load(cls, path: str | Path) -> ProbabilisticDynamics:
         state = _load(path, DYNAMICS_FORMAT)
-        model = cls(state["obs_dim"], state["act_dim"], DynamicsConfig(**state["config"]))
-        model.load_state_dict(state["state_dict"])
+        with model_file_errors(path, f"{DYNAMICS_FORMAT} checkpoint"):
+            model = cls(state["obs_dim"], state["act_dim"], DynamicsConfig(**state["config"]))
+            model.load_state_dict(state["state_dict"])
         return model.eval()
 
 

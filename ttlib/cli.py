@@ -14,23 +14,76 @@ import shlex
 import sys
 from dataclasses import replace
 
-from ttlib.data import DatasetError
 from ttlib.envs import LOCOMOTION_ENVS
-from ttlib.memory import PlanningMemoryError, parse_bytes
+from ttlib.errors import CheckpointError, ConfigError, TTLibError
+from ttlib.experiments.presets import PRESETS
+from ttlib.memory import parse_bytes
 from ttlib.search import MODES
-from ttlib.train import CheckpointError
 
 
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
-    return value
+# ---------------------------------------------------------------- option types
+# Each checks its range when the command line is parsed, before any work, so a bad value is
+# one line naming the option and what it allows (argparse adds "argument --name: ").
+def _int_at_least(low: int):
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            value = None
+        if value is None or value < low:
+            raise argparse.ArgumentTypeError(f"must be an integer >= {low}, got {text!r}")
+        return value
+
+    parse.__name__ = f"integer >= {low}"
+    return parse
+
+
+_positive_int = _int_at_least(1)
+_count = _int_at_least(0)  # seeds, context lengths, dimensions
+
+
+def _float_in(low: float, high: float, low_open: bool = False, high_open: bool = False):
+    interval = f"{'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}"
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            value = float("nan")
+        ok = (value > low if low_open else value >= low) and (
+            value < high if high_open else value <= high
+        )
+        if not ok:  # NaN fails every comparison
+            raise argparse.ArgumentTypeError(f"must be a number in {interval}, got {text!r}")
+        return value
+
+    parse.__name__ = f"number in {interval}"
+    return parse
+
+
+_positive_float = _float_in(0, float("inf"), low_open=True, high_open=True)
+_probability = _float_in(0, 1, high_open=True)  # dropout; cdf-act (0 disables it)
+
+
+def _memory_size(text: str) -> int:
+    try:
+        return parse_bytes(text)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+
+
+def _check_model_shape(args: argparse.Namespace) -> None:
+    if args.n_embd % args.n_head:
+        raise ConfigError(
+            f"--n-head {args.n_head} does not divide --n-embd {args.n_embd}: every attention "
+            "head needs the same width; choose an --n-embd that is a multiple of --n-head"
+        )
 
 
 # ---------------------------------------------------------------- make-policies
 def _run_make_policies(args: argparse.Namespace) -> int:
     from ttlib.datagen.policies import PolicyConfig, make_policies, save_early, train
+    from ttlib.io import check_output_dir
 
     for env in args.env:
         if env not in LOCOMOTION_ENVS:
@@ -38,6 +91,8 @@ def _run_make_policies(args: argparse.Namespace) -> int:
                 f"make-policies trains locomotion policies only, got {env!r}; "
                 f"choose from {', '.join(LOCOMOTION_ENVS)}."
             )
+    check_output_dir(args.cache_dir, "--cache-dir")
+    check_output_dir(args.out_dir, "--out-dir")
     base = PolicyConfig(
         total_steps=args.total_steps,
         checkpoint_every=args.checkpoint_every,
@@ -69,15 +124,15 @@ def add_make_policies(sub) -> argparse.ArgumentParser:
     )
     envs = list(LOCOMOTION_ENVS)
     p.add_argument("--env", nargs="+", default=envs, help=f"locomotion envs ({', '.join(envs)})")
-    p.add_argument("--total-steps", type=int, default=200_000)
-    p.add_argument("--checkpoint-every", type=int, default=10_000)
+    p.add_argument("--total-steps", type=_positive_int, default=200_000)
+    p.add_argument("--checkpoint-every", type=_positive_int, default=10_000)
     p.add_argument(
         "--stop-score",
         type=float,
         default=None,
         help="stop training once a checkpoint's D4RL-normalised return (x100) reaches this",
     )
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=_count, default=0)
     p.add_argument("--cache-dir", default="cache/policies", help="big resumable checkpoints")
     p.add_argument("--out-dir", default="results/policies", help="small committed policy files")
     p.add_argument(
@@ -102,8 +157,11 @@ def add_make_policies(sub) -> argparse.ArgumentParser:
 
 # ---------------------------------------------------------------- make-data, data-summary
 def _run_make_data(args: argparse.Namespace) -> int:
+    from ttlib.data import minari_root
     from ttlib.datagen.datasets_gen import DataConfig, make_datasets
+    from ttlib.io import check_output_dir
 
+    check_output_dir(minari_root(), "MINARI_DATASETS_PATH")
     cfg = DataConfig(
         transitions=args.transitions,
         seed=args.seed,
@@ -123,8 +181,10 @@ def add_make_data(sub) -> argparse.ArgumentParser:
     p.add_argument(
         "--kind", nargs="+", default=None, help="dataset kinds (default: all kinds of each env)"
     )
-    p.add_argument("--transitions", type=int, default=100_000, help="transitions per dataset")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--transitions", type=_positive_int, default=100_000, help="transitions per dataset"
+    )
+    p.add_argument("--seed", type=_count, default=0)
     p.add_argument("--policy-dir", default="results/policies")
     p.add_argument("--overwrite", action="store_true", help="replace datasets that exist")
     p.set_defaults(func=_run_make_data, command="make-data")
@@ -133,7 +193,10 @@ def add_make_data(sub) -> argparse.ArgumentParser:
 
 def _run_data_summary(args: argparse.Namespace) -> int:
     from ttlib.datagen.datasets_gen import data_summary
+    from ttlib.io import check_output_file
 
+    if args.out:
+        check_output_file(args.out, "--out")
     print(data_summary(args.ids, out=args.out).to_string(index=False))
     return 0
 
@@ -149,8 +212,21 @@ def add_data_summary(sub) -> argparse.ArgumentParser:
 # ---------------------------------------------------------------- train
 def _run_train(args: argparse.Namespace) -> int:
     from ttlib.data import DataConfig, make_sequence_dataset
-    from ttlib.train import TrainConfig, gpt_config_for, train
+    from ttlib.io import check_output_dir
+    from ttlib.train import TrainConfig, gpt_config_for, resolve_device, train
 
+    # everything that can be refused is refused before the dataset is read
+    _check_model_shape(args)
+    resolve_device(args.device)
+    check_output_dir(args.out, "--out")
+    cfg = TrainConfig(
+        max_steps=args.steps,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        seed=args.seed,
+        device=args.device,
+        checkpoint_every=args.checkpoint_every,
+    )
     data_cfg = DataConfig(
         dataset_id=args.dataset,
         discretizer=args.discretizer,
@@ -163,14 +239,6 @@ def _run_train(args: argparse.Namespace) -> int:
     model_cfg = gpt_config_for(
         dataset, n_layer=args.n_layer, n_head=args.n_head, n_embd=args.n_embd, dropout=args.dropout
     )
-    cfg = TrainConfig(
-        max_steps=args.steps,
-        batch_size=args.batch_size,
-        lr=args.lr,
-        seed=args.seed,
-        device=args.device,
-        checkpoint_every=args.checkpoint_every,
-    )
     res = train(dataset, model_cfg, cfg, out_dir=args.out)
     loss = res.history[-1]["loss"] if res.history else float("nan")
     print(f"trained {res.steps_run} steps in {res.seconds:.0f}s; loss {loss:.3f}; {res.checkpoint}")
@@ -182,20 +250,20 @@ def add_train(sub) -> argparse.ArgumentParser:
     p.add_argument("--dataset", required=True, help="Minari id, e.g. ttlib/hopper/medium-v0")
     p.add_argument("--out", required=True, help="output folder (resumes if it has a checkpoint)")
     p.add_argument("--discretizer", choices=["quantile", "uniform"], default="quantile")
-    p.add_argument("--n-bins", type=int, default=100)
-    p.add_argument("--n-transitions", type=int, default=10, help="training window")
-    p.add_argument("--max-transitions", type=int, default=None, help="use the first N")
-    p.add_argument("--goal-dims", type=int, nargs="+", default=None, help="hindsight goals")
-    p.add_argument("--steps", type=int, default=1000)
-    p.add_argument("--batch-size", type=int, default=256)
-    p.add_argument("--lr", type=float, default=6e-4)
-    p.add_argument("--n-layer", type=int, default=4)
-    p.add_argument("--n-head", type=int, default=4)
-    p.add_argument("--n-embd", type=int, default=128)
-    p.add_argument("--dropout", type=float, default=0.1)
-    p.add_argument("--seed", type=int, default=42)
-    p.add_argument("--device", default="auto")
-    p.add_argument("--checkpoint-every", type=int, default=500)
+    p.add_argument("--n-bins", type=_int_at_least(2), default=100)
+    p.add_argument("--n-transitions", type=_positive_int, default=10, help="training window")
+    p.add_argument("--max-transitions", type=_positive_int, default=None, help="use the first N")
+    p.add_argument("--goal-dims", type=_count, nargs="+", default=None, help="hindsight goals")
+    p.add_argument("--steps", type=_positive_int, default=1000)
+    p.add_argument("--batch-size", type=_positive_int, default=256)
+    p.add_argument("--lr", type=_positive_float, default=6e-4)
+    p.add_argument("--n-layer", type=_positive_int, default=4)
+    p.add_argument("--n-head", type=_positive_int, default=4)
+    p.add_argument("--n-embd", type=_positive_int, default=128)
+    p.add_argument("--dropout", type=_probability, default=0.1)
+    p.add_argument("--seed", type=_count, default=42)
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    p.add_argument("--checkpoint-every", type=_positive_int, default=500)
     p.add_argument("--download", action="store_true", help="fetch a remote Minari id (network)")
     p.set_defaults(func=_run_train, command="train")
     return p
@@ -240,14 +308,7 @@ def _q_function(args: argparse.Namespace, model):
 
     if args.q_checkpoint is None:
         raise ValueError("mode 'q' needs --q-checkpoint PATH (an IQL model saved by ttlib.iql)")
-    try:
-        iql = IQL.load(args.q_checkpoint)
-    except (FileNotFoundError, ValueError):
-        raise
-    except Exception as err:  # truncated or corrupt file
-        raise CheckpointError(
-            f"{args.q_checkpoint} is not a readable IQL model ({type(err).__name__})"
-        ) from err
+    iql = IQL.load(args.q_checkpoint)  # a missing or unreadable file is a CheckpointError
     c = model.config
     if (iql.obs_dim, iql.act_dim) != (c.observation_dim, c.action_dim):
         raise ValueError(
@@ -271,12 +332,17 @@ def _describe(result) -> str:
 def _run_plan(args: argparse.Namespace) -> int:
     from ttlib.envs import check_env_name
     from ttlib.evaluate import evaluate, save_video
-    from ttlib.io import save_json
+    from ttlib.io import check_output_file, save_json
     from ttlib.memory import LIMIT_ENV, check_planning_memory
     from ttlib.search import PlannerConfig, TTPlanner
-    from ttlib.train import load_checkpoint
+    from ttlib.train import load_checkpoint, resolve_device
 
     check_env_name(args.env)
+    resolve_device(args.device)
+    # found out now, not after the whole evaluation has run
+    for option, path in (("--out", args.out), ("--video", args.video)):
+        if path:
+            check_output_file(path, option)
     config = PlannerConfig(
         mode=args.mode,
         horizon=args.horizon,
@@ -337,13 +403,13 @@ def add_plan(sub) -> argparse.ArgumentParser:
     p.add_argument("--horizon", type=_positive_int, default=15)
     p.add_argument("--beam-width", type=_positive_int, default=128)
     p.add_argument("--n-expand", type=_positive_int, default=2)
-    p.add_argument("--context", type=int, default=5, help="context transitions")
-    p.add_argument("--cdf-act", type=float, default=0.6, help="0 disables the filter")
+    p.add_argument("--context", type=_count, default=5, help="context transitions")
+    p.add_argument("--cdf-act", type=_probability, default=0.6, help="0 disables the filter")
     p.add_argument("--k-act", type=_positive_int, default=None)
     p.add_argument("--max-steps", type=_positive_int, default=None, help="cap per episode")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=_count, default=0)
     p.add_argument("--q-checkpoint", default=None, help="IQL model for --mode q")
-    p.add_argument("--device", default="auto")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     p.add_argument(
         "--threads",
         type=_positive_int,
@@ -352,7 +418,7 @@ def add_plan(sub) -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--memory-limit",
-        type=parse_bytes,
+        type=_memory_size,
         default=None,
         help="refuse settings estimated above this (e.g. 8G); default: "
         "$TTLIB_MEMORY_LIMIT or 3/4 of the memory available",
@@ -366,8 +432,10 @@ def add_plan(sub) -> argparse.ArgumentParser:
 
 # ---------------------------------------------------------------- reproduce
 def _run_reproduce(args: argparse.Namespace) -> int:
-    from ttlib.experiments.reproduce import reproduce
+    from ttlib.experiments.reproduce import executed_dir, reproduce
+    from ttlib.io import check_output_dir
 
+    check_output_dir(executed_dir(args.preset), "the executed-notebook folder")
     for path in reproduce(args.preset, args.only):
         print(f"wrote {path}")
     return 0
@@ -375,7 +443,7 @@ def _run_reproduce(args: argparse.Namespace) -> int:
 
 def add_reproduce(sub) -> argparse.ArgumentParser:
     p = sub.add_parser("reproduce", help="run the experiment notebooks with papermill")
-    p.add_argument("--preset", default="smoke", help="smoke | cpu | paper")
+    p.add_argument("--preset", choices=PRESETS, default="smoke")
     p.add_argument("--only", nargs="+", default=None, help="experiment names")
     p.set_defaults(func=_run_reproduce, command="reproduce")
     return p
@@ -388,9 +456,7 @@ COMMANDS = (add_make_policies, add_make_data, add_data_summary, add_train, add_p
 # "ttlib <command>: error: <message>", with exit code 2 and no traceback; anything else is a
 # bug and keeps its traceback.
 USER_ERRORS: tuple[type[BaseException], ...] = (
-    DatasetError,  # dataset id unknown, unreadable, or not downloadable here
-    CheckpointError,  # checkpoint missing, corrupt, or made for another env / model
-    PlanningMemoryError,  # planner settings that would not fit in memory
+    TTLibError,  # the library's own (ttlib.errors): config, dataset, checkpoint, output, memory
     ValueError,  # any other bad value: env name, dataset kind, mode, option combination
     FileNotFoundError,  # an input file (policy, IQL model) that does not exist
     IsADirectoryError,  # a file path that names a folder
@@ -399,10 +465,15 @@ USER_ERRORS: tuple[type[BaseException], ...] = (
 )
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a bad command line is one line (not the usage block) and exit code 2."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="ttlib", description="Trajectory Transformer reproduction toolkit"
-    )
+    parser = _Parser(prog="ttlib", description="Trajectory Transformer reproduction toolkit")
     sub = parser.add_subparsers(required=True, metavar="COMMAND")
     for add in COMMANDS:
         add(sub)

@@ -11,16 +11,22 @@ only positions past ``max_path_length`` carry no loss.
 from __future__ import annotations
 
 import difflib
+import os
+import warnings
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
 import numpy as np
 import torch
 
 from ttlib.discretize import Discretizer, make_discretizer
-
-
-class DatasetError(ValueError):
-    """A dataset id or file that cannot be used; the message says why and what to do."""
+from ttlib.errors import (  # DatasetError is defined there and importable from here
+    ConfigError,
+    DatasetError,
+    check_interval,
+    check_positive,
+    is_int,
+)
 
 
 @dataclass
@@ -48,15 +54,62 @@ class DataConfig:
     obs_keys: list[str] = field(default_factory=lambda: ["observation"])  # for dict observations
     goal_dims: list[int] | None = None  # observation dims that define a hindsight goal
 
+    def __post_init__(self):
+        # out-of-range windows crash deep in torch (or build nothing) if not caught here
+        check_positive(
+            "DataConfig",
+            n_transitions=self.n_transitions,
+            max_path_length=self.max_path_length,
+            max_transitions=self.max_transitions,
+        )
+        if not (is_int(self.n_bins) and self.n_bins >= 2):
+            raise ConfigError(f"DataConfig n_bins={self.n_bins!r}: must be an integer >= 2")
+        check_interval("DataConfig", "discount", self.discount, 0, 1, (False, True))
+
     def to_dict(self) -> dict:
         return asdict(self)
 
 
 # ---------------------------------------------------------------- loading
+def minari_root() -> Path:
+    """Minari's data folder (as ``minari.storage.get_dataset_path`` finds it), not created."""
+    path = os.environ.get("MINARI_DATASETS_PATH")
+    return Path(path) if path else Path.home() / ".minari" / "datasets"
+
+
 def local_dataset_ids() -> list[str]:
     import minari
 
-    return sorted(minari.list_local_datasets().keys())
+    # Minari warns about (and skips) folders with bad metadata; load_minari reports the one
+    # asked for as a DatasetError, so the others' warnings would only be noise here.
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Misconfigured dataset")
+        return sorted(minari.list_local_datasets().keys())
+
+
+def _unreadable(dataset_id: str, err: BaseException) -> DatasetError:
+    first = (str(err).strip().splitlines() or [""])[0]
+    return DatasetError(
+        f"dataset {dataset_id!r} in {minari_root() / dataset_id} exists but cannot be read "
+        f"({type(err).__name__}: {first}); delete that folder (or `minari delete "
+        f"{dataset_id}`) and generate it again"
+    )
+
+
+def _open_local(dataset_id: str):
+    """A local dataset, read far enough that a bad file is reported now, as this dataset's."""
+    import minari
+
+    try:
+        dataset = minari.load_dataset(dataset_id)
+        # Minari opens the data file lazily: an empty or truncated main_data.hdf5 would
+        # otherwise surface later as an OSError or KeyError from deep inside h5py.
+        if dataset.total_episodes < 1:
+            raise ValueError("it has no episodes")
+        next(iter(dataset.iterate_episodes([0])))
+    except Exception as err:  # corrupt, half-written or hand-edited files: all "unreadable"
+        raise _unreadable(dataset_id, err) from err
+    return dataset
 
 
 def load_minari(dataset_id: str, download: bool = False):
@@ -69,14 +122,9 @@ def load_minari(dataset_id: str, download: bool = False):
     import minari
 
     local = local_dataset_ids()
-    if dataset_id in local:
-        try:
-            return minari.load_dataset(dataset_id)
-        except Exception as err:  # corrupt or half-written files
-            raise DatasetError(
-                f"dataset {dataset_id!r} exists but cannot be read ({type(err).__name__}: {err}); "
-                f"delete it with `minari delete {dataset_id}` and generate it again"
-            ) from err
+    # a folder with a malformed metadata file is not "local" to Minari, but it is not missing
+    if dataset_id in local or (minari_root() / dataset_id / "data").is_dir():
+        return _open_local(dataset_id)
     if download:
         try:
             minari.download_dataset(dataset_id)
@@ -127,23 +175,31 @@ def _flat_obs(obs, keys: list[str]) -> np.ndarray:
 def episodes_from_minari(dataset, obs_keys: list[str] | None = None) -> list[Episode]:
     """Convert Minari episodes (T+1 observations, T actions) into :class:`Episode` lists."""
     keys = obs_keys or ["observation"]
+    name = getattr(dataset, "id", "dataset")
     episodes = []
-    for ep in dataset.iterate_episodes():
-        obs = _flat_obs(ep.observations, keys)[:-1]
-        goals = None
-        if isinstance(ep.observations, dict) and "desired_goal" in ep.observations:
-            goals = np.asarray(ep.observations["desired_goal"], dtype=np.float32)[:-1]
-        episodes.append(
-            Episode(
-                observations=obs,
-                actions=np.asarray(ep.actions, dtype=np.float32).reshape(len(obs), -1),
-                rewards=np.asarray(ep.rewards, dtype=np.float32),
-                terminated=bool(np.asarray(ep.terminations)[-1]),
-                goals=goals,
-            )
-        )
-    _check_finite(episodes, getattr(dataset, "id", "dataset"))
+    try:
+        for ep in dataset.iterate_episodes():
+            episodes.append(_episode(ep, keys))
+    except DatasetError:
+        raise
+    except (OSError, KeyError, ValueError, TypeError, IndexError) as err:  # a malformed file
+        raise _unreadable(name, err) from err
+    _check_finite(episodes, name)
     return episodes
+
+
+def _episode(ep, keys: list[str]) -> Episode:
+    obs = _flat_obs(ep.observations, keys)[:-1]
+    goals = None
+    if isinstance(ep.observations, dict) and "desired_goal" in ep.observations:
+        goals = np.asarray(ep.observations["desired_goal"], dtype=np.float32)[:-1]
+    return Episode(
+        observations=obs,
+        actions=np.asarray(ep.actions, dtype=np.float32).reshape(len(obs), -1),
+        rewards=np.asarray(ep.rewards, dtype=np.float32),
+        terminated=bool(np.asarray(ep.terminations)[-1]),
+        goals=goals,
+    )
 
 
 def _check_finite(episodes: list[Episode], name: str) -> None:

@@ -18,6 +18,8 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
+from ttlib.errors import CheckpointError
+
 STATISTICS = ("centre", "mean")
 
 
@@ -152,12 +154,31 @@ class Discretizer:
 
     @staticmethod
     def from_state_dict(state: dict) -> Discretizer:
-        cls = DISCRETIZERS.get(state["kind"])
+        """Rebuild a discretizer; a state that is not one is a CheckpointError (it comes from a
+        file), not a KeyError or a discretizer that fails at its first encode."""
+        if not isinstance(state, dict) or not {"kind", "n_bins", "edges", "bin_means"} <= set(
+            state
+        ):
+            raise CheckpointError("discretizer state lacks kind, n_bins, edges or bin_means")
+        cls = DISCRETIZERS.get(state["kind"]) if isinstance(state["kind"], str) else None
         if cls is None:
-            raise ValueError(f"unknown discretizer kind {state['kind']!r}")
-        disc = cls(int(state["n_bins"]))
-        disc.edges = state["edges"].numpy().astype(np.float64)
-        disc.bin_means = state["bin_means"].numpy().astype(np.float64)
+            raise CheckpointError(f"unknown discretizer kind {state['kind']!r}")
+        edges, means = state["edges"], state["bin_means"]
+        if not (isinstance(edges, torch.Tensor) and isinstance(means, torch.Tensor)):
+            raise CheckpointError("discretizer state: edges and bin_means must be tensors")
+        n_bins = state["n_bins"]
+        if not isinstance(n_bins, int) or n_bins < 2 or edges.ndim != 2 or edges.shape[1] < 2:
+            raise CheckpointError(
+                f"discretizer state: n_bins {n_bins!r} with edges of shape {tuple(edges.shape)}"
+            )
+        if tuple(means.shape) != (edges.shape[0], n_bins):
+            raise CheckpointError(
+                f"discretizer state: bin_means of shape {tuple(means.shape)} for edges "
+                f"{tuple(edges.shape)} and {n_bins} bins"
+            )
+        disc = cls(n_bins)
+        disc.edges = edges.numpy().astype(np.float64)
+        disc.bin_means = means.numpy().astype(np.float64)
         return disc
 
     def fingerprint(self) -> str:

@@ -5,10 +5,14 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+import warnings
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import torch
+
+from ttlib.errors import CheckpointError, CheckpointNotFoundError, OutputError
 
 
 def _atomic(path: Path, write) -> Path:
@@ -39,3 +43,82 @@ def load_torch(path: str | Path, map_location="cpu") -> Any:
 def save_json(obj: Any, path: str | Path) -> Path:
     data = (json.dumps(obj, indent=2, sort_keys=False, default=str) + "\n").encode()
     return _atomic(Path(path), lambda f: f.write(data))
+
+
+# ------------------------------------------------------------ output locations, checked up front
+def _writable(folder: Path) -> bool:
+    """Whether a file can be created in the existing ``folder``. os.access alone is not enough:
+    root passes it on read-only file systems, so a probe file is made and removed at once."""
+    if not os.access(folder, os.W_OK | os.X_OK):
+        return False
+    try:
+        with tempfile.TemporaryFile(dir=folder, prefix=".ttlib-write-test-"):
+            return True
+    except OSError:
+        return False
+
+
+def check_output_dir(path: str | Path, what: str, shown: Path | None = None) -> Path:
+    """Raise OutputError unless ``path`` is, or could be created as, a writable folder.
+
+    Called before any work, so a run does not find out at its end that it cannot save.
+    Creates nothing: a folder that does not exist yet is judged by its nearest existing parent.
+    ``what`` names the option (``--out``) in the message, with ``shown`` (default ``path``).
+    """
+    path = Path(path)
+    shown = shown or path
+    if shown == path and path.exists() and not path.is_dir():
+        raise OutputError(f"{what} {shown}: a file of that name exists; give a folder")
+    existing = path
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir():
+        raise OutputError(f"{what} {shown}: {existing} is a file, so no folder can be made there")
+    if not _writable(existing):
+        raise OutputError(f"{what} {shown}: cannot write in {existing} (read-only, no permission)")
+    return path
+
+
+def check_output_file(path: str | Path, what: str) -> Path:
+    """Raise OutputError unless a file could be written at ``path`` (see check_output_dir)."""
+    path = Path(path)
+    if path.is_dir():
+        raise OutputError(f"{what} {path}: is a folder; give a file name")
+    check_output_dir(path.parent, what, shown=path)
+    return path
+
+
+def load_torch_file(path: str | Path, what: str, error: type[CheckpointError] = CheckpointError):
+    """:func:`load_torch` for user-given files: a missing, truncated or unsafe file becomes one
+    ``error`` line naming the file. torch's own message is left out: it is many lines, and for
+    a file with pickled objects it suggests ``weights_only=False``, which runs arbitrary code."""
+    path = Path(path)
+    if not path.exists():
+        raise CheckpointNotFoundError(f"no {what} at {path}")
+    if path.is_dir():
+        raise error(f"{path} is a folder, not a {what} file")
+    try:
+        with warnings.catch_warnings():  # torch warns about a foreign pickle it then refuses
+            warnings.filterwarnings("ignore", message="Detected pickle protocol")
+            return load_torch(path)
+    except Exception as err:  # truncated, corrupt, not a torch file, or refused as unsafe
+        raise error(
+            f"{path} is not a readable {what} ({type(err).__name__}): the file is truncated, "
+            "corrupt, or holds more than tensors and plain values; copy it again or remake it"
+        ) from err
+
+
+@contextmanager
+def model_file_errors(path: str | Path, what: str):
+    """Turn what a well-formed torch file with the wrong contents raises while a model is built
+    from it (a missing key, a tensor of another shape, a config field of the wrong type) into
+    one CheckpointError line naming the file."""
+    try:
+        yield
+    except CheckpointError:
+        raise
+    except (KeyError, TypeError, ValueError, AttributeError, IndexError, RuntimeError) as err:
+        first = (str(err).strip().splitlines() or [""])[0]
+        raise CheckpointError(
+            f"{path} is not a valid {what} ({type(err).__name__}: {first}); remake it"
+        ) from err

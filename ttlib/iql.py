@@ -25,7 +25,8 @@ import torch.nn.functional as F
 from tqdm import tqdm  # plain bars: tqdm.auto warns in kernels without ipywidgets
 
 from ttlib.data import Episode
-from ttlib.io import load_torch, save_torch
+from ttlib.errors import CheckpointError
+from ttlib.io import load_torch_file, model_file_errors, save_torch
 
 IQL_FORMAT = "ttlib-iql-v1"
 
@@ -224,16 +225,14 @@ class IQL(nn.Module):
 
     @classmethod
     def load(cls, path: str | Path) -> IQL:
-        path = Path(path)
-        if not path.exists():
-            raise FileNotFoundError(f"no IQL checkpoint at {path}; train one with ttlib.iql")
-        state = load_torch(path)
+        state = load_torch_file(path, "IQL model")
         if not isinstance(state, dict) or state.get("format") != IQL_FORMAT:
-            raise ValueError(f"{path} is not an IQL checkpoint (format {IQL_FORMAT})")
-        cfg = dict(state["config"])
-        cfg["hidden"] = tuple(cfg["hidden"])
-        model = cls(int(state["obs_dim"]), int(state["act_dim"]), IQLConfig(**cfg))
-        model.load_state_dict(state["state_dict"])
+            raise CheckpointError(f"{path} is not an IQL checkpoint (format {IQL_FORMAT})")
+        with model_file_errors(path, "IQL model"):
+            cfg = dict(state["config"])
+            cfg["hidden"] = tuple(cfg["hidden"])
+            model = cls(int(state["obs_dim"]), int(state["act_dim"]), IQLConfig(**cfg))
+            model.load_state_dict(state["state_dict"])
         return model.eval()
 
 

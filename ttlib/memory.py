@@ -33,16 +33,14 @@ import os
 import re
 from dataclasses import dataclass
 
+from ttlib.errors import PlanningMemoryError  # noqa: F401  (re-exported)
+
 # The share of the memory available now that a plan may take, unless a limit is given or set
 # in TTLIB_MEMORY_LIMIT (bytes, or a size such as "8G", "500M").
 DEFAULT_FRACTION = 0.75
 LIMIT_ENV = "TTLIB_MEMORY_LIMIT"
 
 _UNITS = {"": 1, "K": 2**10, "M": 2**20, "G": 2**30, "T": 2**40}
-
-
-class PlanningMemoryError(ValueError):
-    """Planner settings whose estimated memory is above the limit."""
 
 
 @dataclass(frozen=True)

@@ -22,17 +22,14 @@ from tqdm import tqdm  # plain bars: tqdm.auto warns in kernels without ipywidge
 
 from ttlib.data import DataConfig, SequenceDataset
 from ttlib.discretize import Discretizer
-from ttlib.io import load_torch, save_torch
+from ttlib.errors import CheckpointError, ConfigError, check_interval, check_positive
+from ttlib.io import load_torch, model_file_errors, save_torch
 from ttlib.model import GPTConfig, TrajectoryGPT
 
 CHECKPOINT_FORMAT = "ttlib-checkpoint-v1"
 SCHEDULES = ("original", "run_length")
 PRECISIONS = ("fp32", "bf16")
 ORIGINAL_FINAL_EPOCHS = 20  # the original's final_tokens = 20 x warmup_tokens
-
-
-class CheckpointError(ValueError):
-    """A checkpoint that does not fit the model, data or run it is used with."""
 
 
 @dataclass
@@ -58,10 +55,21 @@ class TrainConfig:
     log_every: int = 50
 
     def __post_init__(self):
+        # fail here, before any data is loaded, not as a crash (or a silent no-op) in train()
         if self.schedule not in SCHEDULES:
-            raise ValueError(f"unknown schedule {self.schedule!r}; choose one of {SCHEDULES}")
+            raise ConfigError(f"unknown schedule {self.schedule!r}; choose one of {SCHEDULES}")
         if self.precision not in PRECISIONS:
-            raise ValueError(f"unknown precision {self.precision!r}; choose one of {PRECISIONS}")
+            raise ConfigError(f"unknown precision {self.precision!r}; choose one of {PRECISIONS}")
+        check_positive(
+            "TrainConfig",
+            max_steps=self.max_steps,
+            batch_size=self.batch_size,
+            checkpoint_every=self.checkpoint_every,
+            log_every=self.log_every,
+        )
+        check_interval("TrainConfig", "lr", self.lr, 0, float("inf"), (False, False))
+        check_interval("TrainConfig", "warmup_frac", self.warmup_frac, 0, 1)
+        parse_device(self.device)  # its spelling; whether it exists is checked when training
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -79,10 +87,32 @@ class TrainResult:
     train_seconds: float = 0.0  # all parts of the run, resumes included: the checkpoint's value
 
 
-def resolve_device(device: str = "auto") -> torch.device:
+def parse_device(device: str) -> torch.device | None:
+    """The torch device ``device`` names (None for "auto"), or a ConfigError."""
     if device == "auto":
+        return None
+    try:
+        return torch.device(device)
+    except (RuntimeError, TypeError):
+        raise ConfigError(
+            f"device {device!r} is not a device name; use auto, cpu, cuda or cuda:N"
+        ) from None
+
+
+def resolve_device(device: str = "auto") -> torch.device:
+    """The device to use, or a ConfigError if it is not in this machine / torch build."""
+    dev = parse_device(device)
+    if dev is None:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(
+            f"device {device!r}: this torch {torch.__version__} sees no CUDA GPU; use cpu or auto"
+        )
+    if dev.type == "cuda" and (dev.index or 0) >= torch.cuda.device_count():
+        raise ConfigError(f"device {device!r}: only {torch.cuda.device_count()} CUDA GPU(s)")
+    if dev.type == "mps" and not torch.backends.mps.is_available():
+        raise ConfigError(f"device {device!r}: MPS is not available here; use cpu or auto")
+    return dev
 
 
 def original_lr_multiplier(
@@ -259,7 +289,10 @@ def load_checkpoint(path: str | Path, device: str = "auto"):
         discretizer = Discretizer.from_state_dict(ckpt["discretizer"])
     except (TypeError, KeyError, ValueError) as err:
         raise CheckpointError(f"{path} has a config this version cannot read ({err})") from err
-    mismatch = _weight_mismatch(config, ckpt["model"])
+    with model_file_errors(path, "ttlib checkpoint"):  # hand-edited or damaged contents
+        if config.n_embd % config.n_head:  # TrajectoryGPT would only assert it
+            raise ValueError(f"n_head {config.n_head} does not divide n_embd {config.n_embd}")
+        mismatch = _weight_mismatch(config, ckpt["model"])
     if mismatch:
         raise CheckpointError(
             f"{path}: its weights do not fit its model config ({mismatch}); the file mixes "

@@ -46,6 +46,7 @@ from ttlib.envs import (
     make_env,
     normalized_score,
 )
+from ttlib.errors import check_positive
 
 
 @dataclass
@@ -58,6 +59,9 @@ class DataConfig:
     kp: float = 10.0  # proportional gain towards the next waypoint
     kd: float = 1.0  # damping on the point's velocity
     action_noise: float = 0.5  # std of Gaussian noise added to the action before clipping
+
+    def __post_init__(self):
+        check_positive("DataConfig", transitions=self.transitions)  # 0 wrote an empty dataset
 
 
 def parse_dataset_id(did: str) -> tuple[str, str]:
@@ -330,15 +334,16 @@ def make_datasets(
 
 def data_summary(ids: list[str] | None = None, out: str | Path | None = None):
     """Table of dataset sizes and returns (pandas); written to `out` as CSV only if given."""
-    import minari
     import pandas as pd
 
-    ids = ids or sorted(d for d in minari.list_local_datasets() if d.startswith(NAMESPACE + "/"))
+    from ttlib.data import episodes_from_minari, load_minari, local_dataset_ids
+
+    ids = ids or [d for d in local_dataset_ids() if d.startswith(NAMESPACE + "/")]
     rows = []
     for did in ids:
         env, kind = parse_dataset_id(did)
-        ds = minari.load_dataset(did)
-        returns = np.array([ep.rewards.sum() for ep in ds.iterate_episodes()])
+        ds = load_minari(did)  # a malformed dataset is a DatasetError naming its folder
+        returns = np.array([ep.rewards.sum() for ep in episodes_from_minari(ds)])
         rows.append(
             {
                 "dataset_id": did,

@@ -44,6 +44,8 @@ from torch import nn
 from tqdm import tqdm
 
 from ttlib.envs import LOCOMOTION_ENVS, REF_SCORES, check_env_name, make_env
+from ttlib.errors import ConfigError, check_positive, is_int
+from ttlib.io import load_torch_file, model_file_errors
 
 LOG_STD_MIN, LOG_STD_MAX = -20.0, 2.0  # SB3's clamp on the actor's log-std
 
@@ -67,6 +69,20 @@ class PolicyConfig:
     cache_dir: str = "cache/policies"  # big files: SB3 checkpoints, replay buffers, all actors
     out_dir: str = "results/policies"  # small committed files
     command: str = ""  # the command line that produced the run, recorded in policies.json
+
+    def __post_init__(self):
+        # a zero or negative budget would "finish" at once and select from nothing
+        check_positive(
+            "PolicyConfig",
+            total_steps=self.total_steps,
+            checkpoint_every=self.checkpoint_every,
+            eval_episodes=self.eval_episodes,
+            final_eval_episodes=self.final_eval_episodes,
+            milestone_every=self.milestone_every,
+        )
+        if not (is_int(self.learning_starts) and self.learning_starts >= 0):
+            starts = self.learning_starts
+            raise ConfigError(f"PolicyConfig learning_starts={starts!r}: must be an integer >= 0")
 
 
 class SACActor(nn.Module):
@@ -119,13 +135,14 @@ def save_actor(actor: SACActor, path: str | Path) -> None:
 def load_actor(path: str | Path) -> SACActor:
     """Load an actor saved by `save_actor` (or stored in float16 by `save_early`); only tensors
     are stored, so weights_only=True works."""
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    state = {k: v.float() for k, v in state.items()}
-    hidden, obs_dim = state["latent_pi.0.weight"].shape
-    actor = SACActor(
-        obs_dim, state["mu.weight"].shape[0], state["action_low"], state["action_high"], hidden
-    )
-    actor.load_state_dict(state)
+    state = load_torch_file(path, "policy file")
+    with model_file_errors(path, "policy file"):
+        state = {k: v.float() for k, v in state.items()}
+        hidden, obs_dim = state["latent_pi.0.weight"].shape
+        actor = SACActor(
+            obs_dim, state["mu.weight"].shape[0], state["action_low"], state["action_high"], hidden
+        )
+        actor.load_state_dict(state)
     return actor.eval()
 
 

@@ -15,16 +15,11 @@ from typing import Any
 
 import yaml
 
+from ttlib.errors import ConfigError, is_int  # ConfigError shows as one line in a notebook
+
 PRESETS = ("smoke", "cpu", "paper")
 EXPERIMENTS = ("prediction", "attention", "imitation", "goal_reaching", "d4rl", "maze_q")
 _IPYTHON_NAMES = {"In", "Out", "get_ipython", "exit", "quit", "open"}
-
-
-class ConfigError(ValueError):
-    """Bad preset or parameter. In a notebook it shows as one line, not a traceback."""
-
-    def _render_traceback_(self):  # IPython hook: print just the message
-        return [f"ConfigError: {self}"]
 
 
 def repo_root() -> Path:
@@ -113,8 +108,43 @@ def resolve(experiment: str, namespace: dict, path: str | Path | None = None) ->
     for k, v in given.items():
         if v is not None:
             params[k] = _coerce(k, v, base[k])
+    check_params(experiment, params)
     params["preset"] = preset
     return params
+
+
+# What the parameters allow, checked before a notebook does any work (a negative episode
+# count used to train models first and then fail; a zero beam width was silently clamped).
+# Every integer knob is a count or size >= 1, except these:
+_AT_LEAST_ZERO = ("seed",)
+_CHOICES = {
+    "discretizer": ("quantile", "uniform"),
+    "discretizers": ("quantile", "uniform"),
+    "lr_schedule": ("original", "run_length"),
+    "dataset_namespace": ("ttlib", "mujoco"),
+}
+
+
+def check_params(experiment: str, params: dict) -> None:
+    """ConfigError naming the first parameter out of range, its value and what is allowed."""
+
+    def bad(name, allowed):
+        raise ConfigError(f"parameter {name}={params[name]!r} for {experiment}: {allowed}")
+
+    for name, value in params.items():
+        low = 0 if name in _AT_LEAST_ZERO else 1
+        if is_int(value) and value < low:
+            bad(name, f"must be an integer >= {low}")
+        if isinstance(value, list) and not value:
+            bad(name, "must list at least one value")
+        choices = _CHOICES.get(name)
+        values = value if isinstance(value, list) else [value]
+        if choices and any(v not in choices for v in values):
+            bad(name, f"choose from {list(choices)}")
+    if "dropout" in params and not 0 <= params["dropout"] < 1:
+        bad("dropout", "must be a number in [0, 1)")
+    if "n_embd" in params and "n_head" in params and params["n_embd"] % params["n_head"]:
+        bad("n_embd", f"must be a multiple of n_head={params['n_head']}")
 
 
 MODEL_KNOBS = ("n_layer", "n_head", "n_embd", "dropout")

@@ -27,6 +27,7 @@ from ttlib.interop.original import (
     convert_original_state_dict,
     ttlib_config_from_original,
 )
+from ttlib.io import load_torch_file
 from ttlib.model import TrajectoryGPT
 
 
@@ -118,7 +119,8 @@ def load_original_config(path: str | Path) -> OriginalConfig:
         try:
             cfg = _ConfigUnpickler(f).load()
         except Exception as err:  # malformed or refused: any failure means "not importable"
-            raise OriginalCheckpointError(f"{path}: {type(err).__name__}: {err}") from err
+            why = " ".join(str(err).split())  # pickle's messages can run over two lines
+            raise OriginalCheckpointError(f"{path}: {type(err).__name__}: {why}") from err
     if not isinstance(cfg, OriginalConfig):
         raise OriginalCheckpointError(f"{path} holds a {type(cfg).__name__}, not a Config")
     return cfg
@@ -288,6 +290,11 @@ def latest_epoch(directory: str | Path) -> int:
     return max(epochs)
 
 
+def _first_line(err: BaseException) -> str:
+    """torch's load_state_dict errors run to many lines; the first says what is wrong."""
+    return (str(err).strip().splitlines() or [""])[0]
+
+
 def load_original_checkpoint(
     directory: str | Path,
     dataset_source: str | Path | Mapping[str, np.ndarray] | None,
@@ -312,12 +319,22 @@ def load_original_checkpoint(
         raise OriginalCheckpointError(f"model_config.pkl is for {mcfg.class_name}, not GPT")
     ocfg = OriginalGPTConfig.from_kwargs(mcfg.to_dict())
     gcfg = ttlib_config_from_original(ocfg)
-    state = torch.load(state_path, map_location="cpu", weights_only=True)
-    model = TrajectoryGPT(gcfg)
+    state = load_torch_file(state_path, "original weights file", OriginalCheckpointError)
+    try:
+        model = TrajectoryGPT(gcfg)
+    except (AssertionError, ValueError, TypeError, RuntimeError) as err:  # e.g. n_head ∤ n_embd
+        raise OriginalCheckpointError(
+            f"{directory / 'model_config.pkl'} describes a model that cannot be built "
+            f"({type(err).__name__}: {_first_line(err)})"
+        ) from err
+    if not isinstance(state, dict):
+        raise OriginalCheckpointError(f"{state_path} holds a {type(state).__name__}, not weights")
     try:
         model.load_state_dict(convert_original_state_dict(state, gcfg), strict=True)
-    except (KeyError, RuntimeError) as err:
-        raise OriginalCheckpointError(f"{state_path} does not fit its model config: {err}") from err
+    except (KeyError, RuntimeError, TypeError, AttributeError) as err:
+        raise OriginalCheckpointError(
+            f"{state_path} does not fit its model config ({type(err).__name__}: {_first_line(err)})"
+        ) from err
     model.to(device).eval()
 
     notes = []

@@ -19,11 +19,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from ttlib.errors import OriginalCheckpointError  # noqa: F401  (re-exported)
 from ttlib.model import GPTConfig, TrajectoryGPT
-
-
-class OriginalCheckpointError(ValueError):
-    """A run directory or file of the original code that cannot be imported, and why."""
 
 
 # ============================================================== reference model
