@@ -102,9 +102,9 @@ def add_make_policies(sub) -> argparse.ArgumentParser:
 
 # ---------------------------------------------------------------- make-data, data-summary
 def _run_make_data(args: argparse.Namespace) -> int:
-    from ttlib.datagen.datasets_gen import DataConfig, make_datasets
+    from ttlib.datagen.datasets_gen import GenConfig, make_datasets
 
-    cfg = DataConfig(
+    cfg = GenConfig(
         transitions=args.transitions,
         seed=args.seed,
         policy_dir=args.policy_dir,

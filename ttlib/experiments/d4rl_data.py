@@ -152,8 +152,7 @@ def local_dataset(env: str, kind: str, transitions: int, seed: int = 0) -> str:
     """
     import minari
 
-    from ttlib.datagen.datasets_gen import DataConfig as GenConfig
-    from ttlib.datagen.datasets_gen import make_dataset
+    from ttlib.datagen.datasets_gen import GenConfig, make_dataset
     from ttlib.envs import dataset_id
 
     did = dataset_id(env, kind)
