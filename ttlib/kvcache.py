@@ -8,16 +8,14 @@ functions below read those shared keys once per group or parent instead of once 
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import torch
-
-if TYPE_CHECKING:  # only for annotations: the model imports this module
-    from ttlib.model import GPTConfig
 
 
 class KVCache:
     """Preallocated keys and values of every layer, for incremental decoding.
+
+    ``config`` is the model's :class:`ttlib.model.GPTConfig` (read, not imported: the model
+    imports this module).
 
     ``length`` counts the tokens stored (goal prefix included). Beam search reorders rows
     with :meth:`select` after it ranks and prunes candidates.
@@ -37,7 +35,7 @@ class KVCache:
     parent's past and its own new positions.
     """
 
-    def __init__(self, config: GPTConfig, batch_size: int, device=None, dtype=torch.float32):
+    def __init__(self, config, batch_size: int, device=None, dtype=torch.float32):
         self.config = config
         self.max_len = config.goal_dim + config.block_size
         hd = config.n_embd // config.n_head
@@ -238,7 +236,7 @@ class KVCache:
         return k, v
 
     @staticmethod
-    def bytes_needed(config: GPTConfig, batch_size: int, bytes_per_element: int = 4) -> int:
+    def bytes_needed(config, batch_size: int, bytes_per_element: int = 4) -> int:
         """Memory of a cache for ``batch_size`` rows (keys and values, all layers)."""
         return (
             2
