@@ -37,7 +37,8 @@ import torch
 from ttlib.interop.checkpoint import OriginalQuantileDiscretizer
 from ttlib.interop.original import original_from_ttlib
 from ttlib.interop.original_planner import original_beam_plan, original_value_fn
-from ttlib.model import GPTConfig, KVCache, TrajectoryGPT
+from ttlib.kvcache import KVCache
+from ttlib.model import GPTConfig, TrajectoryGPT
 from ttlib.search import PlannerConfig, beam_search
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -441,14 +442,15 @@ class Baseline:
         self.rev = rev
         folder = Path(tempfile.mkdtemp(prefix="bench_baseline_"))
         mods = {}
-        for name in ("model", "search"):
-            code = subprocess.run(
-                ["git", "show", f"{rev}:ttlib/{name}.py"],
-                cwd=ROOT,
-                capture_output=True,
-                text=True,
-                check=True,
-            ).stdout
+        for name in ("kvcache", "model", "search"):
+            show = subprocess.run(
+                ["git", "show", f"{rev}:ttlib/{name}.py"], cwd=ROOT, capture_output=True, text=True
+            )
+            if show.returncode and name == "kvcache":
+                continue  # before ttlib/kvcache.py the cache lived in model.py
+            show.check_returncode()
+            # The model imports the cache of the same commit, not today's.
+            code = show.stdout.replace("from ttlib.kvcache import", "from baseline_kvcache import")
             path = folder / f"baseline_{name}.py"
             path.write_text(code)
             spec = importlib.util.spec_from_file_location(f"baseline_{name}", path)

@@ -100,7 +100,7 @@ def test_counter_sees_the_parents_past_once_per_parent(bench):
 
 
 def test_reorder_counter_counts_and_restores(bench):
-    from ttlib.model import KVCache
+    from ttlib.kvcache import KVCache
 
     cfg = GPTConfig(observation_dim=2, action_dim=1, n_layer=2, n_head=2, n_embd=16, n_bins=7)
     model = TrajectoryGPT(cfg).eval()

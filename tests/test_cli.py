@@ -96,12 +96,12 @@ def test_config_dataclasses_refuse_out_of_range_fields(make):
 
 
 def test_generator_configs_refuse_empty_budgets():
-    from ttlib.datagen.datasets_gen import DataConfig
+    from ttlib.datagen.datasets_gen import GenConfig
     from ttlib.datagen.policies import PolicyConfig
     from ttlib.errors import ConfigError
 
     with pytest.raises(ConfigError, match="transitions=0"):
-        DataConfig(transitions=0)
+        GenConfig(transitions=0)
     with pytest.raises(ConfigError, match="total_steps=-1"):
         PolicyConfig(total_steps=-1)
 

@@ -5,7 +5,7 @@ import pytest
 
 from ttlib.datagen.datasets_gen import (
     LOCOMOTION_KINDS,
-    DataConfig,
+    GenConfig,
     data_summary,
     dataset_id,
     make_dataset,
@@ -46,7 +46,7 @@ def _arrays(ds):
 def test_locomotion_dataset_loads_back_with_d4rl_reference_scores(kind, policy_dir):
     import minari
 
-    ds = make_dataset("hopper", kind, DataConfig(transitions=250, policy_dir=str(policy_dir)))
+    ds = make_dataset("hopper", kind, GenConfig(transitions=250, policy_dir=str(policy_dir)))
     ds = minari.load_dataset(dataset_id("hopper", kind))
     steps = (
         250
@@ -68,7 +68,7 @@ def test_locomotion_dataset_loads_back_with_d4rl_reference_scores(kind, policy_d
 
 
 def test_random_dataset_is_cut_to_the_size_and_marks_the_cut_as_truncation():
-    ds = make_dataset("halfcheetah", "random", DataConfig(transitions=1500))
+    ds = make_dataset("halfcheetah", "random", GenConfig(transitions=1500))
     eps = list(ds.iterate_episodes())
     assert [len(e.rewards) for e in eps] == [1000, 500]  # halfcheetah never terminates
     assert eps[0].truncations[-1] and eps[1].truncations[-1]
@@ -76,18 +76,18 @@ def test_random_dataset_is_cut_to_the_size_and_marks_the_cut_as_truncation():
 
 
 def test_same_seed_gives_identical_arrays_and_another_seed_does_not():
-    obs_a, act_a, _ = _arrays(make_dataset("hopper", "random", DataConfig(transitions=200)))
-    again = make_dataset("hopper", "random", DataConfig(transitions=200, overwrite=True))
+    obs_a, act_a, _ = _arrays(make_dataset("hopper", "random", GenConfig(transitions=200)))
+    again = make_dataset("hopper", "random", GenConfig(transitions=200, overwrite=True))
     obs_b, act_b, _ = _arrays(again)
     np.testing.assert_array_equal(obs_a, obs_b)
     np.testing.assert_array_equal(act_a, act_b)
-    other = make_dataset("hopper", "random", DataConfig(transitions=200, seed=1, overwrite=True))
+    other = make_dataset("hopper", "random", GenConfig(transitions=200, seed=1, overwrite=True))
     assert not np.array_equal(act_a, _arrays(other)[1])
 
 
 def test_existing_dataset_is_kept_unless_overwrite():
-    first = make_dataset("hopper", "random", DataConfig(transitions=100))
-    kept = make_dataset("hopper", "random", DataConfig(transitions=100, seed=5))
+    first = make_dataset("hopper", "random", GenConfig(transitions=100))
+    kept = make_dataset("hopper", "random", GenConfig(transitions=100, seed=5))
     np.testing.assert_array_equal(_arrays(first)[1], _arrays(kept)[1])
 
 
@@ -99,12 +99,12 @@ def test_half_written_dataset_is_regenerated():
     did = dataset_id("hopper", "random")
     minari.create_dataset_from_buffers(did, [], env=make_env("hopper"))  # like a killed write
     assert minari.load_dataset(did).total_steps == 0
-    assert make_dataset("hopper", "random", DataConfig(transitions=50)).total_steps == 50
+    assert make_dataset("hopper", "random", GenConfig(transitions=50)).total_steps == 50
 
 
 def test_medium_replay_is_the_saved_replay_buffer(policy_dir):
     replay = np.load(policy_dir / "hopper" / "medium_replay.npz")
-    ds = make_dataset("hopper", "medium-replay", DataConfig(policy_dir=str(policy_dir)))
+    ds = make_dataset("hopper", "medium-replay", GenConfig(policy_dir=str(policy_dir)))
     obs, act, eps = _arrays(ds)
     np.testing.assert_array_equal(act, replay["actions"].astype(np.float32))
     np.testing.assert_array_equal(
@@ -119,14 +119,14 @@ def test_medium_replay_is_the_saved_replay_buffer(policy_dir):
 
 def test_medium_expert_is_half_medium_then_half_expert(policy_dir):
     ds = make_dataset(
-        "hopper", "medium-expert", DataConfig(transitions=240, policy_dir=str(policy_dir))
+        "hopper", "medium-expert", GenConfig(transitions=240, policy_dir=str(policy_dir))
     )
     lengths = np.cumsum([len(e.rewards) for e in ds.iterate_episodes()])
     assert 120 in lengths and lengths[-1] == 240  # the medium half is cut at exactly half
 
 
 def test_maze_data_reward_is_sparse_wrt_the_episode_goal():
-    ds = make_dataset("fourrooms", "diverse", DataConfig(transitions=1500))
+    ds = make_dataset("fourrooms", "diverse", GenConfig(transitions=1500))
     eps = list(ds.iterate_episodes())
     successes = 0
     for ep in eps:
@@ -142,7 +142,7 @@ def test_maze_data_reward_is_sparse_wrt_the_episode_goal():
 
 
 def test_noise_free_controller_crosses_the_large_maze():
-    ds = make_dataset("pointmaze-large", "diverse", DataConfig(transitions=2000, action_noise=0.0))
+    ds = make_dataset("pointmaze-large", "diverse", GenConfig(transitions=2000, action_noise=0.0))
     eps = list(ds.iterate_episodes())
     assert all(e.terminations[-1] for e in eps[:-1]) and len(eps) >= 5
 
@@ -158,7 +158,7 @@ def test_bad_env_or_kind_is_named():
 
 def test_missing_policy_says_which_command_to_run(tmp_path):
     with pytest.raises(FileNotFoundError, match="make-policies --env walker2d"):
-        make_dataset("walker2d", "expert", DataConfig(policy_dir=str(tmp_path)))
+        make_dataset("walker2d", "expert", GenConfig(policy_dir=str(tmp_path)))
 
 
 def test_cli_reports_bad_input_in_one_line(capsys):
@@ -170,8 +170,8 @@ def test_cli_reports_bad_input_in_one_line(capsys):
 
 
 def test_data_summary_writes_csv_only_where_asked(tmp_path):
-    make_dataset("hopper", "random", DataConfig(transitions=300))
-    make_dataset("fourrooms", "diverse", DataConfig(transitions=300))
+    make_dataset("hopper", "random", GenConfig(transitions=300))
+    make_dataset("fourrooms", "diverse", GenConfig(transitions=300))
     table = data_summary()
     assert list(table["dataset_id"]) == ["ttlib/fourrooms/diverse-v0", "ttlib/hopper/random-v0"]
     assert np.isnan(table["normalized_score_mean"][0]) and table["transitions"][1] == 300

@@ -1,7 +1,8 @@
 import pytest
 import torch
 
-from ttlib.model import GPTConfig, KVCache
+from ttlib.kvcache import KVCache
+from ttlib.model import GPTConfig
 
 from conftest import tiny_gpt
 

@@ -134,8 +134,8 @@ def test_memory_estimate_of_one_cache_is_what_the_model_allocates(rows):
 
 def test_memory_estimate_matches_the_caches_beam_search_allocates(monkeypatch):
     """Track the KV caches of a real plan, including the moments when beams are copied."""
+    from ttlib.kvcache import KVCache
     from ttlib.memory import estimate_planning_memory
-    from ttlib.model import KVCache
     from ttlib.search import PlannerConfig, beam_search
 
     model, disc = _planner_setup()

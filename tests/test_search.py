@@ -315,9 +315,9 @@ def test_beams_sharing_their_parents_cache_plan_as_full_recomputation(
     n_expand, deterministic, monkeypatch
 ):
     """Several episodes, beams expanded over their parents' keys (KVCache.expand, read once
-    per parent by ttlib.model.tree_attention), windows that jump: the same plans as without
+    per parent by ttlib.kvcache.tree_attention), windows that jump: the same plans as without
     a cache."""
-    import ttlib.model
+    import ttlib.model  # looks tree_attention up in its own namespace: patched there
 
     # A block of 41 tokens: the window jumps once or twice in 6 planned transitions, and
     # pruned rows are decoded over for a few transitions between jumps.

@@ -158,11 +158,11 @@ def add_make_policies(sub) -> argparse.ArgumentParser:
 # ---------------------------------------------------------------- make-data, data-summary
 def _run_make_data(args: argparse.Namespace) -> int:
     from ttlib.data import minari_root
-    from ttlib.datagen.datasets_gen import DataConfig, make_datasets
+    from ttlib.datagen.datasets_gen import GenConfig, make_datasets
     from ttlib.io import check_output_dir
 
     check_output_dir(minari_root(), "MINARI_DATASETS_PATH")
-    cfg = DataConfig(
+    cfg = GenConfig(
         transitions=args.transitions,
         seed=args.seed,
         policy_dir=args.policy_dir,

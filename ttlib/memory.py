@@ -93,7 +93,7 @@ def estimate_planning_memory(
     :class:`ttlib.search.PlannerConfig` (only ``beam_width`` and ``n_expand`` matter: the
     cache covers the model's whole block, whatever the context and horizon).
     """
-    from ttlib.model import KVCache
+    from ttlib.kvcache import KVCache
 
     c = model_config
     if n_episodes < 1:

@@ -40,7 +40,6 @@ class PlannerConfig:
     max_context_transitions: int = 5  # real transitions before the current observation
     cdf_act: float | None = 0.6  # drop the unlikely action tokens holding this much mass
     k_act: int | None = None  # keep only the k most likely action tokens
-    k_obs: int = 1  # 1 = observations greedy (paper); > 1 samples from the top k
     discount: float = 0.99
     deterministic: bool = False  # rank-based choices instead of sampling (tests, equivalence)
     use_cache: bool = True  # False: recompute the whole window for every token (reference)
@@ -49,7 +48,7 @@ class PlannerConfig:
     def validate(self) -> PlannerConfig:
         if self.mode not in MODES:
             raise ValueError(f"unknown planning mode {self.mode!r}; choose one of {MODES}")
-        for name in ("horizon", "beam_width", "n_expand", "k_obs"):
+        for name in ("horizon", "beam_width", "n_expand"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.max_context_transitions < 0:
@@ -120,7 +119,7 @@ def choose_tokens(
 
 
 # ---------------------------------------------------------------- the window
-class _Window:
+class Window:
     """Token history of every row and the model's view of it (cached or recomputed).
 
     The model sees at most ``block_size`` trajectory tokens. When a new token would not fit,
@@ -273,12 +272,7 @@ def beam_search(
             filter_top_k(filter_cdf(logits, cfg.cdf_act), cfg.k_act), rank, generator
         )
 
-    def obs_token(logits: torch.Tensor) -> torch.Tensor:
-        if cfg.k_obs == 1 or cfg.deterministic:
-            return logits.argmax(-1)
-        return choose_tokens(filter_top_k(logits, cfg.k_obs), None, generator)[0]
-
-    window = _Window(model, E, goal, cfg.max_context_transitions, cfg.use_cache)
+    window = Window(model, E, goal, cfg.max_context_transitions, cfg.use_cache)
     logits = window.feed(context)
 
     # Every episode starts with W·X copies of its context; at t = 0 they differ only by the
@@ -366,7 +360,7 @@ def beam_search(
             break
         logits = window.feed(v_tok[:, None])
         for _ in range(N):
-            tok = obs_token(logits)
+            tok = logits.argmax(-1)  # observations are greedy, as in the paper
             add_log_prob(logits, tok)
             logits = window.feed(tok[:, None])
 

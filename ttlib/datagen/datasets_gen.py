@@ -24,12 +24,13 @@ the same seed gives the same arrays (on the same machine and library versions).
 from __future__ import annotations
 
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import gymnasium as gym
 import numpy as np
 import torch
+from minari.data_collector import EpisodeBuffer  # episodes in the form Minari writes
 
 from ttlib.datagen.maze_controller import WaypointController
 from ttlib.datagen.policies import SACActor, load_actor, one_torch_thread
@@ -50,7 +51,7 @@ from ttlib.errors import check_positive
 
 
 @dataclass
-class DataConfig:
+class GenConfig:
     transitions: int = 100_000  # steps per dataset (D4RL: 1M; medium-replay: what the run had)
     seed: int = 0
     policy_dir: str = "results/policies"  # where make-policies wrote medium.pt / expert.pt
@@ -61,7 +62,7 @@ class DataConfig:
     action_noise: float = 0.5  # std of Gaussian noise added to the action before clipping
 
     def __post_init__(self):
-        check_positive("DataConfig", transitions=self.transitions)  # 0 wrote an empty dataset
+        check_positive("GenConfig", transitions=self.transitions)  # 0 wrote an empty dataset
 
 
 def parse_dataset_id(did: str) -> tuple[str, str]:
@@ -77,21 +78,6 @@ def parse_dataset_id(did: str) -> tuple[str, str]:
 # ---------------------------------------------------------------- episodes
 
 
-@dataclass
-class Episode:
-    """One episode as arrays: T+1 observations (dict of arrays for mazes), T of everything else."""
-
-    observations: np.ndarray | dict[str, np.ndarray]
-    actions: np.ndarray
-    rewards: np.ndarray
-    terminations: np.ndarray
-    truncations: np.ndarray
-    seed: int | None = None
-
-    def __len__(self) -> int:
-        return len(self.rewards)
-
-
 def _stack(obs: list) -> np.ndarray | dict[str, np.ndarray]:
     if isinstance(obs[0], dict):
         return {k: np.stack([o[k] for o in obs]).astype(np.float64) for k in obs[0]}
@@ -100,7 +86,7 @@ def _stack(obs: list) -> np.ndarray | dict[str, np.ndarray]:
 
 def run_episode(
     env: gym.Env, act, max_steps: int, seed: int, options: dict | None = None
-) -> Episode:
+) -> EpisodeBuffer:
     """Roll out `act(obs) -> action` for at most `max_steps` steps; a cut episode is truncated."""
     obs, _ = env.reset(seed=seed, options=options)
     observations, actions, rewards, terms, truncs = [obs], [], [], [], []
@@ -114,19 +100,19 @@ def run_episode(
         truncs.append(trunc or (len(rewards) >= max_steps and not term))
         if terms[-1] or truncs[-1]:
             break
-    return Episode(
-        _stack(observations),
-        np.asarray(actions, dtype=np.float32),
-        np.asarray(rewards, dtype=np.float64),
-        np.asarray(terms),
-        np.asarray(truncs),
-        seed,
+    return EpisodeBuffer(
+        seed=seed,
+        observations=_stack(observations),
+        actions=np.asarray(actions, dtype=np.float32),
+        rewards=np.asarray(rewards, dtype=np.float64),
+        terminations=np.asarray(terms),
+        truncations=np.asarray(truncs),
     )
 
 
-def collect(env: gym.Env, act, transitions: int, seed: int, options_fn=None) -> list[Episode]:
+def collect(env: gym.Env, act, transitions: int, seed: int, options_fn=None) -> list[EpisodeBuffer]:
     """Episodes of one policy until exactly `transitions` steps; reset seeds seed, seed+1, …"""
-    episodes: list[Episode] = []
+    episodes: list[EpisodeBuffer] = []
     total = 0
     while total < transitions:
         ep_seed = seed + len(episodes)
@@ -159,7 +145,7 @@ def _policy(policy_dir: Path, env_name: str, name: str) -> SACActor:
     return load_actor(path)
 
 
-def replay_episodes(path: Path, transitions: int) -> list[Episode]:
+def replay_episodes(path: Path, transitions: int) -> list[EpisodeBuffer]:
     """Episodes of a `medium_replay.npz` (policies.compress_transitions), up to `transitions`."""
     if not path.exists():
         raise FileNotFoundError(f"No replay data at {path}; run `ttlib make-policies` first.")
@@ -174,14 +160,14 @@ def replay_episodes(path: Path, transitions: int) -> list[Episode]:
         truncations = data["truncations"][start:stop].copy()
         truncations[-1] |= cut
         episodes.append(
-            Episode(
-                np.concatenate([data["observations"][start:stop], last_obs[None]]).astype(
-                    np.float32
-                ),
-                data["actions"][start:stop].astype(np.float32),
-                data["rewards"][start:stop].astype(np.float64),
-                data["terminations"][start:stop],
-                truncations,
+            EpisodeBuffer(
+                observations=np.concatenate(
+                    [data["observations"][start:stop], last_obs[None]]
+                ).astype(np.float32),
+                actions=data["actions"][start:stop].astype(np.float32),
+                rewards=data["rewards"][start:stop].astype(np.float64),
+                terminations=data["terminations"][start:stop],
+                truncations=truncations,
             )
         )
         start = stop
@@ -190,7 +176,7 @@ def replay_episodes(path: Path, transitions: int) -> list[Episode]:
     return episodes
 
 
-def locomotion_episodes(env_name: str, kind: str, cfg: DataConfig) -> list[Episode]:
+def locomotion_episodes(env_name: str, kind: str, cfg: GenConfig) -> list[EpisodeBuffer]:
     env = make_env(env_name)
     policy_dir = Path(cfg.policy_dir)
     # Each kind draws from its own seed range so that e.g. medium and medium-expert differ.
@@ -220,7 +206,7 @@ def locomotion_episodes(env_name: str, kind: str, cfg: DataConfig) -> list[Episo
 # ---------------------------------------------------------------- mazes
 
 
-def maze_episodes(env_name: str, cfg: DataConfig) -> list[Episode]:
+def maze_episodes(env_name: str, cfg: GenConfig) -> list[EpisodeBuffer]:
     env = make_env(env_name)
     seed = cfg.seed * 1_000_000
     rng = np.random.default_rng(seed)
@@ -236,20 +222,6 @@ def maze_episodes(env_name: str, cfg: DataConfig) -> list[Episode]:
 
 
 # ---------------------------------------------------------------- writing and reading
-
-
-def _to_buffer(ep: Episode, index: int):
-    from minari.data_collector import EpisodeBuffer
-
-    return EpisodeBuffer(
-        id=index,
-        seed=ep.seed,
-        observations=ep.observations,
-        actions=ep.actions,
-        rewards=ep.rewards,
-        terminations=ep.terminations,
-        truncations=ep.truncations,
-    )
 
 
 def _complete_dataset(did: str):
@@ -270,7 +242,7 @@ def _complete_dataset(did: str):
     return None
 
 
-def make_dataset(env_name: str, kind: str, cfg: DataConfig):
+def make_dataset(env_name: str, kind: str, cfg: GenConfig):
     """Generate one dataset into Minari's data dir and return it as a `MinariDataset`."""
     import minari
 
@@ -294,7 +266,7 @@ def make_dataset(env_name: str, kind: str, cfg: DataConfig):
         warnings.simplefilter("ignore", UserWarning)
         return minari.create_dataset_from_buffers(
             dataset_id=did,
-            buffer=[_to_buffer(ep, i) for i, ep in enumerate(episodes)],
+            buffer=[replace(ep, id=i) for i, ep in enumerate(episodes)],
             env=env,
             algorithm_name=algorithm,
             author="ttlib",
@@ -307,11 +279,11 @@ def make_dataset(env_name: str, kind: str, cfg: DataConfig):
 
 
 def make_datasets(
-    envs: list[str] | None = None, kinds: list[str] | None = None, cfg: DataConfig | None = None
+    envs: list[str] | None = None, kinds: list[str] | None = None, cfg: GenConfig | None = None
 ) -> list[str]:
     """Generate every (env, kind) pair asked for; kinds that do not apply to an env are skipped
     only when `kinds` was not given explicitly for that env family."""
-    cfg = cfg or DataConfig()
+    cfg = cfg or GenConfig()
     envs = envs or [*LOCOMOTION_ENVS, *MAZE_ENVS]
     for env in envs:
         check_env_name(env)

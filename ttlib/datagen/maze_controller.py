@@ -20,7 +20,7 @@ class WaypointController:
 
     def __init__(self, env: gym.Env, env_name: str, cfg, rng: np.random.Generator):
         """``cfg`` holds the gains ``kp``, ``kd`` and the ``action_noise`` (a
-        :class:`ttlib.datagen.datasets_gen.DataConfig`)."""
+        :class:`ttlib.datagen.datasets_gen.GenConfig`)."""
         self.maze = env.unwrapped.maze
         self.layout = maze_map(env_name)
         self.free = np.array(self.layout, dtype=int) == 0

@@ -16,7 +16,7 @@ import logging
 import os
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +34,15 @@ def cache_dir(*parts: str) -> Path:
     d = base.joinpath(*parts)
     d.mkdir(parents=True, exist_ok=True)
     return d
+
+
+def planner_identity(planner) -> dict:
+    """A :class:`ttlib.search.PlannerConfig` as a cache identity.
+
+    ``k_obs`` (observations sampled from the top k) was removed at its only used value, 1: it
+    stays in the identity so that episodes cached before its removal are still found.
+    """
+    return asdict(planner) | {"k_obs": 1}
 
 
 def config_key(obj: Any) -> str:

@@ -13,7 +13,6 @@ import sys
 from collections.abc import Sequence
 
 from ttlib.data import DataConfig, load_minari
-from ttlib.experiments.presets import repo_root
 from ttlib.experiments.runs import ensure_dataset
 
 
@@ -145,20 +144,7 @@ def dataset_config(env: str, kind: str, params: dict, discretizer: str = "quanti
 
 
 def local_dataset(env: str, kind: str, transitions: int, seed: int = 0) -> str:
-    """``ttlib/<env>/<kind>-v0``, generated with the committed behaviour policies if missing.
-
-    The policies are looked up in the checkout's ``results/policies`` whatever the working
-    directory (papermill runs notebooks inside ``notebooks/``).
-    """
-    import minari
-
-    from ttlib.datagen.datasets_gen import DataConfig as GenConfig
-    from ttlib.datagen.datasets_gen import make_dataset
-    from ttlib.envs import dataset_id
-
-    did = dataset_id(env, kind)
-    if did not in minari.list_local_datasets():
-        policies = repo_root() / "results" / "policies"
-        with quiet_c_output():
-            make_dataset(env, kind, GenConfig(transitions, seed, policy_dir=str(policies)))
-    return ensure_dataset(env, kind, transitions, seed)  # checks the size of an existing one
+    """``ttlib/<env>/<kind>-v0`` (:func:`ttlib.experiments.runs.ensure_dataset`), with
+    MuJoCo's C-level output silenced while it is generated."""
+    with quiet_c_output():
+        return ensure_dataset(env, kind, transitions, seed)

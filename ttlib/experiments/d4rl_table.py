@@ -27,7 +27,14 @@ import pandas as pd
 from ttlib.baselines import BCConfig, BehaviourCloning, train_bc
 from ttlib.data import DataConfig, Episode, data_fingerprint, load_episodes
 from ttlib.evaluate import evaluate, mean_se
-from ttlib.experiments.cache import TrainedTT, cache_dir, cached, config_key, train_tt
+from ttlib.experiments.cache import (
+    TrainedTT,
+    cache_dir,
+    cached,
+    config_key,
+    planner_identity,
+    train_tt,
+)
 from ttlib.experiments.d4rl_data import DatasetUnavailable, dataset_config, quiet_c_output
 from ttlib.experiments.presets import model_kwargs, train_kwargs
 from ttlib.io import save_json
@@ -249,7 +256,7 @@ def evaluate_tt(
     key = {
         "model": trained.folder.name,
         "step": step,
-        "planner": asdict(replace(planner, seed=0)),
+        "planner": planner_identity(replace(planner, seed=0)),
         "env": env,
         "max_steps": int(params["max_episode_steps"]),
     }

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ttlib.data import DataConfig
-from ttlib.datagen.datasets_gen import DataConfig as ControllerConfig
+from ttlib.datagen.datasets_gen import GenConfig as ControllerConfig
 from ttlib.datagen.maze_controller import WaypointController
 from ttlib.envs import bfs_distances, make_env, maze_map, xy_to_cell
 from ttlib.evaluate import EvalResult, evaluate, mean_se

@@ -27,7 +27,7 @@ from ttlib.baselines import BCConfig, BehaviourCloning, train_bc
 from ttlib.data import DataConfig, Episode, data_fingerprint, load_minari
 from ttlib.envs import bfs_distances, make_env, maze_map
 from ttlib.evaluate import evaluate
-from ttlib.experiments.cache import TrainedTT, cached, cached_model, train_tt
+from ttlib.experiments.cache import TrainedTT, cached, cached_model, planner_identity, train_tt
 from ttlib.experiments.mazes import PathRecorder
 from ttlib.experiments.presets import model_kwargs, train_kwargs
 from ttlib.io import save_json
@@ -339,11 +339,11 @@ def evaluate_maze(models: MazeModels, params: dict, methods: Sequence[str] = MET
     agents = {
         "TT": (
             lambda: TTPlanner(m.tt.model, m.tt.discretizer, reward),
-            {**tt, "planner": reward.__dict__},
+            {**tt, "planner": planner_identity(reward)},
         ),
         "TT(+Q)": (
             lambda: TTPlanner(m.tt.model, m.tt.discretizer, q, q_function=q_function),
-            {**tt, **critic, "planner": q.__dict__},
+            {**tt, **critic, "planner": planner_identity(q)},
         ),
         "IQL": (lambda: m.iql, {**data, **critic}),
         "BC": (lambda: m.bc, {**data, "bc": m.bc.config.__dict__}),

@@ -27,7 +27,7 @@ from ttlib.discretize import Discretizer
 from ttlib.envs import make_env
 from ttlib.experiments.cache import cached_model
 from ttlib.experiments.presets import model_kwargs, train_kwargs
-from ttlib.search import _Window as Window  # the planner's window: one jump rule for both
+from ttlib.search import Window  # the planner's window: one jump rule for both
 from ttlib.train import TrainConfig
 
 DECODES = ("argmax", "expectation")

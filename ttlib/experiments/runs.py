@@ -177,7 +177,7 @@ def ensure_dataset(env: str, kind: str, transitions: int, seed: int = 0) -> str:
     """
     import minari
 
-    from ttlib.datagen.datasets_gen import DataConfig, make_dataset
+    from ttlib.datagen.datasets_gen import GenConfig, make_dataset
     from ttlib.envs import dataset_id
 
     did = dataset_id(env, kind)
@@ -192,7 +192,5 @@ def ensure_dataset(env: str, kind: str, transitions: int, seed: int = 0) -> str:
         return did
     # The committed policies, found from the checkout (a notebook's cwd is notebooks/).
     policies = repo_root() / "results" / "policies"
-    make_dataset(
-        env, kind, DataConfig(transitions=transitions, seed=seed, policy_dir=str(policies))
-    )
+    make_dataset(env, kind, GenConfig(transitions=transitions, seed=seed, policy_dir=str(policies)))
     return did
