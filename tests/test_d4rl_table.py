@@ -87,8 +87,8 @@ def test_summary_is_mean_and_standard_error_pooled_over_seeds():
     )
     s = dt.summarise(eps).set_index("method")
     assert s.loc["BC", "score"] == pytest.approx(25.0)
-    # population std of 10, 20, 30, 40 is sqrt(125); s.e. = std / sqrt(4)
-    assert s.loc["BC", "se"] == pytest.approx(np.sqrt(125.0) / 2.0)
+    # sample (ddof=1) std of 10, 20, 30, 40 is sqrt(500 / 3); s.e. = std / sqrt(4)
+    assert s.loc["BC", "se"] == pytest.approx(np.sqrt(500.0 / 3.0) / 2.0)
     assert (s.loc["BC", "episodes"], s.loc["BC", "seeds"]) == (4, 2)
     assert s.loc["IQL", "se"] == 0.0
 
@@ -104,7 +104,7 @@ def test_display_table_formats_ours_and_the_papers_columns_with_an_average_row()
     )
     table = report.display_table(dt.summarise(eps))
     assert list(table["Env"]) == ["Hopper", "Walker2d", ""]
-    assert table.loc[0, "TT (quantile)"] == "61.0 ± 0.7"
+    assert table.loc[0, "TT (quantile)"] == "61.0 ± 1.0"
     assert table.loc[0, "paper: TT (quantile)"] == "61.1 ± 3.6"
     assert table.loc[0, "paper: BC"] == "63.9"
     avg = table.iloc[-1]

@@ -69,9 +69,12 @@ def test_max_steps_caps_every_episode():
     assert res.lengths.tolist() == [2, 3, 3, 2]
 
 
-def test_mean_and_standard_error_follow_the_original_convention():
+def test_standard_error_is_the_sample_one():
     m, se = mean_se(np.array([1.0, 2.0, 3.0, 6.0]))
-    assert m == 3.0 and se == pytest.approx(np.std([1, 2, 3, 6]) / 2)
+    # s^2 = (4 + 1 + 0 + 9) / 3, se = s / 2; the population std would give sqrt(14/4) / 2
+    assert m == 3.0 and se == pytest.approx(np.sqrt(14 / 3) / 2)
+    m1, se1 = mean_se(np.array([5.0]))
+    assert m1 == 5.0 and np.isnan(se1)
 
 
 class ReachEnv(gym.Env):

@@ -188,9 +188,9 @@ def test_checkpoint_whose_config_cannot_build_a_model_is_refused(tmp_path):
     path = tmp_path / "checkpoint.pt"
     _tiny_checkpoint(path)
     ckpt = torch.load(path, weights_only=True)
-    ckpt["gpt_config"]["n_head"] = 3  # does not divide n_embd 8: TrajectoryGPT asserts
+    ckpt["gpt_config"]["n_head"] = 3  # does not divide n_embd 8: GPTConfig refuses it
     save_torch(ckpt, path)
-    with pytest.raises(CheckpointError, match="n_head 3 does not divide n_embd 8"):
+    with pytest.raises(CheckpointError, match="n_head=3 must be >= 1 and divide n_embd=8"):
         load_checkpoint(path)
 
 

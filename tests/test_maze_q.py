@@ -120,15 +120,15 @@ def test_success_rate_is_mean_times_100_with_standard_error():
     table = report.success_table(report.episode_table(evs)).set_index("method")
     assert table.loc["TT", "success"] == pytest.approx(25.0)
     assert table.loc["TT(+Q)", "success"] == pytest.approx(75.0)
-    # population std of {1, 0, 0, 0} is sqrt(3)/4; s.e. = std / sqrt(4)
-    assert table.loc["TT", "se"] == pytest.approx(100 * np.sqrt(3) / 4 / 2)
+    # sample (ddof=1) std of {1, 0, 0, 0} is 1/2; s.e. = std / sqrt(4)
+    assert table.loc["TT", "se"] == pytest.approx(100 * 0.5 / 2)
     assert list(table["episodes"]) == [4, 4]
     wide = report.wide_table(table.reset_index())
-    assert wide.loc["m", "TT(+Q)"] == "75.0 ± 21.7"
+    assert wide.loc["m", "TT(+Q)"] == "75.0 ± 25.0"
     gain = report.q_gain(table.reset_index()).iloc[0]
     assert gain["gain"] == pytest.approx(50.0)
-    assert gain["se"] == pytest.approx(np.hypot(21.650635, 21.650635))
-    assert gain["z"] == pytest.approx(50.0 / np.hypot(21.650635, 21.650635))  # < 2: unclear
+    assert gain["se"] == pytest.approx(np.hypot(25.0, 25.0))
+    assert gain["z"] == pytest.approx(50.0 / np.hypot(25.0, 25.0))  # < 2: unclear
 
 
 def test_q_gain_is_the_difference_in_units_of_its_standard_error():

@@ -212,3 +212,10 @@ def test_expanded_rows_must_stay_with_their_episode():
         cache.select(torch.tensor([0, 4, 1, 7]))
     cache.select(torch.tensor([0, 3, 4, 7]))
     assert cache.parent_len == 0 and cache.k.shape[1] == 4
+
+
+def test_a_head_count_that_does_not_divide_the_width_is_a_config_error():
+    from ttlib.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="n_head=3 .* n_embd=8"):
+        GPTConfig(observation_dim=2, action_dim=1, n_head=3, n_embd=8)

@@ -22,6 +22,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from ttlib.errors import ConfigError
 from ttlib.kvcache import KVCache, shared_prefix_attention, tree_attention
 
 
@@ -40,6 +41,13 @@ class GPTConfig:
     value_weight: float = 1.0
     goal_dim: int = 0  # > 0: that many goal tokens are given as a prefix
     mask_values: bool = True
+
+    def __post_init__(self):
+        # one line naming the values, before any weights are built (not an AssertionError)
+        if self.n_head < 1 or self.n_embd < 1 or self.n_embd % self.n_head:
+            raise ConfigError(
+                f"GPTConfig: n_head={self.n_head} must be >= 1 and divide n_embd={self.n_embd}"
+            )
 
     @property
     def transition_dim(self) -> int:

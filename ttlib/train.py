@@ -290,8 +290,6 @@ def load_checkpoint(path: str | Path, device: str = "auto"):
     except (TypeError, KeyError, ValueError) as err:
         raise CheckpointError(f"{path} has a config this version cannot read ({err})") from err
     with model_file_errors(path, "ttlib checkpoint"):  # hand-edited or damaged contents
-        if config.n_embd % config.n_head:  # TrajectoryGPT would only assert it
-            raise ValueError(f"n_head {config.n_head} does not divide n_embd {config.n_embd}")
         mismatch = _weight_mismatch(config, ckpt["model"])
     if mismatch:
         raise CheckpointError(
