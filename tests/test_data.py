@@ -75,6 +75,25 @@ def test_hindsight_goals_come_from_the_same_episode_later():
         assert any((goals[i].numpy() == f).all() for f in future)
 
 
+def test_final_goal_sampling_gives_every_window_its_episodes_last_state():
+    eps = linear_episodes(4, 10)
+    cfg = DataConfig(
+        "synthetic", n_bins=10, n_transitions=3, goal_dims=[0, 1], goal_sampling="final"
+    )
+    ds = SequenceDataset(eps, cfg)
+    *_, goals = ds.batch(torch.arange(len(ds)), generator=torch.Generator().manual_seed(0))
+    for i in range(len(ds)):
+        last = eps[i // 9].observations[-1:, :2]  # 9 windows per episode of 10 steps
+        assert (goals[i].numpy() == ds.discretizer.encode(last, dims=[0, 1])[0]).all()
+
+
+def test_goal_sampling_default_keeps_old_cache_keys_and_rejects_unknown_names():
+    assert "goal_sampling" not in DataConfig("d").to_dict()
+    assert DataConfig("d", goal_sampling="final").to_dict()["goal_sampling"] == "final"
+    with pytest.raises(ValueError, match="goal_sampling"):
+        DataConfig("d", goal_sampling="last")
+
+
 def test_discretizer_from_other_data_is_rejected():
     eps = linear_episodes(2, 5)
     ds = SequenceDataset(eps, DataConfig("a", n_bins=10))

@@ -41,6 +41,9 @@ class Episode:
         return len(self.actions)
 
 
+GOAL_SAMPLING = ("future", "final")
+
+
 @dataclass
 class DataConfig:
     dataset_id: str
@@ -53,6 +56,16 @@ class DataConfig:
     max_transitions: int | None = None  # keep whole episodes up to this many transitions
     obs_keys: list[str] = field(default_factory=lambda: ["observation"])  # for dict observations
     goal_dims: list[int] | None = None  # observation dims that define a hindsight goal
+    # Which state of the episode is a window's goal: "future", a random later one, or "final",
+    # the episode's last (the original's GoalDataset). With "final" the episode's sparse
+    # rewards and values are about the goal the model is given.
+    goal_sampling: str = "future"
+
+    def __post_init__(self):
+        if self.goal_sampling not in GOAL_SAMPLING:
+            raise ValueError(
+                f"unknown goal_sampling {self.goal_sampling!r}; choose one of {GOAL_SAMPLING}"
+            )
 
     def __post_init__(self):
         # out-of-range windows crash deep in torch (or build nothing) if not caught here
@@ -67,7 +80,10 @@ class DataConfig:
         check_interval("DataConfig", "discount", self.discount, 0, 1, (False, True))
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        d = asdict(self)
+        if d["goal_sampling"] == "future":
+            del d["goal_sampling"]  # the default is left out, so older cache keys stay valid
+        return d
 
 
 # ---------------------------------------------------------------- loading
@@ -285,7 +301,7 @@ class SequenceDataset(torch.utils.data.Dataset):
     and it is aligned with x (the original's ``mask[:-1]``), so the target after the last kept
     token, the first stop token past ``max_path_length``, is still trained. Goal-conditioned
     datasets add a hindsight goal (a later state of the same episode, its ``goal_dims``
-    encoded) as a fourth element.
+    encoded; ``cfg.goal_sampling`` says which) as a fourth element.
     """
 
     def __init__(
@@ -370,10 +386,13 @@ class SequenceDataset(torch.utils.data.Dataset):
         mask = self.kept[rows].repeat_interleave(self.transition_dim, dim=1)
         out = [flat[:, :-1], flat[:, 1:], mask[:, :-1]]
         if self._goal_tokens is not None:
-            lo = self.starts[index]
             hi = self._ep_end[index]
-            u = torch.rand(len(index), generator=generator)
-            pick = lo + (u * (hi - lo + 1).float()).long().clamp_max(hi - lo)
+            if self.cfg.goal_sampling == "final":
+                pick = hi
+            else:
+                lo = self.starts[index]
+                u = torch.rand(len(index), generator=generator)
+                pick = lo + (u * (hi - lo + 1).float()).long().clamp_max(hi - lo)
             out.append(self._goal_tokens[pick])
         return tuple(out)
 
