@@ -62,13 +62,11 @@ class DataConfig:
     goal_sampling: str = "future"
 
     def __post_init__(self):
+        # out-of-range windows crash deep in torch (or build nothing) if not caught here
         if self.goal_sampling not in GOAL_SAMPLING:
-            raise ValueError(
+            raise ConfigError(
                 f"unknown goal_sampling {self.goal_sampling!r}; choose one of {GOAL_SAMPLING}"
             )
-
-    def __post_init__(self):
-        # out-of-range windows crash deep in torch (or build nothing) if not caught here
         check_positive(
             "DataConfig",
             n_transitions=self.n_transitions,
