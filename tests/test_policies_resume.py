@@ -98,3 +98,19 @@ def test_cut_transitions_closes_the_running_episode_as_a_truncation():
     whole = cut_transitions(data, 3)  # ends exactly at a termination: nothing to close
     assert whole["truncations"].tolist() == [0, 0, 0]
     assert whole["final_observations"][:, 0].tolist() == [100.0]
+
+
+def test_save_early_by_hand_also_brings_the_milestone_to_the_latest_checkpoint(tmp_path):
+    from ttlib.datagen.policies import save_early
+
+    cfg = _cfg(tmp_path, total_steps=200, milestone_every=1000)  # no milestone while training
+    train(cfg)
+    milestone = tmp_path / "out" / "hopper" / "sac_milestone.json"
+    assert json.loads(milestone.read_text())["step"] == 200  # the run's end writes one
+    train(replace(cfg, total_steps=300))  # 300 is the end again; extend once more by hand
+    train(replace(cfg, total_steps=400, milestone_every=10_000))
+    assert json.loads(milestone.read_text())["step"] == 400
+    milestone.unlink()
+    info = save_early(cfg)
+    assert json.loads(milestone.read_text())["step"] == 400
+    assert info["prefix_end"] == 400  # prefix_score never reached: the whole buffer so far

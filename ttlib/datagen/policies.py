@@ -386,13 +386,20 @@ def save_early(cfg: PolicyConfig, model=None) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     info_path = out / "early.json"
     old = json.loads(info_path.read_text()) if info_path.exists() else {"prefix_end": 0}
-    if old["prefix_end"] < end:  # a prefix, once it reaches the score, never changes
-        if model is None:
-            from stable_baselines3 import SAC
+    if model is None:  # called by hand before leaving a machine: read the latest checkpoint
+        from stable_baselines3 import SAC
 
-            folder = cache / (cache / "latest").read_text().strip()
-            model = SAC.load(folder / "model.zip", device="cpu")
+        folder = cache / (cache / "latest").read_text().strip()
+        model = SAC.load(folder / "model.zip", device="cpu")
+        milestone = _milestone(cfg).with_suffix(".json")
+        if (
+            not milestone.exists()
+            or json.loads(milestone.read_text())["step"] < model.num_timesteps
+        ):
+            _save_milestone(cfg, model, evals)  # so training resumes from here, not 100k back
+        if old["prefix_end"] < end:
             model.load_replay_buffer(folder / "replay.pkl")
+    if old["prefix_end"] < end:  # a prefix, once it reaches the score, never changes
         prefix = replay_transitions(model, end)
         for k in ("observations", "actions", "final_observations"):
             prefix[k] = prefix[k].astype(np.float16)
