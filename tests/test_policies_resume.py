@@ -7,20 +7,13 @@ from pathlib import Path
 
 from ttlib.datagen.policies import PolicyConfig, train
 
+from conftest import tiny_sac_config
+
 
 def _cfg(root: Path, **kw) -> PolicyConfig:
-    base = PolicyConfig(
-        env="hopper",
-        total_steps=200,
-        checkpoint_every=100,
-        learning_starts=50,
-        eval_episodes=1,
-        milestone_every=100,
-        cache_dir=str(root / "cache"),
-        out_dir=str(root / "out"),
-        command="pytest",
-    )
-    return replace(base, **kw)
+    """conftest's tiny Hopper run in 100-step chunks, with a milestone every chunk."""
+    base = dict(total_steps=200, learning_starts=50, milestone_every=100, command="pytest")
+    return tiny_sac_config(root, **(base | kw))
 
 
 def test_stop_score_ends_training_after_the_first_chunk_that_reaches_it(tmp_path):
