@@ -107,3 +107,19 @@ def test_save_early_by_hand_also_brings_the_milestone_to_the_latest_checkpoint(t
     info = save_early(cfg)
     assert json.loads(milestone.read_text())["step"] == 400
     assert info["prefix_end"] == 400  # prefix_score never reached: the whole buffer so far
+
+
+def test_a_resumed_run_keeps_the_replay_prefix_it_cannot_rebuild(tmp_path):
+    import numpy as np
+
+    cfg = _cfg(tmp_path, total_steps=100)
+    train(cfg)  # milestone and early/ at step 100, prefix_score never reached: prefix = 100
+    prefix = tmp_path / "out" / "hopper" / "early" / "replay_prefix.npz"
+    before = dict(np.load(prefix))
+    shutil.rmtree(tmp_path / "cache")  # a fresh machine: the buffer restarts at step 100
+    train(replace(cfg, total_steps=200))
+    early = json.loads((prefix.parent / "early.json").read_text())
+    assert early["prefix_end"] == 100  # not 200: steps 0-99 are not in the new buffer
+    after = dict(np.load(prefix))
+    for k in before:
+        np.testing.assert_array_equal(after[k], before[k], err_msg=k)

@@ -246,6 +246,8 @@ def _load_checkpoint(cfg: PolicyConfig, env):
             )
         model._last_obs = None
         env.seed(cfg.seed + model.num_timesteps)
+        # this buffer starts here, not at step 0: save_early must not cut a prefix from it
+        (cache / "buffer_starts_at").write_text(str(model.num_timesteps))
         return model
     folder = cache / (cache / "latest").read_text().strip()
     model = SAC.load(folder / "model.zip", env=env, device="cpu")
@@ -382,6 +384,7 @@ def save_early(cfg: PolicyConfig, model=None) -> dict:
     if not evals:
         raise ValueError(f"No evaluated checkpoints for {cfg.env!r}; run make-policies first.")
     end = _prefix_end(evals, cfg.env, cfg.prefix_score)
+    resumed = (cache / "buffer_starts_at").exists()
     out = _early(cfg)
     out.mkdir(parents=True, exist_ok=True)
     info_path = out / "early.json"
@@ -397,8 +400,10 @@ def save_early(cfg: PolicyConfig, model=None) -> dict:
             or json.loads(milestone.read_text())["step"] < model.num_timesteps
         ):
             _save_milestone(cfg, model, evals)  # so training resumes from here, not 100k back
-        if old["prefix_end"] < end:
+        if old["prefix_end"] < end and not resumed:
             model.load_replay_buffer(folder / "replay.pkl")
+    if old["prefix_end"] < end and resumed:  # the steps before the resume are not here
+        end = old["prefix_end"]
     if old["prefix_end"] < end:  # a prefix, once it reaches the score, never changes
         prefix = replay_transitions(model, end)
         for k in ("observations", "actions", "final_observations"):
