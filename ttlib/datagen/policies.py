@@ -221,6 +221,11 @@ def _save_checkpoint(model, cache: Path, step: int) -> None:
             shutil.rmtree(old)
 
 
+def _latest_folder(cache: Path) -> Path:
+    """The newest local checkpoint folder (named in `latest`, written by `_save_checkpoint`)."""
+    return cache / (cache / "latest").read_text().strip()
+
+
 def _milestone(cfg: PolicyConfig) -> Path:
     """The committed copy of the full SAC state (networks, optimisers, entropy coefficient)."""
     return Path(cfg.out_dir) / cfg.env / "sac_milestone.zip"
@@ -249,7 +254,7 @@ def _load_checkpoint(cfg: PolicyConfig, env):
         # this buffer starts here, not at step 0: save_early must not cut a prefix from it
         (cache / "buffer_starts_at").write_text(str(model.num_timesteps))
         return model
-    folder = cache / (cache / "latest").read_text().strip()
+    folder = _latest_folder(cache)
     model = SAC.load(folder / "model.zip", env=env, device="cpu")
     model.load_replay_buffer(folder / "replay.pkl")
     rb = model.replay_buffer
@@ -383,16 +388,20 @@ def save_early(cfg: PolicyConfig, model=None) -> dict:
     evals = _read_evals(cache)
     if not evals:
         raise ValueError(f"No evaluated checkpoints for {cfg.env!r}; run make-policies first.")
-    end = _prefix_end(evals, cfg.env, cfg.prefix_score)
-    resumed = (cache / "buffer_starts_at").exists()
     out = _early(cfg)
     out.mkdir(parents=True, exist_ok=True)
     info_path = out / "early.json"
     old = json.loads(info_path.read_text()) if info_path.exists() else {"prefix_end": 0}
+    end = _prefix_end(evals, cfg.env, cfg.prefix_score)
+    # A prefix only grows, and never from a buffer that restarted at a milestone (the steps
+    # before the resume are not in it).
+    grow = end > old["prefix_end"] and not (cache / "buffer_starts_at").exists()
+    if not grow:
+        end = old["prefix_end"]
     if model is None:  # called by hand before leaving a machine: read the latest checkpoint
         from stable_baselines3 import SAC
 
-        folder = cache / (cache / "latest").read_text().strip()
+        folder = _latest_folder(cache)
         model = SAC.load(folder / "model.zip", device="cpu")
         milestone = _milestone(cfg).with_suffix(".json")
         if (
@@ -400,11 +409,9 @@ def save_early(cfg: PolicyConfig, model=None) -> dict:
             or json.loads(milestone.read_text())["step"] < model.num_timesteps
         ):
             _save_milestone(cfg, model, evals)  # so training resumes from here, not 100k back
-        if old["prefix_end"] < end and not resumed:
+        if grow:
             model.load_replay_buffer(folder / "replay.pkl")
-    if old["prefix_end"] < end and resumed:  # the steps before the resume are not here
-        end = old["prefix_end"]
-    if old["prefix_end"] < end:  # a prefix, once it reaches the score, never changes
+    if grow:
         prefix = replay_transitions(model, end)
         for k in ("observations", "actions", "final_observations"):
             prefix[k] = prefix[k].astype(np.float16)
@@ -426,7 +433,7 @@ def save_early(cfg: PolicyConfig, model=None) -> dict:
 
 
 def _save_half(src: Path, dst: Path) -> None:
-    state = torch.load(src, map_location="cpu", weights_only=True)
+    state = load_torch_file(src, "policy file")
     torch.save({k: v.half() if v.is_floating_point() else v for k, v in state.items()}, dst)
 
 
@@ -549,7 +556,7 @@ def finalize(cfg: PolicyConfig) -> dict:
             "episodes": len(returns),
         }
     if (cache / "latest").exists():
-        folder = cache / (cache / "latest").read_text().strip()
+        folder = _latest_folder(cache)
         model = SAC.load(folder / "model.zip", device="cpu")
         model.load_replay_buffer(folder / "replay.pkl")
         transitions = replay_transitions(model, medium_step)

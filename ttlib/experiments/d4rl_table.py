@@ -346,7 +346,8 @@ def run_table(
 
 
 def summarise(episodes: pd.DataFrame) -> pd.DataFrame:
-    """Mean ± standard error (std/√n, all episodes of all seeds) per env, kind and method."""
+    """Mean ± sample standard error (ddof = 1, all episodes of all seeds) per env, kind and
+    method."""
     rows = []
     for (env, kind, method), g in episodes.groupby(["env", "kind", "method"], sort=False):
         m, se = mean_se(g["score"].to_numpy())
