@@ -119,6 +119,14 @@ def test_medium_is_the_earlier_checkpoint_nearest_to_40_percent_of_best():
         select_checkpoints([], "hopper", 0.4)
 
 
+def test_medium_leaves_at_least_min_step_transitions_for_medium_replay():
+    evals = [{"step": s, "mean": m} for s, m in [(10, 1000.0), (20, 3000.0), (30, 4000.0)]]
+    # nearest to the target is step 10, but medium-replay would then hold 10 transitions
+    assert select_checkpoints(evals, "halfcheetah", 0.4, min_step=20) == (20, 30)
+    # no checkpoint before the best is late enough: the nearest earlier one still wins
+    assert select_checkpoints(evals, "halfcheetah", 0.4, min_step=25) == (10, 30)
+
+
 def test_compress_keeps_whole_episodes_under_the_budget():
     n_eps, length = 20, 500
     rng = np.random.default_rng(0)

@@ -61,6 +61,9 @@ class PolicyConfig:
     # medium = the checkpoint whose return is closest to random + fraction * (best - random):
     # D4RL's "about a third of the expert"
     medium_fraction: float = 1 / 3
+    # ... among the checkpoints at or after this step, so that medium-replay (the replay buffer
+    # up to medium) holds at least this many transitions, as D4RL's (202k-402k) do
+    min_replay_steps: int = 100_000
     replay_budget_mb: float = 12.0  # medium_replay.npz must stay small enough to commit
     prefix_score: float = 45.0  # normalised return up to which the replay prefix is kept
     seed: int = 0
@@ -468,15 +471,19 @@ def _actor_path(cfg: PolicyConfig, step: int) -> Path:
 # ---------------------------------------------------------------- selection and final files
 
 
-def select_checkpoints(evals: list[dict], env_name: str, fraction: float) -> tuple[int, int]:
-    """(medium_step, expert_step): expert = best mean return; medium = the checkpoint before it
-    whose return is closest to random + fraction * (best - random), random being D4RL's."""
+def select_checkpoints(
+    evals: list[dict], env_name: str, fraction: float, min_step: int = 0
+) -> tuple[int, int]:
+    """(medium_step, expert_step): expert = best mean return; medium = the checkpoint before it,
+    at step >= ``min_step`` where there is one, whose return is closest to
+    random + fraction * (best - random), random being D4RL's."""
     if not evals:
         raise ValueError(f"No evaluated checkpoints for {env_name!r}; run make-policies first.")
     best = max(evals, key=lambda e: e["mean"])
     lo = REF_SCORES[env_name][0]
     target = lo + fraction * (best["mean"] - lo)
     earlier = [e for e in evals if e["step"] < best["step"]] or [best]
+    earlier = [e for e in earlier if e["step"] >= min_step] or earlier
     medium = min(earlier, key=lambda e: abs(e["mean"] - target))
     return medium["step"], best["step"]
 
@@ -535,7 +542,9 @@ def finalize(cfg: PolicyConfig) -> dict:
     evals = _read_evals(cache)
     if not evals and _milestone(cfg).exists():  # a fresh machine: the committed learning curve
         evals = json.loads(_milestone(cfg).with_suffix(".json").read_text())["evaluations"]
-    medium_step, expert_step = select_checkpoints(evals, cfg.env, cfg.medium_fraction)
+    medium_step, expert_step = select_checkpoints(
+        evals, cfg.env, cfg.medium_fraction, cfg.min_replay_steps
+    )
     out = Path(cfg.out_dir) / cfg.env
     out.mkdir(parents=True, exist_ok=True)
     info: dict = {
