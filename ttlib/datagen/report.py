@@ -1,0 +1,131 @@
+"""What the locomotion data is: the behaviour policies' learning curves and each dataset's
+returns, beside D4RL's reference values (``results/data/d4rl_reference.csv``, each with its
+source). ``ttlib data-summary`` writes the table and both figures under ``results/data/``.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from ttlib.envs import LOCOMOTION_ENVS, normalized_score
+
+REFERENCE_CSV = "results/data/d4rl_reference.csv"
+
+
+def d4rl_reference(path: str | Path = REFERENCE_CSV) -> pd.DataFrame:
+    """D4RL's dataset sizes and normalised means, one row per (env, kind), with sources."""
+    return pd.read_csv(path)
+
+
+def with_reference(summary: pd.DataFrame, reference: pd.DataFrame) -> pd.DataFrame:
+    """``summary`` (one row per dataset id) joined with D4RL's values for the same env/kind."""
+    parts = summary["dataset_id"].str.extract(r"^ttlib/(?P<env>[^/]+)/(?P<kind>.+)-v\d+$")
+    ref = reference.rename(
+        columns={
+            "normalized_mean": "d4rl_normalized_mean",
+            "transitions": "d4rl_transitions",
+            "source": "d4rl_source",
+        }
+    )
+    return pd.concat([summary, parts], axis=1).merge(ref, on=["env", "kind"], how="left")
+
+
+def learning_curves(policy_dir: str | Path = "results/policies") -> pd.DataFrame:
+    """Every evaluated SAC chunk of every env: step, mean return and its normalised score.
+
+    Read from ``policies.json`` where the policies are final, or from the last milestone
+    (``sac_milestone.json``) of a run that has trained further since; ``final`` says which.
+    """
+    rows = []
+    for env in LOCOMOTION_ENVS:
+        folder = Path(policy_dir) / env
+        final = folder / "policies.json"
+        found = [p for p in (final, folder / "sac_milestone.json") if p.exists()]
+        if not found:
+            continue
+        infos = {p: json.loads(p.read_text()) for p in found}
+        src = max(found, key=lambda p: infos[p]["evaluations"][-1]["step"])  # final on ties
+        info = infos[src]
+        chosen = {info[k]["step"]: k for k in ("medium", "expert") if k in info}
+        for e in info["evaluations"]:
+            rows.append(
+                {
+                    "env": env,
+                    "step": e["step"],
+                    "return_mean": e["mean"],
+                    "normalized": float(normalized_score(env, e["mean"])),
+                    "chosen_as": chosen.get(e["step"], ""),
+                    "final": src is final,
+                }
+            )
+    return pd.DataFrame(rows)
+
+
+def plot_learning_curves(curves: pd.DataFrame, reference: pd.DataFrame):
+    """One panel per env: normalised return per chunk, D4RL's medium and expert means dashed."""
+    import matplotlib.pyplot as plt
+
+    envs = list(dict.fromkeys(curves["env"]))
+    fig, axes = plt.subplots(1, len(envs), figsize=(4 * len(envs), 3.2), squeeze=False)
+    for ax, env in zip(axes[0], envs, strict=True):
+        c = curves[curves["env"] == env]
+        ax.plot(c["step"] / 1e3, c["normalized"], color="C0", lw=1.5, label="SAC (ours)")
+        for kind, colour in (("medium", "C1"), ("expert", "C2")):
+            picked = c[c["chosen_as"] == kind]
+            ax.scatter(picked["step"] / 1e3, picked["normalized"], color=colour, zorder=3)
+            ref = reference[(reference["env"] == env) & (reference["kind"] == kind)]
+            if len(ref) and np.isfinite(ref["normalized_mean"].iloc[0]):
+                ax.axhline(
+                    ref["normalized_mean"].iloc[0],
+                    color=colour,
+                    ls="--",
+                    lw=1,
+                    label=f"D4RL {kind}",
+                )
+        state = "final" if c["final"].all() else "training"
+        ax.set(title=f"{env} ({state})", xlabel="env steps (thousands)")
+        ax.grid(alpha=0.3)
+    axes[0][0].set_ylabel("normalised return (x100)")
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=len(labels), bbox_to_anchor=(0.5, -0.08))
+    fig.tight_layout()
+    return fig
+
+
+def episode_returns(dataset_ids: list[str]) -> pd.DataFrame:
+    """The normalised return of every episode of the given local locomotion datasets."""
+    from ttlib.data import episodes_from_minari, load_minari
+
+    frames = []
+    for did in dataset_ids:
+        env = did.split("/")[1]
+        returns = np.array([ep.rewards.sum() for ep in episodes_from_minari(load_minari(did))])
+        frames.append(
+            pd.DataFrame({"dataset_id": did, "normalized": normalized_score(env, returns)})
+        )
+    return pd.concat(frames, ignore_index=True)
+
+
+def plot_returns(returns: pd.DataFrame, reference: pd.DataFrame):
+    """Box plots of episode returns per dataset, D4RL's mean of the same dataset as a red tick."""
+    import matplotlib.pyplot as plt
+
+    ids = sorted(returns["dataset_id"].unique())
+    fig, ax = plt.subplots(figsize=(8, 0.35 * len(ids) + 1.2))
+    data = [returns.loc[returns["dataset_id"] == i, "normalized"] for i in ids]
+    ax.boxplot(data, vert=False, tick_labels=[i.removeprefix("ttlib/") for i in ids], widths=0.6)
+    ref = with_reference(pd.DataFrame({"dataset_id": ids}), reference)
+    ys = np.arange(1, len(ids) + 1)
+    ok = ref["d4rl_normalized_mean"].notna().to_numpy()
+    ax.scatter(
+        ref["d4rl_normalized_mean"][ok], ys[ok], marker="|", s=300, color="C3", label="D4RL mean"
+    )
+    ax.set_xlabel("episode return, D4RL-normalised (x100)")
+    ax.legend(loc="lower right")
+    ax.grid(axis="x", alpha=0.3)
+    fig.tight_layout()
+    return fig
