@@ -64,7 +64,7 @@ class PolicyConfig:
     # ... among the checkpoints at or after this step, so that medium-replay (the replay buffer
     # up to medium) holds at least this many transitions, as D4RL's (202k-402k) do
     min_replay_steps: int = 100_000
-    replay_budget_mb: float = 12.0  # medium_replay.npz must stay small enough to commit
+    replay_budget_mb: float = 20.0  # medium_replay.npz must stay small enough to commit
     prefix_score: float = 45.0  # normalised return up to which the replay prefix is kept
     seed: int = 0
     stop_score: float | None = None  # stop once a chunk's D4RL-normalised return (x100) reaches it
