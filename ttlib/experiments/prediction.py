@@ -25,8 +25,8 @@ from ttlib.baselines import DynamicsConfig, ProbabilisticDynamics, train_dynamic
 from ttlib.data import DataConfig, Episode, data_fingerprint, load_episodes
 from ttlib.discretize import Discretizer
 from ttlib.envs import make_env
-from ttlib.experiments.cache import cached_model
-from ttlib.experiments.presets import model_kwargs, train_kwargs
+from ttlib.experiments.cache import cached_model, train_config
+from ttlib.experiments.presets import model_kwargs
 from ttlib.search import Window  # the planner's window: one jump rule for both
 from ttlib.train import TrainConfig
 
@@ -58,15 +58,7 @@ def tt_configs(
         discretizer=params["discretizer"],
         max_transitions=int(round((1 - held_out_fraction) * params["dataset_transitions"])),
     )
-    train_cfg = TrainConfig(
-        max_steps=params["train_steps"],
-        batch_size=params["batch_size"],
-        seed=params["seed"],
-        checkpoint_every=max(1, min(500, params["train_steps"])),
-        log_every=max(1, min(50, params["train_steps"] // 4)),
-        **train_kwargs(params),
-    )
-    return data_cfg, train_cfg, model_kwargs(params)
+    return data_cfg, train_config(params, 500), model_kwargs(params)
 
 
 def split_episodes(data_cfg: DataConfig) -> tuple[list[Episode], list[Episode]]:
