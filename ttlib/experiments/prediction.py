@@ -7,8 +7,8 @@ at a time; the single-step model of :mod:`ttlib.baselines` applies itself H time
 scored against the states the simulator actually visited.
 
 The KV cache makes each predicted token one small forward pass. When the sequence outgrows
-the model's block, the window jumps forward to start ``keep`` transitions before the current
-one and is re-encoded in one pass: the planner's own window (:mod:`ttlib.search`).
+the model's block, the window jumps forward to start as many transitions before the current
+one as fit and is re-encoded in one pass: the planner's own window (:mod:`ttlib.search`).
 """
 
 from __future__ import annotations
@@ -79,10 +79,6 @@ class Segments:
     episode: np.ndarray  # (n,) index of the source episode
     start: np.ndarray  # (n,) step of s_0 in that episode
 
-    @property
-    def horizon(self) -> int:
-        return self.actions.shape[1]
-
 
 def sample_segments(episodes: list[Episode], horizon: int, n: int, seed: int = 0) -> Segments:
     """Up to ``n`` distinct windows of ``horizon`` steps that lie inside one episode each.
@@ -110,15 +106,11 @@ def sample_segments(episodes: list[Episode], horizon: int, n: int, seed: int = 0
 @dataclass
 class RolloutConfig:
     decode: str = "argmax"  # argmax: most likely bin; expectation: E[value] under the bins
-    statistic: str = "mean"  # a bin's value: its training mean ("mean") or its centre
-    keep: int | None = None  # past transitions kept when the window jumps; None: all that fit
     use_cache: bool = True  # False recomputes the window for every token (slow reference)
 
     def validate(self) -> RolloutConfig:
         if self.decode not in DECODES:
             raise ValueError(f"unknown decode {self.decode!r}; choose one of {DECODES}")
-        if self.keep is not None and self.keep < 0:
-            raise ValueError(f"keep must be >= 0 or None, got {self.keep}")
         return self
 
 
@@ -154,19 +146,19 @@ def tt_rollout(
             f"expected s0 ({n}, {N}) and actions ({n}, H, {M}), got {s0.shape} and {actions.shape}"
         )
     device = next(model.parameters()).device
-    keep = c.n_transitions - 2 if cfg.keep is None else min(cfg.keep, c.n_transitions - 2)
-    window = Window(model, n, None, max(keep, 0), cfg.use_cache)
+    window = Window(model, n, None, max(c.n_transitions - 2, 0), cfg.use_cache)
 
     def tokens(values: np.ndarray, dims: list[int]) -> torch.Tensor:
         return torch.as_tensor(discretizer.encode(values, dims=dims), device=device)
 
     def choose(logits: torch.Tensor, dim: int) -> tuple[np.ndarray, torch.Tensor]:
-        probs = logits[:, :K].softmax(-1)  # the stop token is not a value: leave it out
+        # a bin stands for the mean of its training data; the stop token is not a value
+        probs = logits[:, :K].softmax(-1)
         if cfg.decode == "argmax":
             tok = probs.argmax(-1)
-            value = discretizer.decode(tok.cpu().numpy()[:, None], [dim], cfg.statistic)[:, 0]
+            value = discretizer.decode(tok.cpu().numpy()[:, None], [dim], "mean")[:, 0]
             return value, tok
-        value = discretizer.expectation(probs[:, None], [dim], cfg.statistic)[:, 0]
+        value = discretizer.expectation(probs[:, None], [dim], "mean")[:, 0]
         value = value.cpu().numpy().astype(np.float64)
         return value, tokens(value[:, None], [dim])[:, 0]
 
