@@ -124,20 +124,12 @@ class TableRun:
 
 def history_frame(history: Sequence[dict], **labels) -> pd.DataFrame:
     """A train history as long rows: tokens, token kind (state/action/reward/value), loss."""
-    rows = []
-    for rec in history:
-        for kind in ("state", "action", "reward", "value"):
-            value = rec.get(f"loss_{kind}")
-            if value is not None and np.isfinite(value):
-                rows.append(
-                    {
-                        **labels,
-                        "step": rec["step"],
-                        "tokens": rec["tokens"],
-                        "token": kind,
-                        "loss": float(value),
-                    }
-                )
+    rows = [
+        {**labels, "step": rec["step"], "tokens": rec["tokens"], "token": kind, "loss": float(v)}
+        for rec in history
+        for kind in ("state", "action", "reward", "value")
+        if (v := rec.get(f"loss_{kind}")) is not None and np.isfinite(v)
+    ]
     return pd.DataFrame(rows)
 
 

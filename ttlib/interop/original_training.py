@@ -19,13 +19,7 @@ from ttlib.interop.original import OriginalCheckpointError
 def _segment(x: np.ndarray, done: np.ndarray, max_path_length: int):
     """The original's ``segment``: split rows on ``done``, zero-pad each path to
     ``max_path_length``; flags are True from each path's end on (however it ended)."""
-    paths: list[list[np.ndarray]] = [[]]
-    for row, end in zip(x, done, strict=True):
-        paths[-1].append(row)
-        if end:
-            paths.append([])
-    if not paths[-1]:
-        paths = paths[:-1]
+    paths = [p for p in np.split(x, np.flatnonzero(done) + 1) if len(p)]
     lengths = [len(p) for p in paths]
     if max(lengths) > max_path_length:
         raise OriginalCheckpointError(
@@ -34,7 +28,7 @@ def _segment(x: np.ndarray, done: np.ndarray, max_path_length: int):
     padded = np.zeros((len(paths), max_path_length, x.shape[1]), dtype=x.dtype)
     flags = np.zeros((len(paths), max_path_length), dtype=bool)
     for i, p in enumerate(paths):
-        padded[i, : len(p)] = np.stack(p)
+        padded[i, : len(p)] = p
         flags[i, len(p) :] = True
     return padded, flags, lengths
 
