@@ -157,19 +157,12 @@ class OriginalQuantileDiscretizer(QuantileDiscretizer):
         return self.thresholds
 
     def encode(self, x, dims=None) -> np.ndarray:
-        thr = self._check_thresholds()
-        if dims is not None:
-            thr = thr[:, dims]
-        x = np.asarray(x, dtype=np.float64)
-        if x.shape[-1] != thr.shape[1]:
-            raise ValueError(f"expected {thr.shape[1]} dimensions, got {x.shape[-1]}")
-        flat = x.reshape(-1, thr.shape[1])
-        ids = np.empty(flat.shape, dtype=np.int64)
-        for d in range(thr.shape[1]):
-            ids[:, d] = np.searchsorted(thr[:, d], flat[:, d], side="right") - 1
-        n_thr = len(thr)
-        ids[ids == n_thr - 1] = n_thr  # at/above every threshold: the original's "all true" case
-        return np.clip(ids, 0, self.n_bins - 1).reshape(x.shape)
+        thr = self._check_thresholds() if dims is None else self._check_thresholds()[:, dims]
+        ids = super().encode(x, dims)  # the padded edges give the original's ids below the max
+        # at/above every threshold (NaN too, as searchsorted puts it last): the original's
+        # "all true" case, id M+1
+        top = ~(np.asarray(x, dtype=np.float64) < thr[-1])
+        return np.where(top, min(len(thr), self.n_bins - 1), ids)
 
 
 def original_transitions(
