@@ -202,12 +202,8 @@ def horizon_errors(pred: np.ndarray, true: np.ndarray, scale: np.ndarray) -> np.
 def error_quantiles(errors: np.ndarray, **labels) -> pd.DataFrame:
     """Median and quartiles over trajectories at every horizon, one row per horizon."""
     q25, q50, q75 = np.quantile(errors, [0.25, 0.5, 0.75], axis=0)
-    df = pd.DataFrame(
-        {"horizon": np.arange(errors.shape[1]), "median": q50, "q25": q25, "q75": q75}
-    )
-    for k, v in reversed(labels.items()):
-        df.insert(0, k, v)
-    return df
+    horizon = np.arange(errors.shape[1])
+    return pd.DataFrame({**labels, "horizon": horizon, "median": q50, "q25": q25, "q75": q75})
 
 
 def error_table(curves: pd.DataFrame, horizons: list[int]) -> pd.DataFrame:
