@@ -25,9 +25,8 @@ def rows_on(keys_of_query) -> torch.Tensor:
     return att
 
 
-def test_token_labels_and_kinds():
+def test_token_kinds_and_steps():
     lay = TokenLayout(observation_dim=2, action_dim=1, n_tokens=8)
-    assert lay.labels() == ["s0", "s1", "a0", "r", "V", "s0", "s1", "a0"]
     assert lay.kind().tolist() == [0, 0, 1, 2, 3, 0, 0, 1]
     assert lay.step().tolist() == [0] * 5 + [1] * 3
 

@@ -8,7 +8,6 @@ from ttlib.experiments.goals import (
     ControllerAgent,
     cell_path_length,
     doorways,
-    path_length_ratio,
     room_ids,
     run_from_cells,
     sample_pairs,
@@ -17,6 +16,13 @@ from ttlib.experiments.goals import (
 )
 
 FOUR = maze_map("fourrooms")
+
+
+def path_length_ratio(layout, cells: np.ndarray) -> float:
+    """Moves the path took over the shortest possible (the ratio of GoalRollouts.table)."""
+    best = shortest_path_length(layout, tuple(cells[0]), tuple(cells[-1]))
+    return cell_path_length(cells) / best if best > 0 else float("nan")
+
 
 # Two 2x2 rooms joined by one doorway at (2, 3); (1, 3) and (3, 3) are walls.
 TINY = [

@@ -55,12 +55,6 @@ class TokenLayout:
         N, M = self.observation_dim, self.action_dim
         return np.select([d < N, d < N + M, d == N + M], [0, 1, 2], default=3)
 
-    def labels(self) -> list[str]:
-        """Short names: s3 (state dim 3), a0 (action dim 0), r, V."""
-        N, M = self.observation_dim, self.action_dim
-        names = [f"s{j}" for j in range(N)] + [f"a{j}" for j in range(M)] + ["r", "V"]
-        return [names[d] for d in self.dim()]
-
 
 def pattern_masks(layout: TokenLayout) -> dict[str, np.ndarray]:
     """Boolean (T, T) key masks of both patterns and the (T,) queries that are scored.

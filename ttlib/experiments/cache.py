@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from ttlib.data import DataConfig, SequenceDataset, data_fingerprint, load_episodes
-from ttlib.experiments.presets import repo_root
+from ttlib.experiments.presets import repo_root, train_kwargs
 from ttlib.io import load_torch, save_json, save_torch
 from ttlib.train import TrainConfig, gpt_config_for, load_checkpoint, train
 
@@ -121,6 +121,19 @@ def cached_model(kind: str, data_cfg: DataConfig, identity: dict, train, load, s
 
 
 # ------------------------------------------------------------------ the Trajectory Transformer
+def train_config(params: dict, checkpoint_every: int, seed: int | None = None) -> TrainConfig:
+    """The TT training settings of a notebook's params (``seed`` overrides ``params["seed"]``)."""
+    steps = int(params["train_steps"])
+    return TrainConfig(
+        max_steps=steps,
+        batch_size=int(params["batch_size"]),
+        seed=params["seed"] if seed is None else seed,
+        checkpoint_every=max(1, min(checkpoint_every, steps)),
+        log_every=max(1, min(50, steps // 4)),
+        **train_kwargs(params),
+    )
+
+
 @dataclass
 class TrainedTT:
     model: Any  # TrajectoryGPT, in eval mode
@@ -176,9 +189,6 @@ def train_tt(
         if not ckpt.exists() or int(load_torch(ckpt).get("step", 0)) < train_cfg.max_steps:
             return None  # unfinished: fit resumes it
         model, _, saved = load_checkpoint(ckpt, device=device)
-        timing = folder.with_suffix(".json")
-        if not timing.exists():  # an entry made before training times were kept beside it
-            save_json({"train_seconds": saved.get("train_seconds")}, timing)
         return model, list(saved.get("history", []))
 
     def fit(folder: Path):

@@ -130,8 +130,10 @@ def dataset_config(env: str, kind: str, params: dict, discretizer: str = "quanti
     """
     namespace = params["dataset_namespace"]
     transitions = int(params["dataset_transitions"])
-    if namespace == "ttlib":
-        return DataConfig(local_dataset(env, kind, transitions, params["seed"]), discretizer)
+    if namespace == "ttlib":  # ttlib/<env>/<kind>-v0, without MuJoCo's C-level output
+        with quiet_c_output():
+            did = ensure_dataset(env, kind, transitions, params["seed"])
+        return DataConfig(did, discretizer)
     if namespace == "mujoco":
         ids = remote_ids(env, kind)
         if len(ids) == 1:
@@ -141,10 +143,3 @@ def dataset_config(env: str, kind: str, params: dict, discretizer: str = "quanti
             did = mix_datasets(ids, f"{MIXED_NAMESPACE}/{env}/{kind}-{REMOTE_VERSION}", True)
         return DataConfig(did, discretizer, max_transitions=transitions)
     raise ValueError(f"unknown dataset_namespace {namespace!r}; choose 'ttlib' or 'mujoco'")
-
-
-def local_dataset(env: str, kind: str, transitions: int, seed: int = 0) -> str:
-    """``ttlib/<env>/<kind>-v0`` (:func:`ttlib.experiments.runs.ensure_dataset`), with
-    MuJoCo's C-level output silenced while it is generated."""
-    with quiet_c_output():
-        return ensure_dataset(env, kind, transitions, seed)

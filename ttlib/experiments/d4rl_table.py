@@ -33,18 +33,18 @@ from ttlib.experiments.cache import (
     cached,
     config_key,
     planner_identity,
+    train_config,
     train_tt,
 )
 from ttlib.experiments.d4rl_data import DatasetUnavailable, dataset_config, quiet_c_output
-from ttlib.experiments.presets import model_kwargs, train_kwargs
+from ttlib.experiments.presets import model_kwargs
 from ttlib.io import save_json
 from ttlib.iql import IQL, IQLConfig, train_iql
 from ttlib.search import PlannerConfig, TTPlanner
-from ttlib.train import TrainConfig, load_checkpoint
+from ttlib.train import load_checkpoint
 
 log = logging.getLogger("ttlib.d4rl")
 
-ENVS = ("halfcheetah", "hopper", "walker2d")
 KINDS = ("medium-expert", "medium", "medium-replay")
 DISCRETIZERS = ("uniform", "quantile")
 BASELINES = ("BC", "IQL")
@@ -107,18 +107,6 @@ def planner_config(env: str, kind: str, params: dict, seed: int = 0) -> PlannerC
 
 
 # ------------------------------------------------------------------ training (cached)
-def train_config(params: dict, seed: int) -> TrainConfig:
-    steps = int(params["train_steps"])
-    return TrainConfig(
-        max_steps=steps,
-        batch_size=int(params["batch_size"]),
-        seed=seed,
-        checkpoint_every=max(1, min(250, steps)),
-        log_every=max(1, min(50, steps // 4)),
-        **train_kwargs(params),
-    )
-
-
 def snapshot_steps(params: dict, fractions: Sequence[float] = (0.125, 0.25, 0.5)) -> list[int]:
     """Steps at which the weights are kept for the learning curve (the last step always is)."""
     steps = int(params["train_steps"])
@@ -136,20 +124,12 @@ class TableRun:
 
 def history_frame(history: Sequence[dict], **labels) -> pd.DataFrame:
     """A train history as long rows: tokens, token kind (state/action/reward/value), loss."""
-    rows = []
-    for rec in history:
-        for kind in ("state", "action", "reward", "value"):
-            value = rec.get(f"loss_{kind}")
-            if value is not None and np.isfinite(value):
-                rows.append(
-                    {
-                        **labels,
-                        "step": rec["step"],
-                        "tokens": rec["tokens"],
-                        "token": kind,
-                        "loss": float(value),
-                    }
-                )
+    rows = [
+        {**labels, "step": rec["step"], "tokens": rec["tokens"], "token": kind, "loss": float(v)}
+        for rec in history
+        for kind in ("state", "action", "reward", "value")
+        if (v := rec.get(f"loss_{kind}")) is not None and np.isfinite(v)
+    ]
     return pd.DataFrame(rows)
 
 
@@ -286,7 +266,7 @@ def train_table_tt(env: str, kind: str, disc: str, params: dict, seed: int, prog
     data_cfg = replace(dataset_config(env, kind, params), discretizer=disc)
     return train_tt(
         data_cfg,
-        train_config(params, seed),
+        train_config(params, 250, seed),
         model_kwargs(params),
         snapshot_steps(params),
         progress,

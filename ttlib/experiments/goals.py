@@ -12,7 +12,6 @@ cells of size 1 and (0, 0) at the centre of the layout.
 
 from __future__ import annotations
 
-from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -23,12 +22,12 @@ from ttlib.datagen.datasets_gen import GenConfig as ControllerConfig
 from ttlib.datagen.maze_controller import WaypointController
 from ttlib.envs import bfs_distances, make_env, maze_map, xy_to_cell
 from ttlib.evaluate import EvalResult, evaluate, mean_se
+from ttlib.experiments.cache import train_config
 from ttlib.experiments.mazes import PathRecorder
-from ttlib.experiments.presets import model_kwargs, train_kwargs
+from ttlib.experiments.presets import model_kwargs
 from ttlib.train import TrainConfig
 
 Cell = tuple[int, int]
-_MOVES = ((1, 0), (-1, 0), (0, 1), (0, -1))
 
 
 GOAL_DIMS = [0, 1]  # the point's x and y: the first two entries of PointMaze's observation
@@ -41,63 +40,31 @@ def goal_configs(dataset_id: str, params: dict) -> tuple[DataConfig, TrainConfig
     later state of its own episode, so any reached position is a goal the data shows how to
     get to.
     """
-    steps = int(params["train_steps"])
     data_cfg = DataConfig(
         dataset_id=dataset_id, discretizer=params["discretizer"], goal_dims=list(GOAL_DIMS)
     )
-    train_cfg = TrainConfig(
-        max_steps=steps,
-        batch_size=params["batch_size"],
-        seed=params["seed"],
-        checkpoint_every=max(1, min(250, steps)),
-        log_every=max(1, min(50, steps // 4)),
-        **train_kwargs(params),
-    )
-    return data_cfg, train_cfg, model_kwargs(params)
+    return data_cfg, train_config(params, 250), model_kwargs(params)
 
 
 # ------------------------------------------------------------------ cells and rooms
-def free_mask(layout: Sequence[Sequence[int]]) -> np.ndarray:
-    """Boolean (rows, cols) array, True where the layout has no wall."""
-    return np.asarray(layout, dtype=int) == 0
-
-
-def _free(free: np.ndarray, r: int, c: int) -> bool:
-    return 0 <= r < free.shape[0] and 0 <= c < free.shape[1] and bool(free[r, c])
-
-
 def doorways(layout: Sequence[Sequence[int]]) -> list[Cell]:
     """Free cells walled in on both sides along one axis: the gaps that join two rooms."""
-    free = free_mask(layout)
-    out = []
-    for r, c in np.argwhere(free):
-        left_right = not _free(free, r, c - 1) and not _free(free, r, c + 1)
-        up_down = not _free(free, r - 1, c) and not _free(free, r + 1, c)
-        if left_right or up_down:
-            out.append((int(r), int(c)))
-    return out
+    free = np.pad(np.asarray(layout, dtype=int) == 0, 1)  # outside the layout counts as wall
+    left_right = ~free[1:-1, :-2] & ~free[1:-1, 2:]
+    up_down = ~free[:-2, 1:-1] & ~free[2:, 1:-1]
+    return [(int(r), int(c)) for r, c in np.argwhere(free[1:-1, 1:-1] & (left_right | up_down))]
 
 
 def room_ids(layout: Sequence[Sequence[int]]) -> np.ndarray:
     """Room index of every cell (rows, cols): connected free areas once the doorways are
     closed, numbered in reading order; -1 for walls and doorways."""
-    free = free_mask(layout)
-    for r, c in doorways(layout):
-        free[r, c] = False
-    rooms = np.full(free.shape, -1, dtype=int)
-    n = 0
-    for r, c in np.argwhere(free):
-        if rooms[r, c] >= 0:
-            continue
-        rooms[r, c] = n
-        queue = deque([(int(r), int(c))])
-        while queue:
-            y, x = queue.popleft()
-            for dy, dx in _MOVES:
-                if _free(free, y + dy, x + dx) and rooms[y + dy, x + dx] < 0:
-                    rooms[y + dy, x + dx] = n
-                    queue.append((y + dy, x + dx))
-        n += 1
+    closed = np.array(layout, dtype=int)
+    for cell in doorways(layout):
+        closed[cell] = 1
+    rooms = np.full(closed.shape, -1, dtype=int)
+    for r, c in np.argwhere(closed == 0):
+        if rooms[r, c] < 0:
+            rooms[bfs_distances(closed, (int(r), int(c))) >= 0] = rooms.max() + 1
     return rooms
 
 
@@ -136,14 +103,6 @@ def cell_path_length(cells: np.ndarray) -> int:
     distance, so a diagonal step past a corner counts as the two moves it stands for."""
     cells = np.asarray(cells, dtype=int).reshape(-1, 2)
     return int(np.abs(np.diff(cells, axis=0)).sum())
-
-
-def path_length_ratio(layout: Sequence[Sequence[int]], cells: np.ndarray) -> float:
-    """Moves the path took over the shortest possible from its first cell to its last (≥ 1
-    for any path through neighbouring free cells; nan when it starts in the goal cell)."""
-    cells = np.asarray(cells, dtype=int).reshape(-1, 2)
-    best = shortest_path_length(layout, tuple(cells[0]), tuple(cells[-1]))
-    return cell_path_length(cells) / best if best > 0 else float("nan")
 
 
 # ------------------------------------------------------------------ rollouts

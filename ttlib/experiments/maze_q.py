@@ -27,13 +27,19 @@ from ttlib.baselines import BCConfig, BehaviourCloning, train_bc
 from ttlib.data import DataConfig, Episode, data_fingerprint, load_minari
 from ttlib.envs import bfs_distances, make_env, maze_map
 from ttlib.evaluate import evaluate
-from ttlib.experiments.cache import TrainedTT, cached, cached_model, planner_identity, train_tt
+from ttlib.experiments.cache import (
+    TrainedTT,
+    cached,
+    cached_model,
+    planner_identity,
+    train_config,
+    train_tt,
+)
 from ttlib.experiments.mazes import PathRecorder
-from ttlib.experiments.presets import model_kwargs, train_kwargs
+from ttlib.experiments.presets import model_kwargs
 from ttlib.io import save_json
 from ttlib.iql import IQL, IQLConfig, train_iql
 from ttlib.search import PlannerConfig, TTPlanner
-from ttlib.train import TrainConfig
 
 FAMILIES = ("pointmaze", "antmaze")
 POINTMAZES = ("pointmaze-medium", "pointmaze-large")
@@ -123,18 +129,6 @@ def data_config(maze: Maze, params: dict) -> DataConfig:
         termination_penalty=None,
         obs_keys=maze.obs_keys,
         max_transitions=params["dataset_transitions"] if maze.family == "antmaze" else None,
-    )
-
-
-def train_config(params: dict) -> TrainConfig:
-    steps = params["train_steps"]
-    return TrainConfig(
-        max_steps=steps,
-        batch_size=params["batch_size"],
-        seed=params["seed"],
-        checkpoint_every=max(1, min(500, steps)),
-        log_every=max(1, min(50, steps // 4)),
-        **train_kwargs(params),
     )
 
 
@@ -320,7 +314,7 @@ def train_maze(maze: Maze, params: dict) -> MazeModels:
     """TT, the IQL critic/policy and BC on one maze's data (each cached, so reruns load)."""
     ensure_maze_data(maze, params)
     data_cfg = data_config(maze, params)
-    tt = train_tt(data_cfg, train_config(params), model_kwargs(params))
+    tt = train_tt(data_cfg, train_config(params, 500), model_kwargs(params))
     episodes = tt.dataset.episodes
     iql = iql_cached(data_cfg, iql_config(params), episodes)
     bc_cfg = BCConfig(steps=params["bc_steps"], seed=params["seed"])
@@ -332,7 +326,8 @@ def evaluate_maze(models: MazeModels, params: dict, methods: Sequence[str] = MET
     """Evaluate ``methods`` on the maze's evaluation tasks; one dict per method."""
     m = models
     data = {"data": m.data_cfg.to_dict(), "fingerprint": data_fingerprint(m.episodes)}
-    tt = {**data, "model": m.tt.model.config.to_dict(), "train": train_config(params).to_dict()}
+    train = train_config(params, 500).to_dict()
+    tt = {**data, "model": m.tt.model.config.to_dict(), "train": train}
     critic = {"iql": iql_config(params).to_dict()}
     reward, q = planner_config(params, "reward"), planner_config(params, "q")
     q_function = q_heuristic(m.iql, m.data_cfg.discount)

@@ -7,8 +7,8 @@ at a time; the single-step model of :mod:`ttlib.baselines` applies itself H time
 scored against the states the simulator actually visited.
 
 The KV cache makes each predicted token one small forward pass. When the sequence outgrows
-the model's block, the window jumps forward to start ``keep`` transitions before the current
-one and is re-encoded in one pass: the planner's own window (:mod:`ttlib.search`).
+the model's block, the window jumps forward to start as many transitions before the current
+one as fit and is re-encoded in one pass: the planner's own window (:mod:`ttlib.search`).
 """
 
 from __future__ import annotations
@@ -25,8 +25,8 @@ from ttlib.baselines import DynamicsConfig, ProbabilisticDynamics, train_dynamic
 from ttlib.data import DataConfig, Episode, data_fingerprint, load_episodes
 from ttlib.discretize import Discretizer
 from ttlib.envs import make_env
-from ttlib.experiments.cache import cached_model
-from ttlib.experiments.presets import model_kwargs, train_kwargs
+from ttlib.experiments.cache import cached_model, train_config
+from ttlib.experiments.presets import model_kwargs
 from ttlib.search import Window  # the planner's window: one jump rule for both
 from ttlib.train import TrainConfig
 
@@ -58,15 +58,7 @@ def tt_configs(
         discretizer=params["discretizer"],
         max_transitions=int(round((1 - held_out_fraction) * params["dataset_transitions"])),
     )
-    train_cfg = TrainConfig(
-        max_steps=params["train_steps"],
-        batch_size=params["batch_size"],
-        seed=params["seed"],
-        checkpoint_every=max(1, min(500, params["train_steps"])),
-        log_every=max(1, min(50, params["train_steps"] // 4)),
-        **train_kwargs(params),
-    )
-    return data_cfg, train_cfg, model_kwargs(params)
+    return data_cfg, train_config(params, 500), model_kwargs(params)
 
 
 def split_episodes(data_cfg: DataConfig) -> tuple[list[Episode], list[Episode]]:
@@ -86,10 +78,6 @@ class Segments:
     rewards: np.ndarray  # (n, H) true rewards
     episode: np.ndarray  # (n,) index of the source episode
     start: np.ndarray  # (n,) step of s_0 in that episode
-
-    @property
-    def horizon(self) -> int:
-        return self.actions.shape[1]
 
 
 def sample_segments(episodes: list[Episode], horizon: int, n: int, seed: int = 0) -> Segments:
@@ -118,15 +106,11 @@ def sample_segments(episodes: list[Episode], horizon: int, n: int, seed: int = 0
 @dataclass
 class RolloutConfig:
     decode: str = "argmax"  # argmax: most likely bin; expectation: E[value] under the bins
-    statistic: str = "mean"  # a bin's value: its training mean ("mean") or its centre
-    keep: int | None = None  # past transitions kept when the window jumps; None: all that fit
     use_cache: bool = True  # False recomputes the window for every token (slow reference)
 
     def validate(self) -> RolloutConfig:
         if self.decode not in DECODES:
             raise ValueError(f"unknown decode {self.decode!r}; choose one of {DECODES}")
-        if self.keep is not None and self.keep < 0:
-            raise ValueError(f"keep must be >= 0 or None, got {self.keep}")
         return self
 
 
@@ -162,19 +146,19 @@ def tt_rollout(
             f"expected s0 ({n}, {N}) and actions ({n}, H, {M}), got {s0.shape} and {actions.shape}"
         )
     device = next(model.parameters()).device
-    keep = c.n_transitions - 2 if cfg.keep is None else min(cfg.keep, c.n_transitions - 2)
-    window = Window(model, n, None, max(keep, 0), cfg.use_cache)
+    window = Window(model, n, None, max(c.n_transitions - 2, 0), cfg.use_cache)
 
     def tokens(values: np.ndarray, dims: list[int]) -> torch.Tensor:
         return torch.as_tensor(discretizer.encode(values, dims=dims), device=device)
 
     def choose(logits: torch.Tensor, dim: int) -> tuple[np.ndarray, torch.Tensor]:
-        probs = logits[:, :K].softmax(-1)  # the stop token is not a value: leave it out
+        # a bin stands for the mean of its training data; the stop token is not a value
+        probs = logits[:, :K].softmax(-1)
         if cfg.decode == "argmax":
             tok = probs.argmax(-1)
-            value = discretizer.decode(tok.cpu().numpy()[:, None], [dim], cfg.statistic)[:, 0]
+            value = discretizer.decode(tok.cpu().numpy()[:, None], [dim], "mean")[:, 0]
             return value, tok
-        value = discretizer.expectation(probs[:, None], [dim], cfg.statistic)[:, 0]
+        value = discretizer.expectation(probs[:, None], [dim], "mean")[:, 0]
         value = value.cpu().numpy().astype(np.float64)
         return value, tokens(value[:, None], [dim])[:, 0]
 
@@ -218,12 +202,8 @@ def horizon_errors(pred: np.ndarray, true: np.ndarray, scale: np.ndarray) -> np.
 def error_quantiles(errors: np.ndarray, **labels) -> pd.DataFrame:
     """Median and quartiles over trajectories at every horizon, one row per horizon."""
     q25, q50, q75 = np.quantile(errors, [0.25, 0.5, 0.75], axis=0)
-    df = pd.DataFrame(
-        {"horizon": np.arange(errors.shape[1]), "median": q50, "q25": q25, "q75": q75}
-    )
-    for k, v in reversed(labels.items()):
-        df.insert(0, k, v)
-    return df
+    horizon = np.arange(errors.shape[1])
+    return pd.DataFrame({**labels, "horizon": horizon, "median": q50, "q25": q25, "q75": q75})
 
 
 def error_table(curves: pd.DataFrame, horizons: list[int]) -> pd.DataFrame:

@@ -9,8 +9,6 @@ original builds it (:func:`rebuild_original_discretizer`).
 
 from __future__ import annotations
 
-import glob
-import os
 import pickle
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -27,6 +25,7 @@ from ttlib.interop.original import (
     convert_original_state_dict,
     ttlib_config_from_original,
 )
+from ttlib.interop.original_training import penalised_paths
 from ttlib.io import load_torch_file
 from ttlib.model import TrajectoryGPT
 
@@ -63,9 +62,6 @@ class OriginalConfig:
 
     def __getitem__(self, key):
         return self._dict[key]
-
-    def get(self, key, default=None):
-        return self._dict.get(key, default)
 
     def to_dict(self) -> dict:
         return dict(self._dict)
@@ -146,35 +142,9 @@ class OriginalQuantileDiscretizer(QuantileDiscretizer):
     def _edges(self, x: np.ndarray) -> np.ndarray:
         step = int(np.ceil(len(x) / self.n_bins))
         thresholds = np.concatenate([np.sort(x, axis=0)[::step], x.max(axis=0, keepdims=True)])
-        return self._set_thresholds(thresholds)
-
-    def _set_thresholds(self, thresholds: np.ndarray) -> np.ndarray:
-        thresholds = np.asarray(thresholds, dtype=np.float64)
-        if thresholds.ndim != 2 or not 2 <= len(thresholds) <= self.n_bins + 1:
-            raise ValueError(
-                f"expected (M+1, D) thresholds with 1 <= M <= {self.n_bins}, got {thresholds.shape}"
-            )
         self.thresholds = thresholds
         pad = np.repeat(thresholds[-1:], self.n_bins + 1 - len(thresholds), axis=0)
         return np.concatenate([thresholds, pad]).T.copy()
-
-    @classmethod
-    def from_thresholds(
-        cls, thresholds: np.ndarray, n_bins: int, data: np.ndarray | None = None
-    ) -> OriginalQuantileDiscretizer:
-        """From stored thresholds; ``data`` (optional) fills the per-bin means."""
-        disc = cls(n_bins)
-        disc.edges = disc._set_thresholds(thresholds)
-        disc.bin_means = disc.centres
-        if data is not None:
-            ids = disc.encode(data)
-            for d in range(ids.shape[1]):
-                counts = np.bincount(ids[:, d], minlength=n_bins)
-                sums = np.bincount(ids[:, d], weights=data[:, d], minlength=n_bins)
-                disc.bin_means[d] = np.where(
-                    counts > 0, sums / np.maximum(counts, 1), disc.bin_means[d]
-                )
-        return disc
 
     @property
     def n_real_bins(self) -> int:
@@ -187,19 +157,12 @@ class OriginalQuantileDiscretizer(QuantileDiscretizer):
         return self.thresholds
 
     def encode(self, x, dims=None) -> np.ndarray:
-        thr = self._check_thresholds()
-        if dims is not None:
-            thr = thr[:, dims]
-        x = np.asarray(x, dtype=np.float64)
-        if x.shape[-1] != thr.shape[1]:
-            raise ValueError(f"expected {thr.shape[1]} dimensions, got {x.shape[-1]}")
-        flat = x.reshape(-1, thr.shape[1])
-        ids = np.empty(flat.shape, dtype=np.int64)
-        for d in range(thr.shape[1]):
-            ids[:, d] = np.searchsorted(thr[:, d], flat[:, d], side="right") - 1
-        n_thr = len(thr)
-        ids[ids == n_thr - 1] = n_thr  # at/above every threshold: the original's "all true" case
-        return np.clip(ids, 0, self.n_bins - 1).reshape(x.shape)
+        thr = self._check_thresholds() if dims is None else self._check_thresholds()[:, dims]
+        ids = super().encode(x, dims)  # the padded edges give the original's ids below the max
+        # at/above every threshold (NaN too, as searchsorted puts it last): the original's
+        # "all true" case, id M+1
+        top = ~(np.asarray(x, dtype=np.float64) < thr[-1])
+        return np.where(top, min(len(thr), self.n_bins - 1), ids)
 
 
 def original_transitions(
@@ -216,32 +179,11 @@ def original_transitions(
     V_t = sum_{k>=1} discount^(k-1) r_{t+k} as a float32·float64 sum over the padded rows, so
     the thresholds come out bit for bit.
     """
-    from ttlib.interop.d4rl_hdf5 import episode_bounds
-
     q = qlearning_with_timeouts(arrays)
-    obs = q["observations"]
-    keep = observation_keep(env_name)
-    if keep is not None:
-        obs = obs[:, :keep]
-    rewards = q["rewards"].copy()[:, None]
-    if penalty is not None:
-        rewards[q["realterminals"]] = penalty
-    bounds = episode_bounds(q["done"])
-    lengths = [b - a for a, b in bounds]
-    if max(lengths) > max_path_length:
-        raise OriginalCheckpointError(
-            f"an episode has {max(lengths)} steps, more than max_path_length {max_path_length}"
-        )
-    padded = np.zeros((len(bounds), max_path_length, 1), dtype=rewards.dtype)
-    for i, (a, b) in enumerate(bounds):
-        padded[i, : b - a] = rewards[a:b]
-    discounts = (discount ** np.arange(max_path_length))[:, None]
-    values = np.zeros(padded.shape)
-    for t in range(max_path_length):
-        values[:, t] = (padded[:, t + 1 :] * discounts[: -t - 1]).sum(axis=1)
-    real = np.arange(max_path_length)[None, :] < np.array(lengths)[:, None]
-    v = values.squeeze(-1).reshape(-1)[real.reshape(-1), None]
-    joined = np.concatenate([np.concatenate([obs, q["actions"]], axis=-1), rewards, v], axis=-1)
+    obs = q["observations"][:, : observation_keep(env_name)]
+    rewards, values, flags, lengths = penalised_paths(q, discount, penalty, max_path_length)
+    real = ~flags
+    joined = np.concatenate([obs, q["actions"], rewards[real], values[real]], axis=-1)
     return joined, lengths
 
 
@@ -280,11 +222,8 @@ class OriginalCheckpoint:
 
 def latest_epoch(directory: str | Path) -> int:
     """The largest E of the ``state_{E}.pt`` files (what the original's 'latest' loads)."""
-    epochs = []
-    for p in glob.glob(os.path.join(glob.escape(str(directory)), "state_*.pt")):
-        stem = Path(p).stem.removeprefix("state_")
-        if stem.isdigit():
-            epochs.append(int(stem))
+    stems = [p.stem.removeprefix("state_") for p in Path(directory).glob("state_*.pt")]
+    epochs = [int(stem) for stem in stems if stem.isdigit()]
     if not epochs:
         raise OriginalCheckpointError(f"no state_*.pt files in {directory}")
     return max(epochs)

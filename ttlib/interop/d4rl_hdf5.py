@@ -29,13 +29,9 @@ _OBSERVATION_KEEP = {"ant-": 27, "kitchen-": 30}
 
 
 def observation_keep(env_name: str | None) -> int | None:
-    """Number of leading observation dims the original keeps for ``env_name`` (None: all)."""
-    if not env_name:
-        return None
-    for prefix, keep in _OBSERVATION_KEEP.items():
-        if env_name.startswith(prefix):
-            return keep
-    return None
+    """Number of leading observation dims the original keeps for ``env_name`` (None: all, so
+    ``obs[:, :keep]`` is the observation the original trains on)."""
+    return next((k for p, k in _OBSERVATION_KEEP.items() if (env_name or "").startswith(p)), None)
 
 
 def read_d4rl_hdf5(source: str | Path | Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -111,10 +107,7 @@ def episodes_from_d4rl(
     ``env_name`` (e.g. ``ant-medium-v2``) applies the original's observation cut.
     """
     q = qlearning_with_timeouts(read_d4rl_hdf5(source))
-    obs = q["observations"].astype(np.float32)
-    keep = observation_keep(env_name)
-    if keep is not None:
-        obs = obs[:, :keep]
+    obs = q["observations"].astype(np.float32)[:, : observation_keep(env_name)]
     episodes = []
     for a, b in episode_bounds(q["done"]):
         episodes.append(

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass, fields
+from dataclasses import MISSING, dataclass, fields
 
 import torch
 import torch.nn as nn
@@ -46,7 +46,7 @@ class OriginalGPTConfig:
     @classmethod
     def from_kwargs(cls, kwargs: Mapping) -> OriginalGPTConfig:
         names = {f.name for f in fields(cls)}
-        missing = [n for n in names if n not in kwargs and n not in _GPT_DEFAULTS]
+        missing = [f.name for f in fields(cls) if f.default is MISSING and f.name not in kwargs]
         if missing:
             raise OriginalCheckpointError(f"model config lacks {sorted(missing)}")
         return cls(**{k: v for k, v in kwargs.items() if k in names})
@@ -73,16 +73,6 @@ class OriginalGPTConfig:
             resid_pdrop=p,
             attn_pdrop=p,
         )
-
-
-_GPT_DEFAULTS = {
-    "action_weight",
-    "reward_weight",
-    "value_weight",
-    "embd_pdrop",
-    "resid_pdrop",
-    "attn_pdrop",
-}
 
 
 class _OriginalAttention(nn.Module):

@@ -127,10 +127,7 @@ def original_value_fn(discretizer) -> Callable[[torch.Tensor], tuple[torch.Tenso
         p = probs.detach().cpu().numpy()[:, :, :-1]
         r = (p[:, 0] @ r_thr[:-1] + p[:, 0] @ r_thr[1:]) / 2.0
         v = (p[:, 1] @ v_thr[:-1] + p[:, 1] @ v_thr[1:]) / 2.0
-        dev = probs.device
-        return torch.as_tensor(r, dtype=torch.float32, device=dev), torch.as_tensor(
-            v, dtype=torch.float32, device=dev
-        )
+        return tuple(torch.as_tensor(x, dtype=torch.float32, device=probs.device) for x in (r, v))
 
     return value_fn
 

@@ -19,13 +19,7 @@ from ttlib.interop.original import OriginalCheckpointError
 def _segment(x: np.ndarray, done: np.ndarray, max_path_length: int):
     """The original's ``segment``: split rows on ``done``, zero-pad each path to
     ``max_path_length``; flags are True from each path's end on (however it ended)."""
-    paths: list[list[np.ndarray]] = [[]]
-    for row, end in zip(x, done, strict=True):
-        paths[-1].append(row)
-        if end:
-            paths.append([])
-    if not paths[-1]:
-        paths = paths[:-1]
+    paths = [p for p in np.split(x, np.flatnonzero(done) + 1) if len(p)]
     lengths = [len(p) for p in paths]
     if max(lengths) > max_path_length:
         raise OriginalCheckpointError(
@@ -34,9 +28,30 @@ def _segment(x: np.ndarray, done: np.ndarray, max_path_length: int):
     padded = np.zeros((len(paths), max_path_length, x.shape[1]), dtype=x.dtype)
     flags = np.zeros((len(paths), max_path_length), dtype=bool)
     for i, p in enumerate(paths):
-        padded[i, : len(p)] = np.stack(p)
+        padded[i, : len(p)] = p
         flags[i, len(p) :] = True
     return padded, flags, lengths
+
+
+def penalised_paths(
+    q: Mapping[str, np.ndarray], discount: float, penalty: float | None, max_path_length: int
+):
+    """The original's rewards and values, per path: (rewards, values, flags, lengths).
+
+    The penalty goes on real terminals; paths are cut at terminals and time-outs alike and
+    zero-padded to ``max_path_length`` (``flags`` True from each path's end on); V_t =
+    sum_{k>=1} discount^(k-1) r_{t+k} is a float32·float64 sum over the padded rows, as the
+    original computes it, so every value comes out bit for bit.
+    """
+    rewards = q["rewards"].copy()[:, None]
+    if penalty is not None:
+        rewards[q["realterminals"]] = penalty
+    rewards_seg, flags, lengths = _segment(rewards, q["done"], max_path_length)
+    discounts = (discount ** np.arange(max_path_length))[:, None]
+    values_seg = np.zeros(rewards_seg.shape)
+    for t in range(max_path_length):
+        values_seg[:, t] = (rewards_seg[:, t + 1 :] * discounts[: -t - 1]).sum(axis=1)
+    return rewards_seg, values_seg, flags, lengths
 
 
 def original_windows(
@@ -59,16 +74,9 @@ def original_windows(
     ``discretizer.encode`` stands in for the original's ``discretize``.
     """
     q = qlearning_with_timeouts(arrays)
-    rewards = q["rewards"].copy()[:, None]
-    if penalty is not None:
-        rewards[q["realterminals"]] = penalty
+    rewards_seg, values_seg, flags, lengths = penalised_paths(q, discount, penalty, max_path_length)
     joined = np.concatenate([q["observations"], q["actions"]], axis=-1)
-    joined_seg, flags, lengths = _segment(joined, q["done"], max_path_length)
-    rewards_seg, _, _ = _segment(rewards, q["done"], max_path_length)
-    discounts = (discount ** np.arange(max_path_length))[:, None]
-    values_seg = np.zeros(rewards_seg.shape)
-    for t in range(max_path_length):
-        values_seg[:, t] = (rewards_seg[:, t + 1 :] * discounts[: -t - 1]).sum(axis=1)
+    joined_seg, _, _ = _segment(joined, q["done"], max_path_length)
     joined_seg = np.concatenate([joined_seg, rewards_seg, values_seg], axis=-1)
     indices = [(p, i, i + sequence_length) for p, n in enumerate(lengths) for i in range(n - 1)]
     n_paths, _, dim = joined_seg.shape
