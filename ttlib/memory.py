@@ -129,7 +129,8 @@ def _n_params(c) -> int:
 
 
 def available_memory(device=None) -> int | None:
-    """Bytes free now: on a CUDA device its free memory, else the system's available RAM."""
+    """Bytes free now: on a CUDA device its free memory, else the system's available RAM
+    (None where /proc/meminfo cannot be read)."""
     import torch
 
     device = torch.device(device) if device is not None else torch.device("cpu")
@@ -143,10 +144,7 @@ def available_memory(device=None) -> int | None:
                     return int(line.split()[1]) * 1024
     except OSError:
         pass
-    try:
-        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    except (ValueError, OSError, AttributeError):
-        return None
+    return None
 
 
 def memory_limit(limit: int | str | None = None, device=None) -> int | None:
@@ -182,18 +180,3 @@ def check_planning_memory(
             f"the limit ({LIMIT_ENV}=16G, or --memory-limit for `ttlib plan`)"
         )
     return estimate
-
-
-def check_agent_memory(agent, n_episodes: int, limit: int | str | None = None) -> None:
-    """The check for any agent that plans with a model (a ``TTPlanner``); others pass.
-
-    Without ``limit`` the agent's own ``memory_limit`` (if it has one) is used.
-    """
-    model, config = getattr(agent, "model", None), getattr(agent, "config", None)
-    model_config = getattr(model, "config", None)
-    if model_config is None or not hasattr(config, "beam_width"):
-        return
-    device = getattr(agent, "device", None)
-    if limit is None:
-        limit = getattr(agent, "memory_limit", None)
-    check_planning_memory(model_config, config, n_episodes, limit, device)
