@@ -72,9 +72,6 @@ class KVCache:
         """Groups of rows with a common prefix (each row its own group before sharing)."""
         return self.prefix_k.shape[1] if self.shared else self.batch_size
 
-    def room(self) -> int:
-        return self.max_len - self.length
-
     @property
     def offset(self) -> int:
         """Position of index 0 of the row buffers: after the prefix and the parents' past."""

@@ -177,23 +177,27 @@ class Window:
             logits, _ = self.model(self.seq[:, self.start :], goal=self.goal, cache=self.cache)
         return logits[:, -1]
 
-    def share(self, copies: int) -> None:
-        """Repeat every row ``copies`` times; the cache keeps what they share once per row.
+    def _rows(self, rows: torch.Tensor) -> None:
+        self.seq = self.seq[rows]
+        if self.goal is not None:
+            self.goal = self.goal[rows]
+
+    def share(self, rows: torch.Tensor, copies: int) -> None:
+        """Repeat every row ``copies`` times (``rows`` says so: each index ``copies`` times in
+        a row); the cache keeps what they share once per row.
 
         For the first expansion of the plan, when every row is an episode's context: the
         copies are the beams of that episode, and decoding reads the context's keys and
         values once per episode (``KVCache.share_prefix``). Only single tokens are fed after
         this, until the window jumps and the cache is rebuilt (per row, nothing shared).
         """
-        rows = torch.arange(self.seq.shape[0], device=self.seq.device).repeat_interleave(copies)
-        self.seq = self.seq[rows]
-        if self.goal is not None:
-            self.goal = self.goal[rows]
+        self._rows(rows)
         if self.cache is not None:
             self.cache.share_prefix(copies)
 
-    def expand(self, copies: int) -> None:
-        """Repeat every row ``copies`` times (beam expansion), in the history, goal and cache.
+    def expand(self, rows: torch.Tensor, copies: int) -> None:
+        """Repeat every row ``copies`` times (beam expansion; ``rows`` as for :meth:`share`),
+        in the history, goal and cache.
 
         The cache shares each row's keys and values with its copies (``KVCache.expand``)
         until the next :meth:`select`, which is the pruning: its single-token passes read a
@@ -202,18 +206,13 @@ class Window:
         """
         if copies == 1:
             return
-        rows = torch.arange(self.seq.shape[0], device=self.seq.device).repeat_interleave(copies)
-        self.seq = self.seq[rows]
-        if self.goal is not None:
-            self.goal = self.goal[rows]
+        self._rows(rows)
         if self.cache is not None:
             self.cache.expand(copies, capacity=self.td)
 
     def select(self, rows: torch.Tensor) -> None:
         """Keep (or repeat) rows, in the history, the goal and the cache alike."""
-        self.seq = self.seq[rows]
-        if self.goal is not None:
-            self.goal = self.goal[rows]
+        self._rows(rows)
         if self.cache is not None:
             self.cache.select(rows)
 
@@ -279,7 +278,7 @@ def beam_search(
     # actions they sample (in deterministic mode: the 0th, 1st, ... most likely first token).
     per_episode = W * X
     rows = torch.arange(E, device=context.device).repeat_interleave(per_episode)
-    window.share(per_episode)
+    window.share(rows, per_episode)
     logits = logits[rows]
     rank0 = torch.arange(per_episode, device=context.device).repeat(E)
     R = E * per_episode
@@ -300,9 +299,9 @@ def beam_search(
     for t in range(H):
         if t > 0:  # expand: every surviving beam gets X copies (sharing its cached past)
             rows = torch.arange(R, device=logits.device).repeat_interleave(X)
-            window.expand(X)
-            logits, cum_reward, log_prob = logits[rows], cum_reward[rows], log_prob[rows]
-            r_hist, v_hist, alive = r_hist[rows], v_hist[rows], alive[rows]
+            window.expand(rows, X)
+            state = (logits, cum_reward, log_prob, r_hist, v_hist, alive)
+            logits, cum_reward, log_prob, r_hist, v_hist, alive = (x[rows] for x in state)
             R = R * X
         rank = rank0 if t == 0 else torch.arange(R, device=logits.device) % X
 
@@ -346,13 +345,8 @@ def beam_search(
         top = score.view(E, C).topk(keep, dim=1).indices
         rows = (top + torch.arange(E, device=top.device)[:, None] * C).flatten()
         window.select(rows)
-        logits, cum_reward, log_prob, score = (
-            logits[rows],
-            cum_reward[rows],
-            log_prob[rows],
-            score[rows],
-        )
-        r_hist, v_hist, v_tok, alive = r_hist[rows], v_hist[rows], v_tok[rows], alive[rows]
+        state = (logits, cum_reward, log_prob, score, r_hist, v_hist, v_tok, alive)
+        logits, cum_reward, log_prob, score, r_hist, v_hist, v_tok, alive = (x[rows] for x in state)
         R = E * keep
 
         if t == H - 1:
