@@ -9,12 +9,9 @@ What is counted, for R = episodes × beam_width × n_expand rows (the widest bat
 
 * KV caches. The model preallocates keys and values for its whole block (goal prefix plus
   ``block_size`` tokens) whatever the context and horizon, since the window slides over
-  longer plans. The first expansion (all beams of an episode over its shared context) makes
-  an R-row cache, and pruning copies it into an E·W-row one, so both live together (briefly,
-  or for the whole plan where spare buffers are kept for reuse). Later expansions copy
-  nothing (``KVCache.expand``): the E·W rows stay as parents, the R children get buffers of
-  one transition, and pruning gathers E·W whole rows again, which is less than R + E·W rows
-  for n_expand ≥ 2; after a window jump the cache is rebuilt with R rows.
+  longer plans. Every expansion makes an R-row cache from the E·W-row one and pruning
+  copies it back into E·W rows, so both live together (briefly, or for the whole plan where
+  spare buffers are kept for reuse); after a window jump the cache is rebuilt with R rows.
 * One full-window forward pass over T tokens of R rows, run when the window jumps and its
   cache is rebuilt, next to the R-row cache it fills: per row, the logits and a copy of them
   (2 × T × (n_bins + 1)), the attention scores and their softmax (2 × heads × T², as the

@@ -195,21 +195,6 @@ class Window:
         if self.cache is not None:
             self.cache.share_prefix(copies)
 
-    def expand(self, rows: torch.Tensor, copies: int) -> None:
-        """Repeat every row ``copies`` times (beam expansion; ``rows`` as for :meth:`share`),
-        in the history, goal and cache.
-
-        The cache shares each row's keys and values with its copies (``KVCache.expand``)
-        until the next :meth:`select`, which is the pruning: its single-token passes read a
-        parent's past once for all its copies, and expanding copies nothing. The copies feed
-        at most one transition before they are pruned (room for more is made if needed).
-        """
-        if copies == 1:
-            return
-        self._rows(rows)
-        if self.cache is not None:
-            self.cache.expand(copies, capacity=self.td)
-
     def select(self, rows: torch.Tensor) -> None:
         """Keep (or repeat) rows, in the history, the goal and the cache alike."""
         self._rows(rows)
@@ -297,9 +282,10 @@ def beam_search(
         log_prob = log_prob + logits.log_softmax(-1).gather(-1, tok[:, None]).squeeze(-1)
 
     for t in range(H):
-        if t > 0:  # expand: every surviving beam gets X copies (sharing its cached past)
+        if t > 0:  # expand: every surviving beam gets X copies
             rows = torch.arange(R, device=logits.device).repeat_interleave(X)
-            window.expand(rows, X)
+            if X > 1:
+                window.select(rows)
             state = (logits, cum_reward, log_prob, r_hist, v_hist, alive)
             logits, cum_reward, log_prob, r_hist, v_hist, alive = (x[rows] for x in state)
             R = R * X
