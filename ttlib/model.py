@@ -97,7 +97,6 @@ def causal_attention_in_halves(q, k, v, allowed: torch.Tensor, dropout_p: float 
 class CausalSelfAttention(nn.Module):
     def __init__(self, config: GPTConfig):
         super().__init__()
-        assert config.n_embd % config.n_head == 0
         self.n_head = config.n_head
         self.qkv = nn.Linear(config.n_embd, 3 * config.n_embd)  # fused key/query/value
         self.proj = nn.Linear(config.n_embd, config.n_embd)

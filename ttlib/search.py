@@ -203,10 +203,6 @@ class Window:
 
 
 # ------------------------------------------------------------------ beam search
-def _centres(discretizer: Discretizer, like: torch.Tensor) -> torch.Tensor:
-    return torch.as_tensor(discretizer.centres, dtype=like.dtype, device=like.device)
-
-
 def _decode(table: torch.Tensor, tokens: torch.Tensor, dims: slice) -> torch.Tensor:
     """Bin centres of tokens (R, D') for transition dimensions ``dims``; stop → last bin."""
     t = table[dims]
@@ -245,7 +241,8 @@ def beam_search(
         raise ValueError("mode 'goal' needs a goal-conditioned model (goal_dim > 0) and goal bins")
     n_context = L0 // td
     H, W, X, gamma = cfg.horizon, cfg.beam_width, cfg.n_expand, cfg.discount
-    table = _centres(discretizer, next(model.parameters()))
+    anchor = next(model.parameters())  # the model's dtype and device
+    table = torch.as_tensor(discretizer.centres, dtype=anchor.dtype, device=anchor.device)
     r_dim, v_dim = [td - 2], [td - 1]
 
     def expectation(probs: torch.Tensor, dims: list[int]) -> torch.Tensor:

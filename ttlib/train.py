@@ -186,8 +186,11 @@ def loss_by_kind(
     logits: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor, config: GPTConfig
 ):
     """Unweighted cross-entropy per token kind (state / action / reward / value), for curves."""
-    T = targets.shape[1]
-    kinds = _target_kinds(config, T, targets.device)
+    dims = (torch.arange(targets.shape[1], device=targets.device) + 1) % config.transition_dim
+    kinds = torch.zeros_like(dims)
+    kinds[dims >= config.observation_dim] = 1
+    kinds[dims == config.transition_dim - 2] = 2
+    kinds[dims == config.transition_dim - 1] = 3
     ce = F.cross_entropy(
         logits.reshape(-1, logits.shape[-1]), targets.reshape(-1), reduction="none"
     )
@@ -198,15 +201,6 @@ def loss_by_kind(
         denom = (mask * sel).sum()
         out[f"loss_{name}"] = float((ce * sel).sum() / denom) if denom > 0 else float("nan")
     return out
-
-
-def _target_kinds(config: GPTConfig, T: int, device) -> torch.Tensor:
-    dims = (torch.arange(T, device=device) + 1) % config.transition_dim
-    kinds = torch.zeros(T, dtype=torch.long, device=device)
-    kinds[dims >= config.observation_dim] = 1
-    kinds[dims == config.transition_dim - 2] = 2
-    kinds[dims == config.transition_dim - 1] = 3
-    return kinds
 
 
 # ------------------------------------------------------------- checkpoints
