@@ -80,25 +80,6 @@ def test_counter_sees_the_shared_prefix_once_per_group(bench, monkeypatch):
     assert single["cpu_s"] == multi["cpu_s"] == 1.0
 
 
-def test_counter_sees_the_parents_past_once_per_parent(bench):
-    torch.manual_seed(0)
-    cfg = GPTConfig(observation_dim=2, action_dim=1, n_layer=2, n_head=2, n_embd=16, n_bins=7)
-    model = TrajectoryGPT(cfg).eval()
-    c = cfg
-    cache = model.new_cache(2)
-    with torch.no_grad():
-        model(torch.randint(0, c.n_bins, (2, 6)), cache=cache)  # 2 episodes, 6 tokens
-        cache.share_prefix(3)  # 3 beams per episode
-        model(torch.randint(0, c.n_bins, (6, 1)), cache=cache)
-        cache.expand(2)  # 12 children of 6 parents, each parent with 1 own position
-        counter = bench.FlopCounter(model, c.n_layer, c.n_embd, c.n_bins + 1, c.transition_dim)
-        model(torch.randint(0, c.n_bins, (12, 1)), cache=cache)
-    counter.close()
-    E, L = c.n_embd, c.n_layer
-    # prefix 6 keys x 2 groups, the parents' 1 key x 6 parents, the new key x 12 children
-    assert counter.kinds["single_token"]["kv_read"] == 4 * L * 2 * E * (2 * 6 + 6 * 1 + 12 * 1)
-
-
 def test_reorder_counter_counts_and_restores(bench):
     from ttlib.kvcache import KVCache
 

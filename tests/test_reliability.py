@@ -142,9 +142,8 @@ def test_memory_estimate_matches_the_caches_beam_search_allocates(monkeypatch):
     peak = {"cache": 0, "copying": 0}
     init = KVCache.__init__
 
-    def held(cache):  # the row buffers, and the parents' ones after KVCache.expand
-        parents = cache.parent_k.nbytes * 2 if cache.parent_k is not None else 0
-        return cache.k.nbytes + cache.v.nbytes + parents
+    def held(cache):  # the row buffers
+        return cache.k.nbytes + cache.v.nbytes
 
     def tracked_init(self, *args, **kwargs):
         init(self, *args, **kwargs)
@@ -163,7 +162,7 @@ def test_memory_estimate_matches_the_caches_beam_search_allocates(monkeypatch):
 
     monkeypatch.setattr(KVCache, "__init__", tracked_init)
     # Every method that allocates row buffers: the widest ones are those share_prefix makes.
-    for name in ("select", "share_prefix", "expand"):
+    for name in ("select", "share_prefix"):
         monkeypatch.setattr(KVCache, name, tracked(getattr(KVCache, name)))
     E, cfg = 3, PlannerConfig(horizon=4, beam_width=5, n_expand=3, max_context_transitions=1)
     td = model.config.transition_dim

@@ -12,7 +12,7 @@ take and return raw values; both save as tensors + plain dicts (``weights_only=T
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -23,7 +23,7 @@ from tqdm import tqdm  # plain bars: tqdm.auto warns in kernels without ipywidge
 
 from ttlib.data import Episode
 from ttlib.errors import CheckpointError
-from ttlib.io import load_torch_file, model_file_errors, save_torch
+from ttlib.io import load_torch_file, model_file_errors, save_model
 from ttlib.iql import mlp
 
 BC_FORMAT = "ttlib-bc-v1"
@@ -38,16 +38,6 @@ def _minibatches(n: int, batch_size: int, steps: int, seed: int):
 
 def _stats(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return x.mean(0), x.std(0).clamp_min(1e-6)
-
-
-def _save(module: nn.Module, fmt: str, dims: dict, config, path: str | Path) -> Path:
-    state = {
-        "format": fmt,
-        **dims,
-        "config": asdict(config) | {"hidden": list(config.hidden)},
-        "state_dict": {k: v.detach().cpu() for k, v in module.state_dict().items()},
-    }
-    return save_torch(state, path)
 
 
 def _load(path: str | Path, fmt: str) -> dict:
@@ -108,8 +98,7 @@ class BehaviourCloning(nn.Module):
         return a.numpy().reshape(*np.shape(obs)[:-1], self.act_dim)
 
     def save(self, path: str | Path) -> Path:
-        dims = {"obs_dim": self.obs_dim, "act_dim": self.act_dim}
-        return _save(self, BC_FORMAT, dims, self.config, path)
+        return save_model(self, BC_FORMAT, path)
 
     @classmethod
     def load(cls, path: str | Path) -> BehaviourCloning:
@@ -209,8 +198,7 @@ class ProbabilisticDynamics(nn.Module):
         return torch.stack(states, -2), torch.stack(rewards, -1)
 
     def save(self, path: str | Path) -> Path:
-        dims = {"obs_dim": self.obs_dim, "act_dim": self.act_dim}
-        return _save(self, DYNAMICS_FORMAT, dims, self.config, path)
+        return save_model(self, DYNAMICS_FORMAT, path)
 
     @classmethod
     def load(cls, path: str | Path) -> ProbabilisticDynamics:

@@ -9,7 +9,6 @@ Heavy imports happen inside the runners, so `ttlib --help` is fast.
 from __future__ import annotations
 
 import argparse
-import os
 import shlex
 import sys
 from dataclasses import replace
@@ -24,45 +23,27 @@ from ttlib.search import MODES
 # ---------------------------------------------------------------- option types
 # Each checks its range when the command line is parsed, before any work, so a bad value is
 # one line naming the option and what it allows (argparse adds "argument --name: ").
-def _int_at_least(low: int):
-    def parse(text: str) -> int:
+def _number(convert, ok, allowed: str):
+    """An option type: ``convert(text)`` if it converts and passes ``ok``, else an error."""
+
+    def parse(text: str):
         try:
-            value = int(text)
+            value = convert(text)
         except ValueError:
             value = None
-        if value is None or value < low:
-            raise argparse.ArgumentTypeError(f"must be an integer >= {low}, got {text!r}")
+        if value is None or not ok(value):  # NaN fails every comparison
+            raise argparse.ArgumentTypeError(f"must be {allowed}, got {text!r}")
         return value
 
-    parse.__name__ = f"integer >= {low}"
     return parse
 
 
-_positive_int = _int_at_least(1)
-_count = _int_at_least(0)  # seeds, context lengths, dimensions
-
-
-def _float_in(low: float, high: float, low_open: bool = False, high_open: bool = False):
-    interval = f"{'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}"
-
-    def parse(text: str) -> float:
-        try:
-            value = float(text)
-        except ValueError:
-            value = float("nan")
-        ok = (value > low if low_open else value >= low) and (
-            value < high if high_open else value <= high
-        )
-        if not ok:  # NaN fails every comparison
-            raise argparse.ArgumentTypeError(f"must be a number in {interval}, got {text!r}")
-        return value
-
-    parse.__name__ = f"number in {interval}"
-    return parse
-
-
-_positive_float = _float_in(0, float("inf"), low_open=True, high_open=True)
-_probability = _float_in(0, 1, high_open=True)  # dropout; cdf-act (0 disables it)
+_positive_int = _number(int, lambda v: v >= 1, "an integer >= 1")
+_count = _number(int, lambda v: v >= 0, "an integer >= 0")  # seeds, context lengths, dimensions
+_n_bins = _number(int, lambda v: v >= 2, "an integer >= 2")
+_positive_float = _number(float, lambda v: 0 < v < float("inf"), "a number in (0, inf)")
+# dropout; cdf-act (0 disables it)
+_probability = _number(float, lambda v: 0 <= v < 1, "a number in [0, 1)")
 
 
 def _memory_size(text: str) -> int:
@@ -250,7 +231,7 @@ def add_train(sub) -> argparse.ArgumentParser:
     p.add_argument("--dataset", required=True, help="Minari id, e.g. ttlib/hopper/medium-v0")
     p.add_argument("--out", required=True, help="output folder (resumes if it has a checkpoint)")
     p.add_argument("--discretizer", choices=["quantile", "uniform"], default="quantile")
-    p.add_argument("--n-bins", type=_int_at_least(2), default=100)
+    p.add_argument("--n-bins", type=_n_bins, default=100)
     p.add_argument("--n-transitions", type=_positive_int, default=10, help="training window")
     p.add_argument("--max-transitions", type=_positive_int, default=None, help="use the first N")
     p.add_argument("--goal-dims", type=_count, nargs="+", default=None, help="hindsight goals")
@@ -333,7 +314,6 @@ def _run_plan(args: argparse.Namespace) -> int:
     from ttlib.envs import check_env_name
     from ttlib.evaluate import evaluate, save_video
     from ttlib.io import check_output_file, save_json
-    from ttlib.memory import LIMIT_ENV, check_planning_memory
     from ttlib.search import PlannerConfig, TTPlanner
     from ttlib.train import load_checkpoint, resolve_device
 
@@ -357,11 +337,7 @@ def _run_plan(args: argparse.Namespace) -> int:
         import torch
 
         torch.set_num_threads(args.threads)
-    if args.memory_limit is not None:  # every later check in this process uses it too
-        os.environ[LIMIT_ENV] = str(args.memory_limit)
     model, discretizer, ckpt = load_checkpoint(args.checkpoint, device=args.device)
-    device = next(model.parameters()).device
-    check_planning_memory(model.config, config, args.episodes, args.memory_limit, device)
     data_cfg = ckpt.get("data_config", {})
     obs_keys = list(data_cfg.get("obs_keys") or ["observation"])
     _check_model_fits(model, ckpt, args, obs_keys)

@@ -225,14 +225,9 @@ def _check_finite(episodes: list[Episode], name: str) -> None:
 
 def load_episodes(cfg: DataConfig, download: bool = False) -> list[Episode]:
     episodes = episodes_from_minari(load_minari(cfg.dataset_id, download), cfg.obs_keys)
-    if cfg.max_transitions is not None:
-        kept, total = [], 0
-        for ep in episodes:
-            if total >= cfg.max_transitions:
-                break
-            kept.append(ep)
-            total += len(ep)
-        episodes = kept
+    if cfg.max_transitions is not None:  # whole episodes until max_transitions are reached
+        before = np.cumsum([0] + [len(ep) for ep in episodes])[:-1]  # transitions before each
+        episodes = [ep for ep, n in zip(episodes, before, strict=True) if n < cfg.max_transitions]
     return episodes
 
 

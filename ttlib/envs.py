@@ -79,13 +79,9 @@ def maze_map(name: str) -> list[list[int]]:
     """The cell layout (1 = wall, 0 = free) of a maze env, without reset/goal markers."""
     maps = _robotics().envs.maze.maps
     check_env_name(name)
-    if name == "fourrooms":
-        layout = FOUR_ROOMS_MAP
-    elif name == "pointmaze-medium":
-        layout = maps.MEDIUM_MAZE
-    elif name == "pointmaze-large":
-        layout = maps.LARGE_MAZE
-    else:
+    layouts = {"pointmaze-medium": maps.MEDIUM_MAZE, "pointmaze-large": maps.LARGE_MAZE}
+    layout = FOUR_ROOMS_MAP if name == "fourrooms" else layouts.get(name)
+    if layout is None:
         raise ValueError(f"{name!r} is not a maze env; maze envs are {', '.join(MAZE_ENVS)}.")
     return [[1 if c == 1 else 0 for c in row] for row in layout]
 

@@ -21,7 +21,7 @@ import numpy as np
 from tqdm import tqdm  # plain bars: tqdm.auto warns in kernels without ipywidgets
 
 from ttlib.envs import REF_SCORES, make_env, normalized_score
-from ttlib.memory import check_agent_memory
+from ttlib.memory import check_planning_memory
 
 SUCCESS_DISTANCE = 0.5  # goal reached when the achieved goal is this close (maze units)
 
@@ -156,9 +156,11 @@ def evaluate(
     if max_steps is not None and max_steps < 1:
         raise ValueError(f"max_steps must be >= 1 or None, got {max_steps}")
     agent = as_agent(policy)
-    if memory_limit is not None and hasattr(agent, "memory_limit"):
-        agent.memory_limit = memory_limit  # the planner's own check in reset() uses it too
-    check_agent_memory(agent, n_episodes, memory_limit)
+    if hasattr(agent, "memory_limit"):  # a TTPlanner
+        if memory_limit is not None:
+            agent.memory_limit = memory_limit  # the planner's own check in reset() uses it too
+        config, limit = agent.model.config, agent.memory_limit
+        check_planning_memory(config, agent.config, n_episodes, limit, agent.device)
     env_name = env if isinstance(env, str) else None
     if video_episodes > 0:
         os.environ.setdefault("MUJOCO_GL", "egl")

@@ -7,6 +7,7 @@ import os
 import tempfile
 import warnings
 from contextlib import contextmanager
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +39,20 @@ def save_torch(obj: Any, path: str | Path) -> Path:
 def load_torch(path: str | Path, map_location="cpu") -> Any:
     """``torch.load`` with ``weights_only=True``: checkpoints hold tensors and plain types only."""
     return torch.load(path, map_location=map_location, weights_only=True)
+
+
+def save_model(module: torch.nn.Module, fmt: str, path: str | Path) -> Path:
+    """A model file of ``fmt``: the module's ``obs_dim``, ``act_dim``, ``config`` (a dataclass
+    with ``hidden`` sizes) and weights, as tensors and plain types only (``weights_only``)."""
+    config = module.config
+    state = {
+        "format": fmt,
+        "obs_dim": module.obs_dim,
+        "act_dim": module.act_dim,
+        "config": asdict(config) | {"hidden": list(config.hidden)},
+        "state_dict": {k: v.detach().cpu() for k, v in module.state_dict().items()},
+    }
+    return save_torch(state, path)
 
 
 def save_json(obj: Any, path: str | Path) -> Path:

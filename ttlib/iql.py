@@ -26,7 +26,7 @@ from tqdm import tqdm  # plain bars: tqdm.auto warns in kernels without ipywidge
 
 from ttlib.data import Episode
 from ttlib.errors import CheckpointError
-from ttlib.io import load_torch_file, model_file_errors, save_torch
+from ttlib.io import load_torch_file, model_file_errors, save_model
 
 IQL_FORMAT = "ttlib-iql-v1"
 
@@ -214,14 +214,7 @@ class IQL(nn.Module):
     # ----------------------------------------------------------- save / load
     def save(self, path: str | Path) -> Path:
         """Tensors and plain dicts only: loads with ``torch.load(weights_only=True)``."""
-        state = {
-            "format": IQL_FORMAT,
-            "obs_dim": self.obs_dim,
-            "act_dim": self.act_dim,
-            "config": self.config.to_dict(),
-            "state_dict": {k: v.detach().cpu() for k, v in self.state_dict().items()},
-        }
-        return save_torch(state, path)
+        return save_model(self, IQL_FORMAT, path)
 
     @classmethod
     def load(cls, path: str | Path) -> IQL:

@@ -9,12 +9,9 @@ What is counted, for R = episodes × beam_width × n_expand rows (the widest bat
 
 * KV caches. The model preallocates keys and values for its whole block (goal prefix plus
   ``block_size`` tokens) whatever the context and horizon, since the window slides over
-  longer plans. The first expansion (all beams of an episode over its shared context) makes
-  an R-row cache, and pruning copies it into an E·W-row one, so both live together (briefly,
-  or for the whole plan where spare buffers are kept for reuse). Later expansions copy
-  nothing (``KVCache.expand``): the E·W rows stay as parents, the R children get buffers of
-  one transition, and pruning gathers E·W whole rows again, which is less than R + E·W rows
-  for n_expand ≥ 2; after a window jump the cache is rebuilt with R rows.
+  longer plans. Every expansion makes an R-row cache from the E·W-row one and pruning
+  copies it back into E·W rows, so both live together (briefly, or for the whole plan where
+  spare buffers are kept for reuse); after a window jump the cache is rebuilt with R rows.
 * One full-window forward pass over T tokens of R rows, run when the window jumps and its
   cache is rebuilt, next to the R-row cache it fills: per row, the logits and a copy of them
   (2 × T × (n_bins + 1)), the attention scores and their softmax (2 × heads × T², as the
@@ -129,7 +126,8 @@ def _n_params(c) -> int:
 
 
 def available_memory(device=None) -> int | None:
-    """Bytes free now: on a CUDA device its free memory, else the system's available RAM."""
+    """Bytes free now: on a CUDA device its free memory, else the system's available RAM
+    (None where /proc/meminfo cannot be read)."""
     import torch
 
     device = torch.device(device) if device is not None else torch.device("cpu")
@@ -143,10 +141,7 @@ def available_memory(device=None) -> int | None:
                     return int(line.split()[1]) * 1024
     except OSError:
         pass
-    try:
-        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    except (ValueError, OSError, AttributeError):
-        return None
+    return None
 
 
 def memory_limit(limit: int | str | None = None, device=None) -> int | None:
@@ -182,18 +177,3 @@ def check_planning_memory(
             f"the limit ({LIMIT_ENV}=16G, or --memory-limit for `ttlib plan`)"
         )
     return estimate
-
-
-def check_agent_memory(agent, n_episodes: int, limit: int | str | None = None) -> None:
-    """The check for any agent that plans with a model (a ``TTPlanner``); others pass.
-
-    Without ``limit`` the agent's own ``memory_limit`` (if it has one) is used.
-    """
-    model, config = getattr(agent, "model", None), getattr(agent, "config", None)
-    model_config = getattr(model, "config", None)
-    if model_config is None or not hasattr(config, "beam_width"):
-        return
-    device = getattr(agent, "device", None)
-    if limit is None:
-        limit = getattr(agent, "memory_limit", None)
-    check_planning_memory(model_config, config, n_episodes, limit, device)

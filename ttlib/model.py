@@ -23,7 +23,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ttlib.errors import ConfigError
-from ttlib.kvcache import KVCache, shared_prefix_attention, tree_attention
+from ttlib.kvcache import KVCache, shared_prefix_attention
 
 
 @dataclass
@@ -97,7 +97,6 @@ def causal_attention_in_halves(q, k, v, allowed: torch.Tensor, dropout_p: float 
 class CausalSelfAttention(nn.Module):
     def __init__(self, config: GPTConfig):
         super().__init__()
-        assert config.n_embd % config.n_head == 0
         self.n_head = config.n_head
         self.qkv = nn.Linear(config.n_embd, 3 * config.n_embd)  # fused key/query/value
         self.proj = nn.Linear(config.n_embd, config.n_embd)
@@ -111,14 +110,11 @@ class CausalSelfAttention(nn.Module):
         q, k, v = self.qkv(x).split(C, dim=2)
         q, k, v = (t.view(B, T, self.n_head, C // self.n_head).transpose(1, 2) for t in (q, k, v))
         if cache is not None:
-            at = cache.length - cache.offset  # where the new tokens go in the row buffers
+            at = cache.length - cache.shared  # where the new tokens go in the row buffers
             cache.k[layer, :, :, at : at + T] = k
             cache.v[layer, :, :, at : at + T] = v
-            if cache.offset and T == 1:  # ``allowed`` is then an additive bias
-                if cache.parent_len:
-                    y = tree_attention(q, cache, layer, at + 1, allowed)
-                else:
-                    y = shared_prefix_attention(q, cache, layer, at + 1, allowed)
+            if cache.shared and T == 1:  # ``allowed`` is then an additive bias
+                y = shared_prefix_attention(q, cache, layer, at + 1, allowed)
                 return self.resid_drop(self.proj(y.transpose(1, 2).reshape(B, T, C)))
             k, v = cache.keys_values(layer, at + T)
         if self.record_attention:
@@ -237,8 +233,6 @@ class TrajectoryGPT(nn.Module):
         c = self.config
         B, T = idx.shape
         start = cache.length if cache is not None else 0
-        if cache is not None:
-            cache.reserve(T)  # before the mask is chosen: merging changes the cache's layout
         x_parts, n_goal = [], 0
         if c.goal_dim > 0 and start == 0:
             if goal is None:
@@ -257,9 +251,8 @@ class TrajectoryGPT(nn.Module):
             offset = (t0 % c.transition_dim) * c.n_bins
             tok = torch.where(idx >= c.n_bins, c.vocab_size - 1, idx + offset)
             x = self.drop(self.tok_emb(tok) + self.pos_emb[:, t0 : t0 + 1])
-            # The shared-prefix and tree paths add the mask to their scores; the other one
-            # takes booleans.
-            if cache.offset:
+            # The shared-prefix path adds the mask to its scores; the other one takes booleans.
+            if cache.shared:
                 allowed = cache.key_bias[: start + 1]
             else:
                 allowed = cache.visible[None, : start + 1]

@@ -177,52 +177,32 @@ class Window:
             logits, _ = self.model(self.seq[:, self.start :], goal=self.goal, cache=self.cache)
         return logits[:, -1]
 
-    def share(self, copies: int) -> None:
-        """Repeat every row ``copies`` times; the cache keeps what they share once per row.
+    def _rows(self, rows: torch.Tensor) -> None:
+        self.seq = self.seq[rows]
+        if self.goal is not None:
+            self.goal = self.goal[rows]
+
+    def share(self, rows: torch.Tensor, copies: int) -> None:
+        """Repeat every row ``copies`` times (``rows`` says so: each index ``copies`` times in
+        a row); the cache keeps what they share once per row.
 
         For the first expansion of the plan, when every row is an episode's context: the
         copies are the beams of that episode, and decoding reads the context's keys and
         values once per episode (``KVCache.share_prefix``). Only single tokens are fed after
         this, until the window jumps and the cache is rebuilt (per row, nothing shared).
         """
-        rows = torch.arange(self.seq.shape[0], device=self.seq.device).repeat_interleave(copies)
-        self.seq = self.seq[rows]
-        if self.goal is not None:
-            self.goal = self.goal[rows]
+        self._rows(rows)
         if self.cache is not None:
             self.cache.share_prefix(copies)
 
-    def expand(self, copies: int) -> None:
-        """Repeat every row ``copies`` times (beam expansion), in the history, goal and cache.
-
-        The cache shares each row's keys and values with its copies (``KVCache.expand``)
-        until the next :meth:`select`, which is the pruning: its single-token passes read a
-        parent's past once for all its copies, and expanding copies nothing. The copies feed
-        at most one transition before they are pruned (room for more is made if needed).
-        """
-        if copies == 1:
-            return
-        rows = torch.arange(self.seq.shape[0], device=self.seq.device).repeat_interleave(copies)
-        self.seq = self.seq[rows]
-        if self.goal is not None:
-            self.goal = self.goal[rows]
-        if self.cache is not None:
-            self.cache.expand(copies, capacity=self.td)
-
     def select(self, rows: torch.Tensor) -> None:
         """Keep (or repeat) rows, in the history, the goal and the cache alike."""
-        self.seq = self.seq[rows]
-        if self.goal is not None:
-            self.goal = self.goal[rows]
+        self._rows(rows)
         if self.cache is not None:
             self.cache.select(rows)
 
 
 # ------------------------------------------------------------------ beam search
-def _centres(discretizer: Discretizer, like: torch.Tensor) -> torch.Tensor:
-    return torch.as_tensor(discretizer.centres, dtype=like.dtype, device=like.device)
-
-
 def _decode(table: torch.Tensor, tokens: torch.Tensor, dims: slice) -> torch.Tensor:
     """Bin centres of tokens (R, D') for transition dimensions ``dims``; stop → last bin."""
     t = table[dims]
@@ -261,7 +241,8 @@ def beam_search(
         raise ValueError("mode 'goal' needs a goal-conditioned model (goal_dim > 0) and goal bins")
     n_context = L0 // td
     H, W, X, gamma = cfg.horizon, cfg.beam_width, cfg.n_expand, cfg.discount
-    table = _centres(discretizer, next(model.parameters()))
+    anchor = next(model.parameters())  # the model's dtype and device
+    table = torch.as_tensor(discretizer.centres, dtype=anchor.dtype, device=anchor.device)
     r_dim, v_dim = [td - 2], [td - 1]
 
     def expectation(probs: torch.Tensor, dims: list[int]) -> torch.Tensor:
@@ -279,7 +260,7 @@ def beam_search(
     # actions they sample (in deterministic mode: the 0th, 1st, ... most likely first token).
     per_episode = W * X
     rows = torch.arange(E, device=context.device).repeat_interleave(per_episode)
-    window.share(per_episode)
+    window.share(rows, per_episode)
     logits = logits[rows]
     rank0 = torch.arange(per_episode, device=context.device).repeat(E)
     R = E * per_episode
@@ -298,11 +279,12 @@ def beam_search(
         log_prob = log_prob + logits.log_softmax(-1).gather(-1, tok[:, None]).squeeze(-1)
 
     for t in range(H):
-        if t > 0:  # expand: every surviving beam gets X copies (sharing its cached past)
+        if t > 0:  # expand: every surviving beam gets X copies
             rows = torch.arange(R, device=logits.device).repeat_interleave(X)
-            window.expand(X)
-            logits, cum_reward, log_prob = logits[rows], cum_reward[rows], log_prob[rows]
-            r_hist, v_hist, alive = r_hist[rows], v_hist[rows], alive[rows]
+            if X > 1:
+                window.select(rows)
+            state = (logits, cum_reward, log_prob, r_hist, v_hist, alive)
+            logits, cum_reward, log_prob, r_hist, v_hist, alive = (x[rows] for x in state)
             R = R * X
         rank = rank0 if t == 0 else torch.arange(R, device=logits.device) % X
 
@@ -346,13 +328,8 @@ def beam_search(
         top = score.view(E, C).topk(keep, dim=1).indices
         rows = (top + torch.arange(E, device=top.device)[:, None] * C).flatten()
         window.select(rows)
-        logits, cum_reward, log_prob, score = (
-            logits[rows],
-            cum_reward[rows],
-            log_prob[rows],
-            score[rows],
-        )
-        r_hist, v_hist, v_tok, alive = r_hist[rows], v_hist[rows], v_tok[rows], alive[rows]
+        state = (logits, cum_reward, log_prob, score, r_hist, v_hist, v_tok, alive)
+        logits, cum_reward, log_prob, score, r_hist, v_hist, v_tok, alive = (x[rows] for x in state)
         R = E * keep
 
         if t == H - 1:

@@ -115,21 +115,6 @@ def resolve_device(device: str = "auto") -> torch.device:
     return dev
 
 
-def original_lr_multiplier(
-    tokens: int, warmup_tokens: int, final_tokens: int, floor: float = 0.1
-) -> float:
-    """The original's multiplier after ``tokens`` counted tokens.
-
-    Linear from 0 to 1 over ``warmup_tokens``, then half a cosine period over
-    ``final_tokens - warmup_tokens`` clipped at ``floor``. Progress is not clamped: past
-    ``final_tokens`` the cosine rises again (the original's runs of ~50 epochs go there).
-    """
-    if tokens < warmup_tokens:
-        return tokens / max(1, warmup_tokens)
-    progress = (tokens - warmup_tokens) / max(1, final_tokens - warmup_tokens)
-    return max(floor, 0.5 * (1.0 + math.cos(math.pi * progress)))
-
-
 class LRSchedule:
     """The learning rate of every step, as the original's trainer sets it.
 
@@ -153,16 +138,17 @@ class LRSchedule:
             return lr_at(step, cfg)
         if step == 0:
             return cfg.lr
-        mult = original_lr_multiplier(
-            self.tokens, self.warmup_tokens, self.final_tokens, cfg.min_lr_frac
-        )
-        return cfg.lr * mult
-
-    def count(self, targets: torch.Tensor, stop_token: int) -> None:
-        """Add a batch's targets that are not the stop token (after its optimiser step)."""
-        self.advance(int((targets != stop_token).sum()))
+        # Linear from 0 to 1 over warmup_tokens, then half a cosine period to final_tokens
+        # clipped at the floor. Progress is not clamped: past final_tokens the cosine rises
+        # again (the original's runs of ~50 epochs go there).
+        warmup, final = self.warmup_tokens, self.final_tokens
+        if self.tokens < warmup:
+            return cfg.lr * (self.tokens / max(1, warmup))
+        progress = (self.tokens - warmup) / max(1, final - warmup)
+        return cfg.lr * max(cfg.min_lr_frac, 0.5 * (1.0 + math.cos(math.pi * progress)))
 
     def advance(self, n_tokens: int) -> None:
+        """Add a batch's counted tokens (after its optimiser step)."""
         self.tokens += n_tokens
 
 
@@ -200,8 +186,11 @@ def loss_by_kind(
     logits: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor, config: GPTConfig
 ):
     """Unweighted cross-entropy per token kind (state / action / reward / value), for curves."""
-    T = targets.shape[1]
-    kinds = _target_kinds(config, T, targets.device)
+    dims = (torch.arange(targets.shape[1], device=targets.device) + 1) % config.transition_dim
+    kinds = torch.zeros_like(dims)
+    kinds[dims >= config.observation_dim] = 1
+    kinds[dims == config.transition_dim - 2] = 2
+    kinds[dims == config.transition_dim - 1] = 3
     ce = F.cross_entropy(
         logits.reshape(-1, logits.shape[-1]), targets.reshape(-1), reduction="none"
     )
@@ -212,15 +201,6 @@ def loss_by_kind(
         denom = (mask * sel).sum()
         out[f"loss_{name}"] = float((ce * sel).sum() / denom) if denom > 0 else float("nan")
     return out
-
-
-def _target_kinds(config: GPTConfig, T: int, device) -> torch.Tensor:
-    dims = (torch.arange(T, device=device) + 1) % config.transition_dim
-    kinds = torch.zeros(T, dtype=torch.long, device=device)
-    kinds[dims >= config.observation_dim] = 1
-    kinds[dims == config.transition_dim - 2] = 2
-    kinds[dims == config.transition_dim - 1] = 3
-    return kinds
 
 
 # ------------------------------------------------------------- checkpoints
@@ -408,7 +388,7 @@ def train(
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
         optimizer.step()
-        schedule.count(y, model_cfg.stop_token)
+        schedule.advance(int((y != model_cfg.stop_token).sum()))  # targets but stop tokens
         step += 1
 
         if step % cfg.log_every == 0 or step == cfg.max_steps:
