@@ -174,11 +174,16 @@ def add_make_data(sub) -> argparse.ArgumentParser:
 
 def _run_data_summary(args: argparse.Namespace) -> int:
     from ttlib.datagen.datasets_gen import data_summary
+    from ttlib.datagen.report import write_report
     from ttlib.io import check_output_file
 
-    if args.out:
-        check_output_file(args.out, "--out")
-    print(data_summary(args.ids, out=args.out).to_string(index=False))
+    if not args.out:
+        print(data_summary(args.ids).to_string(index=False))
+        return 0
+    check_output_file(args.out, "--out")
+    # D4RL's values beside ours, and the policies' learning curves and return plots beside it
+    table = write_report(data_summary(args.ids), args.out)
+    print(table.drop(columns=["d4rl_source"]).to_string(index=False))
     return 0
 
 

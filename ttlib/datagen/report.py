@@ -129,3 +129,31 @@ def plot_returns(returns: pd.DataFrame, reference: pd.DataFrame):
     ax.grid(axis="x", alpha=0.3)
     fig.tight_layout()
     return fig
+
+
+def write_report(
+    summary: pd.DataFrame, out: str | Path, policy_dir: str | Path = "results/policies"
+):
+    """``summary`` with D4RL's values beside it as ``out`` (CSV), and next to it the policies'
+    learning curves (CSV, PNG) and the locomotion datasets' return distributions (PNG)."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only; no display needed
+    out = Path(out)
+    folder = out.parent
+    folder.mkdir(parents=True, exist_ok=True)
+    reference = d4rl_reference(folder / Path(REFERENCE_CSV).name)
+    table = with_reference(summary, reference)
+    table.to_csv(out, index=False, float_format="%.4g")
+    curves = learning_curves(policy_dir)
+    if len(curves):
+        curves.to_csv(folder / "policy_learning_curves.csv", index=False, float_format="%.4g")
+        plot_learning_curves(curves, reference).savefig(
+            folder / "policy_learning_curves.png", dpi=120, bbox_inches="tight"
+        )
+    locomotion = table.loc[table["env"].isin(list(LOCOMOTION_ENVS)), "dataset_id"].tolist()
+    if locomotion:
+        plot_returns(episode_returns(locomotion), reference).savefig(
+            folder / "returns.png", dpi=120, bbox_inches="tight"
+        )
+    return table
