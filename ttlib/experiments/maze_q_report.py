@@ -51,12 +51,15 @@ def success_table(episodes: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["maze", "method", "success", "se", "episodes"])
 
 
-def wide_table(successes: pd.DataFrame, digits: int = 1) -> pd.DataFrame:
-    """Mazes as rows, methods as columns, cells "mean ± s.e." (the paper's layout)."""
+def wide_table(successes: pd.DataFrame, digits: int = 1, with_n: bool = False) -> pd.DataFrame:
+    """Mazes as rows, methods as columns, cells "mean ± s.e." (the paper's layout), with the
+    number of episodes as "(n)" when ``with_n``."""
     cells = successes.assign(
         cell=[
-            f"{m:.{digits}f} ± {s:.{digits}f}"
-            for m, s in zip(successes["success"], successes["se"], strict=True)
+            f"{m:.{digits}f} ± {s:.{digits}f}" + (f" ({n})" if with_n else "")
+            for m, s, n in zip(
+                successes["success"], successes["se"], successes["episodes"], strict=True
+            )
         ]
     )
     table = cells.pivot(index="maze", columns="method", values="cell")
