@@ -205,8 +205,14 @@ def test_intro_has_the_headline_table_of_verdicts(built_book):
     text = _text(html / "intro.html")
     head = text[text.find("Headline results #") : text.find("What the paper reported #")]
     assert "experiment the paper this run verdict" in head
-    for title in ("Long-horizon prediction", "Attention patterns", "Imitation by likelihood",
-                  "Four-rooms goal reaching", "D4RL locomotion", "Q-guided search"):
+    for title in (
+        "Long-horizon prediction",
+        "Attention patterns",
+        "Imitation by likelihood",
+        "Four-rooms goal reaching",
+        "D4RL locomotion",
+        "Q-guided search",
+    ):
         assert title in head, title
     verdicts = ("reproduced", "partly", "not at this scale", "not computed")
     assert sum(head.count(v) for v in verdicts) >= 6

@@ -36,13 +36,20 @@ def smoke_book(tmp_path_factory: pytest.TempPathFactory):
     for name in ("_config.yml", "ttlib", "results", "notebooks", "benchmarks"):
         if (ROOT / name).exists():
             (tmp / name).symlink_to(ROOT / name)
-    shutil.copytree(ROOT / "book", tmp / "book", symlinks=True,
-                    ignore=shutil.ignore_patterns("_build"))
+    shutil.copytree(
+        ROOT / "book", tmp / "book", symlinks=True, ignore=shutil.ignore_patterns("_build")
+    )
     (tmp / "book" / "experiments").unlink()
     (tmp / "book" / "experiments").symlink_to(Path("..") / "notebooks")
-    cmd = [sys.executable, "-c",
-           "import sys; from jupyter_book.cli.main import main; sys.exit(main())",
-           "build", str(tmp / "book"), "-W", "--keep-going"]
+    cmd = [
+        sys.executable,
+        "-c",
+        "import sys; from jupyter_book.cli.main import main; sys.exit(main())",
+        "build",
+        str(tmp / "book"),
+        "-W",
+        "--keep-going",
+    ]
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     result = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env)
     # --keep-going writes every page even when a warning fails the build; the first test
@@ -142,7 +149,9 @@ def test_verdicts_and_glued_numbers_are_pasted(smoke_book):
             assert value in page, f"{name}: glued {key} not on the page"
             if key != "why":
                 assert value in intro, f"intro: {name}'s {key} not in the headline table"
-        assert ".ipynb::" not in re.sub(r"<[^>]+>", "", page), f"{name}: an unresolved glue reference"
+        assert ".ipynb::" not in re.sub(r"<[^>]+>", "", page), (
+            f"{name}: an unresolved glue reference"
+        )
 
 
 def test_tables_fit_the_content_column(smoke_book):
@@ -152,7 +161,9 @@ def test_tables_fit_the_content_column(smoke_book):
         parser = _Tables()
         parser.feed(page.read_text(encoding="utf-8"))
         assert parser.rows, f"{page.name}: no table"
-        assert max(parser.rows) <= MAX_COLUMNS, f"{page.name}: a table has {max(parser.rows)} columns"
+        assert max(parser.rows) <= MAX_COLUMNS, (
+            f"{page.name}: a table has {max(parser.rows)} columns"
+        )
 
 
 def test_every_experiment_page_ends_with_its_provenance(smoke_book):

@@ -37,7 +37,7 @@ def test_iql_is_labelled_as_the_iql_papers_and_uniform_as_secondary():
     d4rl = paper.paper_numbers("d4rl")
     iql = d4rl[d4rl["method"] == "IQL"]["source"].unique()
     assert len(iql) == 1 and iql[0].startswith("IQL paper")
-    assert ("average" not in set(d4rl[d4rl["method"] == "IQL"]["dataset"]))  # not printed
+    assert "average" not in set(d4rl[d4rl["method"] == "IQL"]["dataset"])  # not printed
     uniform = d4rl[d4rl["method"] == "TT (uniform)"]["source"].unique()
     assert len(uniform) == 1 and "secondary" in uniform[0]
     tt_own = d4rl[d4rl["method"].isin(["BC", "MBOP", "BRAC", "CQL", "DT", "TT (quantile)"])]
@@ -124,13 +124,16 @@ def test_prediction_verdict_needs_tt_clearly_closer():
 def test_imitation_verdict_asks_for_a_test_that_could_see_a_shortfall():
     def frame(tt, data):
         rows = [{"env": "hopper", "agent": "TT (likelihood)", "score": x} for x in tt]
-        return pd.DataFrame(rows + [{"env": "hopper", "agent": "expert data", "score": x}
-                                    for x in data])
+        return pd.DataFrame(
+            rows + [{"env": "hopper", "agent": "expert data", "score": x} for x in data]
+        )
 
     assert verdicts.imitation(frame([100, 101, 99], [100, 100.5, 99.5])).verdict == "reproduced"
     # within the noise, but the noise is too wide to tell
     assert verdicts.imitation(frame([10, 190], [100, 100.5])).verdict == "not at this scale"
-    assert verdicts.imitation(frame([50, 51, 49], [100, 100.5, 99.5])).verdict == "not at this scale"
+    assert (
+        verdicts.imitation(frame([50, 51, 49], [100, 100.5, 99.5])).verdict == "not at this scale"
+    )
 
 
 def test_goal_reaching_verdict():
@@ -142,10 +145,28 @@ def test_goal_reaching_verdict():
 def test_attention_verdict_counts_patterns_above_chance():
     rows = []
     for w in range(8):
-        rows.append({"window": w, "layer": 0, "head": 0, "markov": 0.6 + 0.01 * w,
-                     "smoothing": 0.1, "chance_markov": 0.2, "chance_smoothing": 0.1})
-        rows.append({"window": w, "layer": 0, "head": 1, "markov": 0.2, "smoothing": 0.1,
-                     "chance_markov": 0.2, "chance_smoothing": 0.1})
+        rows.append(
+            {
+                "window": w,
+                "layer": 0,
+                "head": 0,
+                "markov": 0.6 + 0.01 * w,
+                "smoothing": 0.1,
+                "chance_markov": 0.2,
+                "chance_smoothing": 0.1,
+            }
+        )
+        rows.append(
+            {
+                "window": w,
+                "layer": 0,
+                "head": 1,
+                "markov": 0.2,
+                "smoothing": 0.1,
+                "chance_markov": 0.2,
+                "chance_smoothing": 0.1,
+            }
+        )
     assert verdicts.attention(pd.DataFrame(rows)).verdict == "partly"
 
 
@@ -154,15 +175,35 @@ def test_d4rl_verdict_from_paired_episode_differences():
     for kind in ("medium", "medium-replay"):
         for i in range(3):
             for method, score in (("TT (quantile)", 50 + i), ("BC", 20 + i), ("IQL", 49 + i)):
-                rows.append({"env": "hopper", "kind": kind, "method": method, "train_seed": 0,
-                             "episode": i, "score": float(score)})
+                rows.append(
+                    {
+                        "env": "hopper",
+                        "kind": kind,
+                        "method": method,
+                        "train_seed": 0,
+                        "episode": i,
+                        "score": float(score),
+                    }
+                )
     episodes = pd.DataFrame(rows)
-    data = pd.DataFrame([{"env": "hopper", "kind": k, "episode": i, "score": 30.0 + i}
-                         for k in ("medium", "medium-replay") for i in range(4)])
+    data = pd.DataFrame(
+        [
+            {"env": "hopper", "kind": k, "episode": i, "score": 30.0 + i}
+            for k in ("medium", "medium-replay")
+            for i in range(4)
+        ]
+    )
     diffs = d4rl_report.differences(episodes, data)
-    assert set(zip(diffs["a"], diffs["b"])) >= {("TT (quantile)", "BC"), ("TT (quantile)", "data")}
-    summary = episodes.groupby(["env", "kind", "method"], sort=False)["score"].agg(
-        score="mean").reset_index().assign(se=0.5, episodes=3)
+    assert set(zip(diffs["a"], diffs["b"], strict=True)) >= {
+        ("TT (quantile)", "BC"),
+        ("TT (quantile)", "data"),
+    }
+    summary = (
+        episodes.groupby(["env", "kind", "method"], sort=False)["score"]
+        .agg(score="mean")
+        .reset_index()
+        .assign(se=0.5, episodes=3)
+    )
     # TT − IQL is exactly +1 in every pair: a clear win, as is TT − BC
     assert d4rl_report.verdict(diffs, summary).verdict == "reproduced"
     table = d4rl_report.differences_table(diffs)
@@ -187,9 +228,15 @@ def test_provenance_footer_names_preset_commit_machine_time_and_models(tmp_path)
     path = tmp_path / "run.json"
     path.write_text(json.dumps(record))
     text = runs.provenance_markdown(path)
-    for part in ("Preset `cpu`", "commit `01234567`", "Some CPU, 2 cores, no GPU",
-                 "wall time 1.5 min", "10.0 min", "| `a-123` | 10 | 2.0 min | yes | fedcba98 |",
-                 "| `b-456.pt` | 5 | not recorded | no | not recorded |"):
+    for part in (
+        "Preset `cpu`",
+        "commit `01234567`",
+        "Some CPU, 2 cores, no GPU",
+        "wall time 1.5 min",
+        "10.0 min",
+        "| `a-123` | 10 | 2.0 min | yes | fedcba98 |",
+        "| `b-456.pt` | 5 | not recorded | no | not recorded |",
+    ):
         assert part in text, part
 
 
@@ -199,9 +246,13 @@ def test_finish_stamps_the_commit_on_models_trained_in_the_run(tmp_path, monkeyp
     (tmp_path / "models" / "m-1.json").write_text(json.dumps({"train_seconds": 3.0}))
     from ttlib.experiments.cache import MODELS_USED
 
-    run = runs.Run("x", {"preset": "smoke"}, tmp_path / "out", runs.RunRecord("x", {"preset": "smoke"}))
+    run = runs.Run(
+        "x", {"preset": "smoke"}, tmp_path / "out", runs.RunRecord("x", {"preset": "smoke"})
+    )
     run.record.git_sha = "abc"
-    MODELS_USED[:] = [{"model": "m-1", "trained_in_this_run": True, "steps": 1, "train_seconds": 3.0}]
+    MODELS_USED[:] = [
+        {"model": "m-1", "trained_in_this_run": True, "steps": 1, "train_seconds": 3.0}
+    ]
     try:
         rec = json.loads(run.finish().read_text())
     finally:

@@ -174,7 +174,7 @@ def notebook_glue(path: Path) -> dict[str, dict]:
             name = output.get("metadata", {}).get("scrapbook", {}).get("name")
             if name:
                 data = output.get("data", {})
-                out[name] = {k[len(GLUE_PREFIX):]: v for k, v in data.items()}
+                out[name] = {k[len(GLUE_PREFIX) :]: v for k, v in data.items()}
     return out
 
 
@@ -196,15 +196,24 @@ class VerdictTable(SphinxDirective):
             path = Path(self.env.relfn2path(doc + ".ipynb", self.env.docname)[1])
             self.env.note_dependency(str(path))
             glued = notebook_glue(path)
-            link = pending_xref("", refdomain="std", reftype="doc", reftarget="/" + doc,
-                                refexplicit=True, refwarn=True)
+            link = pending_xref(
+                "",
+                refdomain="std",
+                reftype="doc",
+                reftarget="/" + doc,
+                refexplicit=True,
+                refwarn=True,
+            )
             link += nodes.inline(title, title)
             cells = []
             for key in ("paper", "ours", "verdict"):
                 html = glued.get(f"{name}_{key}", {}).get("text/html")
-                missing = "not computed: the page predates the verdicts" if key == "verdict" else "–"
-                cells.append(("html", "".join(html) if isinstance(html, list) else html)
-                             if html else missing)
+                missing = (
+                    "not computed: the page predates the verdicts" if key == "verdict" else "–"
+                )
+                cells.append(
+                    ("html", "".join(html) if isinstance(html, list) else html) if html else missing
+                )
             body.append([link, *cells])
         table = _table(["experiment", "the paper", "this run", "verdict"], body)
         if "name" in self.options:

@@ -212,8 +212,10 @@ def data_episode_scores(params: dict) -> pd.DataFrame:
                 continue
             eps = eps[:-1] + [e for e in eps[-1:] if e.terminated]
             scores = normalized_score(env, [float(e.rewards.sum()) for e in eps])
-            rows += [{"env": env, "kind": kind, "episode": i, "score": float(x)}
-                     for i, x in enumerate(scores)]
+            rows += [
+                {"env": env, "kind": kind, "episode": i, "score": float(x)}
+                for i, x in enumerate(scores)
+            ]
     return pd.DataFrame(rows, columns=["env", "kind", "episode", "score"])
 
 
@@ -246,10 +248,12 @@ def paper_tables() -> tuple[pd.DataFrame, pd.DataFrame]:
     """The paper's Table 1 in two narrow tables: the baselines it printed, and IQL (from the
     IQL paper) with the two TT columns. Rows: the nine datasets and the printed averages."""
     nums = paper.paper_numbers("d4rl")
-    nums = nums.assign(label=[
-        "Average" if k == "average" else dataset_label(e, k)
-        for e, k in zip(nums["env"], nums["dataset"], strict=True)
-    ])
+    nums = nums.assign(
+        label=[
+            "Average" if k == "average" else dataset_label(e, k)
+            for e, k in zip(nums["env"], nums["dataset"], strict=True)
+        ]
+    )
     wide = nums.pivot(index="label", columns="method", values="text")
     order = list(dict.fromkeys(nums["label"]))
     iql = paper_table(["IQL"])
@@ -257,12 +261,17 @@ def paper_tables() -> tuple[pd.DataFrame, pd.DataFrame]:
     wide = wide.loc[order]
     baselines = wide[list(PAPER_BASELINES)].rename_axis("Dataset").reset_index()
     tt = wide[["IQL", "TT (uniform)", "TT (quantile)"]].rename(
-        columns={"IQL": "IQL ‡", "TT (uniform)": "TT (uniform) †"})
+        columns={"IQL": "IQL ‡", "TT (uniform)": "TT (uniform) †"}
+    )
     return baselines, tt.rename_axis("Dataset").reset_index()
 
 
-PAIRS = (("TT (quantile)", "data"), ("TT (quantile)", "BC"), ("TT (quantile)", "IQL"),
-         ("TT (quantile)", "TT (uniform)"))
+PAIRS = (
+    ("TT (quantile)", "data"),
+    ("TT (quantile)", "BC"),
+    ("TT (quantile)", "IQL"),
+    ("TT (quantile)", "TT (uniform)"),
+)
 
 
 def differences(episodes: pd.DataFrame, data: pd.DataFrame) -> pd.DataFrame:
@@ -283,8 +292,18 @@ def differences(episodes: pd.DataFrame, data: pd.DataFrame) -> pd.DataFrame:
             else:
                 pair = by[[a, b]].dropna()
                 diff = paper.paired_difference(pair[a], pair[b])
-            rows.append({"env": env, "kind": kind, "a": a, "b": b, "mean": diff.mean,
-                         "se": diff.se, "n": diff.n, "clear": diff.clear})
+            rows.append(
+                {
+                    "env": env,
+                    "kind": kind,
+                    "a": a,
+                    "b": b,
+                    "mean": diff.mean,
+                    "se": diff.se,
+                    "n": diff.n,
+                    "clear": diff.clear,
+                }
+            )
     return pd.DataFrame(rows, columns=["env", "kind", "a", "b", "mean", "se", "n", "clear"])
 
 
@@ -297,7 +316,8 @@ def average_differences(diffs: pd.DataFrame) -> dict[tuple[str, str], paper.Diff
     out = {}
     for (a, b), g in diffs.groupby(["a", "b"], sort=False):
         out[a, b] = paper.mean_of_differences(
-            [paper.Difference(m, s, n) for m, s, n in zip(g["mean"], g["se"], g["n"], strict=True)])
+            [paper.Difference(m, s, n) for m, s, n in zip(g["mean"], g["se"], g["n"], strict=True)]
+        )
     return out
 
 
@@ -322,19 +342,29 @@ def verdict(diffs: pd.DataFrame, summary: pd.DataFrame) -> paper.Verdict:
     average; partly when one of the two holds."""
     avg = average_differences(diffs)
     means = average_scores(summary)
-    claim = (f"TT (quantile) averages {paper.paper_value('d4rl', 'TT (quantile)', '', 'average'):.1f}"
-             f" on the nine D4RL datasets, level with CQL "
-             f"({paper.paper_value('d4rl', 'CQL', '', 'average'):.1f}) and far above BC "
-             f"({paper.paper_value('d4rl', 'BC', '', 'average'):.1f})")
+    claim = (
+        f"TT (quantile) averages {paper.paper_value('d4rl', 'TT (quantile)', '', 'average'):.1f}"
+        f" on the nine D4RL datasets, level with CQL "
+        f"({paper.paper_value('d4rl', 'CQL', '', 'average'):.1f}) and far above BC "
+        f"({paper.paper_value('d4rl', 'BC', '', 'average'):.1f})"
+    )
     ours = ", ".join(f"{m} {v:.1f}" for m, v in means.items())
-    ours = f"averages over {summary[['env', 'kind']].drop_duplicates().shape[0]} of our datasets: {ours}"
+    n_datasets = len(summary[["env", "kind"]].drop_duplicates())
+    ours = f"averages over {n_datasets} of our datasets: {ours}"
     vs_bc, vs_iql = avg.get(("TT (quantile)", "BC")), avg.get(("TT (quantile)", "IQL"))
     if vs_bc is None or vs_iql is None:
-        return paper.Verdict("d4rl", claim, ours, "not at this scale",
-                             "TT (quantile), BC or IQL was not run, so the ranking is untested.")
+        return paper.Verdict(
+            "d4rl",
+            claim,
+            ours,
+            "not at this scale",
+            "TT (quantile), BC or IQL was not run, so the ranking is untested.",
+        )
     holds = [vs_bc.sign > 0, vs_iql.sign >= 0]
     word = paper.share_verdict(sum(holds), 2)
-    why = (f"TT (quantile) − BC = {vs_bc.text()}, TT (quantile) − IQL = {vs_iql.text()} "
-           f"(mean over datasets of paired episode differences; a difference counts when it "
-           f"is at least two standard errors).")
+    why = (
+        f"TT (quantile) − BC = {vs_bc.text()}, TT (quantile) − IQL = {vs_iql.text()} "
+        f"(mean over datasets of paired episode differences; a difference counts when it "
+        f"is at least two standard errors)."
+    )
     return paper.Verdict("d4rl", claim, ours, word, why)

@@ -149,7 +149,6 @@ class Run:
         self.record.extra["artefacts"] = sorted(set(self.artefacts))
         return self.record.write(self.out_dir)
 
-
     def _model_origin(self, model: dict) -> dict:
         """A cached model's entry with the commit and time of the run that trained it.
 
@@ -199,23 +198,28 @@ def provenance_markdown(record: dict | Path | str) -> str:
         f"{record.get('started_utc')}; wall time {_minutes(record.get('wall_time_s'))}."
     ]
     if record.get("episode_seconds") is not None:
-        lines.append(f"The evaluation episodes took {_minutes(record['episode_seconds'])} "
-                     "when they were computed (they may come from the cache).")
+        lines.append(
+            f"The evaluation episodes took {_minutes(record['episode_seconds'])} "
+            "when they were computed (they may come from the cache)."
+        )
     models = record.get("models", [])
     if not models:
         lines.append("No cached model was used.")
         return "\n\n".join(lines)
     trained = [m.get("train_seconds") for m in models if m.get("train_seconds") is not None]
+    trained_here = sum(bool(m.get("trained_in_this_run")) for m in models)
     lines.append(
-        f"It used {len(models)} cached model(s), {sum(bool(m.get('trained_in_this_run')) for m in models)}"
+        f"It used {len(models)} cached model(s), {trained_here}"
         f" trained in this run; their training took {_minutes(sum(trained))} in all"
         + (" (some times not recorded)." if len(trained) < len(models) else ".")
     )
     rows = ["| model | steps | training | trained here | commit |", "|---|---:|---:|---|---|"]
     for m in models:
         commit = m["git_sha"][:8] if m.get("git_sha") else "not recorded"
-        rows.append(f"| `{m['model']}` | {m.get('steps')} | {_minutes(m.get('train_seconds'))} | "
-                    f"{'yes' if m.get('trained_in_this_run') else 'no'} | {commit} |")
+        rows.append(
+            f"| `{m['model']}` | {m.get('steps')} | {_minutes(m.get('train_seconds'))} | "
+            f"{'yes' if m.get('trained_in_this_run') else 'no'} | {commit} |"
+        )
     return "\n\n".join([*lines, "\n".join(rows)])
 
 
