@@ -154,6 +154,14 @@ def test_verdicts_and_glued_numbers_are_pasted(smoke_book):
         )
 
 
+def test_displayed_markdown_is_rendered_not_shown_as_source(smoke_book):
+    _, html = smoke_book
+    for name in EXPERIMENTS:
+        text = re.sub(r"<[^>]+>", "", _page(html, name))
+        assert "|---" not in text, f"{name}: a markdown table is shown as text"
+        assert "**Verdict" not in text, f"{name}: markdown shown as text"
+
+
 def test_tables_fit_the_content_column(smoke_book):
     _, html = smoke_book
     pages = [html / "intro.html", *(html / "experiments" / f"{n}.html" for n in EXPERIMENTS)]
