@@ -83,6 +83,8 @@ def test_a_difference_inside_two_standard_errors_is_noise():
     d = paper.Difference(1.9, 1.0, 5)
     assert not d.clear and d.sign == 0
     assert not paper.Difference(5.0, float("nan"), 1).clear
+    assert not paper.Difference(0.0, 0.0, 4).clear  # identical outcomes: no difference
+    assert paper.Difference(-1.0, 0.0, 4).sign == -1
 
 
 def test_independent_difference_combines_the_two_errors():

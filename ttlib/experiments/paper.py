@@ -86,8 +86,10 @@ class Difference:
 
     @property
     def clear(self) -> bool:
-        """At least two standard errors away from zero (never with an unknown error)."""
-        return bool(np.isfinite(self.se) and self.se >= 0 and abs(self.mean) >= 2 * self.se)
+        """At least two standard errors away from zero (never with an unknown error, never
+        for a difference of exactly zero)."""
+        finite = np.isfinite(self.se) and np.isfinite(self.mean)
+        return bool(finite and self.mean != 0 and abs(self.mean) >= 2 * self.se)
 
     @property
     def sign(self) -> int:
