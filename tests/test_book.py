@@ -198,11 +198,31 @@ def test_reproducing_page_lists_every_published_run_and_the_presets(built_book):
     assert text.count("in each preset of _config.yml") >= 6, "a preset table is missing"
 
 
-def test_intro_pastes_the_glued_headline_numbers(built_book):
+def test_intro_has_the_headline_table_of_verdicts(built_book):
+    # one row per experiment page: its glued claim, result and verdict, or, for a page
+    # executed before the pages computed verdicts, a note saying so
     _, html = built_book
-    page = (html / "intro.html").read_text(encoding="utf-8")
-    assert page.count('class="pasted-text"') >= 10, "glued numbers missing from the intro"
-    assert "::" not in _text(html / "intro.html").split("What the paper reported")[0]
+    text = _text(html / "intro.html")
+    head = text[text.find("Headline results #") : text.find("What the paper reported #")]
+    assert "experiment the paper this run verdict" in head
+    for title in (
+        "Long-horizon prediction",
+        "Attention patterns",
+        "Imitation by likelihood",
+        "Four-rooms goal reaching",
+        "D4RL locomotion",
+        "Q-guided search",
+    ):
+        assert title in head, title
+    verdicts = ("reproduced", "partly", "not at this scale", "not computed")
+    assert sum(head.count(v) for v in verdicts) >= 6
+    assert ".ipynb::" not in head
+
+
+def test_no_page_shows_stderr(built_book):
+    _, html = built_book
+    for page in html.rglob("*.html"):
+        assert 'class="output stderr' not in page.read_text(encoding="utf-8"), page.name
 
 
 def test_rollout_gifs_are_in_the_build(built_book):
@@ -250,7 +270,10 @@ def test_d4rl_page_renders_the_table_with_the_papers_columns(built_book):
     for row in rows:
         for value in row.values():
             assert value in text, f"table.csv value {value!r} not on the D4RL page"
-    assert "paper" in " ".join(rows[0]).lower(), "the paper's numbers need their own columns"
+    from ttlib.experiments.paper import paper_value
+
+    paper_average = f"{paper_value('d4rl', 'TT (quantile)', '', 'average'):.1f}"
+    assert paper_average in text, "the paper's numbers must be on the D4RL page too"
     page = (html / "experiments" / "d4rl.html").read_text(encoding="utf-8")
     assert page.count("<img") >= 3, "the D4RL page should show its score, loss and curve figures"
 

@@ -94,6 +94,8 @@ def make_env(name: str, **kw) -> gym.Env:
     """
     check_env_name(name)
     if name in LOCOMOTION_ENVS:
+        if kw.get("render_mode") == "rgb_array":  # frames follow the body (the XML's camera)
+            kw.setdefault("camera_name", "track")
         return gym.make(LOCOMOTION_ENVS[name], **kw)
     gym.register_envs(_robotics())
     kw.setdefault("max_episode_steps", MAZE_MAX_EPISODE_STEPS[name])

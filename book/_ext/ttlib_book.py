@@ -11,6 +11,11 @@
   incremental build re-renders it when the notebook changes instead of keeping stale values.
 * ``preset-table`` directive: one experiment's knobs in every preset, read from the
   repository's ``_config.yml`` when the book is built (nothing is copied by hand).
+* ``verdict-table`` directive: the intro's headline table (experiment, paper, ours,
+  verdict), read from the verdicts each experiment page glues (``<name>_paper``, ``_ours``,
+  ``_verdict``); a page executed before it computed a verdict says so instead.
+* ``paper-table`` directive: a table of the paper's numbers read from
+  ``results/paper/paper_numbers.csv``, with the source of every column.
 """
 
 from __future__ import annotations
@@ -126,8 +131,131 @@ class PresetTable(SphinxDirective):
         return [table]
 
 
+def _table(header: list[str], body: list[list], title: str | None = None) -> nodes.table:
+    """A docutils table; a cell is text, or ("html", markup) for pasted HTML."""
+    table = nodes.table(classes=["colwidths-auto"])
+    group = nodes.tgroup(cols=len(header))
+    table += group
+    for _ in header:
+        group += nodes.colspec(colwidth=1)
+    for part, rows in ((nodes.thead(), [header]), (nodes.tbody(), body)):
+        for row in rows:
+            tr = nodes.row()
+            for value in row:
+                entry = nodes.entry()
+                para = nodes.paragraph()
+                if isinstance(value, tuple):
+                    para += nodes.raw("", value[1], format="html")
+                elif isinstance(value, nodes.Node):
+                    para += value
+                else:
+                    para += nodes.Text(str(value))
+                entry += para
+                tr += entry
+            part += tr
+        group += part
+    if title:
+        table.insert(0, nodes.title("", title))
+    return table
+
+
+GLUE_PREFIX = "application/papermill.record/"
+
+
+def notebook_glue(path: Path) -> dict[str, dict]:
+    """The glued values of an executed notebook: key -> {mime type: data}."""
+    import json
+
+    if not path.exists():
+        return {}
+    out = {}
+    for cell in json.loads(path.read_text(encoding="utf-8")).get("cells", []):
+        for output in cell.get("outputs", []):
+            name = output.get("metadata", {}).get("scrapbook", {}).get("name")
+            if name:
+                data = output.get("data", {})
+                out[name] = {k[len(GLUE_PREFIX) :]: v for k, v in data.items()}
+    return out
+
+
+class VerdictTable(SphinxDirective):
+    """``{verdict-table}`` with one ``doc: title`` line per experiment page in its body."""
+
+    has_content = True
+    option_spec = {"name": directives.unchanged}
+
+    def run(self) -> list[nodes.Node]:
+        from sphinx.addnodes import pending_xref
+
+        body = []
+        for line in self.content:
+            if not line.strip():
+                continue
+            doc, title = (part.strip() for part in line.split(":", 1))
+            name = Path(doc).name
+            path = Path(self.env.relfn2path(doc + ".ipynb", self.env.docname)[1])
+            self.env.note_dependency(str(path))
+            glued = notebook_glue(path)
+            link = pending_xref(
+                "",
+                refdomain="std",
+                reftype="doc",
+                reftarget="/" + doc,
+                refexplicit=True,
+                refwarn=True,
+            )
+            link += nodes.inline(title, title)
+            cells = []
+            for key in ("paper", "ours", "verdict"):
+                html = glued.get(f"{name}_{key}", {}).get("text/html")
+                missing = (
+                    "not computed: the page predates the verdicts" if key == "verdict" else "–"
+                )
+                cells.append(
+                    ("html", "".join(html) if isinstance(html, list) else html) if html else missing
+                )
+            body.append([link, *cells])
+        table = _table(["experiment", "the paper", "this run", "verdict"], body)
+        if "name" in self.options:
+            self.add_name(table)
+        return [table]
+
+
+PAPER_CSV = ROOT / "results" / "paper" / "paper_numbers.csv"
+
+
+class PaperTable(SphinxDirective):
+    """``{paper-table} d4rl`` with ``:methods: BC, CQL`` : one row per dataset (and the
+    printed average), a column per method, each number as printed, from PAPER_CSV."""
+
+    required_arguments = 1
+    option_spec = {"methods": directives.unchanged_required, "name": directives.unchanged}
+
+    def run(self) -> list[nodes.Node]:
+        import csv
+
+        self.env.note_dependency(str(PAPER_CSV))
+        with PAPER_CSV.open(newline="", encoding="utf-8") as f:
+            rows = [r for r in csv.DictReader(f) if r["table"] == self.arguments[0]]
+        methods = [m.strip() for m in self.options["methods"].split(",")]
+        cells: dict[tuple[str, str], dict[str, str]] = {}
+        for r in rows:
+            text = r["value"] + (f" ± {r['se']}" if r["se"] else "")
+            cells.setdefault((r["env"], r["dataset"]), {})[r["method"]] = text
+        body = []
+        for (env, dataset), by_method in cells.items():
+            label = "Average" if dataset == "average" else f"{env} {dataset}".strip()
+            body.append([label, *(by_method.get(m, "") for m in methods)])
+        table = _table(["dataset", *methods], body)
+        if "name" in self.options:
+            self.add_name(table)
+        return [table]
+
+
 def setup(app):
     app.connect("autodoc-process-docstring", escape_plain_text_maths)
     app.connect("doctree-read", note_glue_sources)
     app.add_directive("preset-table", PresetTable)
+    app.add_directive("verdict-table", VerdictTable)
+    app.add_directive("paper-table", PaperTable)
     return {"parallel_read_safe": True, "parallel_write_safe": True, "version": "1"}

@@ -11,50 +11,19 @@ import numpy as np
 import pandas as pd
 
 from ttlib.evaluate import mean_se
+from ttlib.experiments import paper
 from ttlib.experiments.d4rl_table import ENV_LABELS, KIND_LABELS, KINDS, METHODS
 
-# D4RL v2 normalised scores as the paper and its code report them (reference/paper-facts.md 2a).
-# BC and TT (quantile): the original README / plotting code; IQL: the IQL paper's Table 1 as
-# quoted by the diffuser code; TT (uniform): a single secondary source, not checked against
-# the paper itself. TT columns are (mean, standard error); baselines come without one.
-# Columns: env, kind, BC, IQL, TT (uniform) (mean, s.e.), TT (quantile) (mean, s.e.).
-PAPER_ROWS: list[tuple[str, str, float, float, tuple[float, float], tuple[float, float]]] = [
-    ("halfcheetah", "medium-expert", 59.9, 86.7, (40.8, 2.3), (95.0, 0.2)),
-    ("hopper", "medium-expert", 79.6, 91.5, (106.0, 0.28), (110.0, 2.7)),
-    ("walker2d", "medium-expert", 36.6, 109.6, (91.0, 2.8), (101.9, 6.8)),
-    ("halfcheetah", "medium", 43.1, 47.4, (44.0, 0.31), (46.9, 0.4)),
-    ("hopper", "medium", 63.9, 66.3, (67.4, 2.9), (61.1, 3.6)),
-    ("walker2d", "medium", 77.3, 78.3, (81.3, 2.1), (79.0, 2.8)),
-    ("halfcheetah", "medium-replay", 4.3, 44.2, (44.1, 0.9), (41.9, 2.5)),
-    ("hopper", "medium-replay", 27.6, 94.7, (99.4, 3.2), (91.5, 3.6)),
-    ("walker2d", "medium-replay", 36.9, 73.9, (79.4, 3.3), (82.6, 6.9)),
-]
-PAPER_SOURCES = {
-    "BC": "TT paper / original README",
-    "IQL": "IQL paper Table 1 (via diffuser's score file)",
-    "TT (uniform)": "secondary source only (a study note), not checked against the paper",
-    "TT (quantile)": "TT paper / original README",
-}
+# The published numbers live in results/paper/paper_numbers.csv (ttlib.experiments.paper),
+# each with its source: the TT paper's Table 1 for its own columns and baselines, the IQL
+# paper for IQL (not a column of the TT paper's table), a secondary source for TT (uniform).
+PAPER_BASELINES = ("BC", "MBOP", "BRAC", "CQL", "DT")
 
 
-def paper_table() -> pd.DataFrame:
-    """The published scores in long format: env, kind, method, score, se, source."""
-    rows = []
-    for env, kind, bc, iql, uniform, quantile in PAPER_ROWS:
-        cells = {"BC": (bc, np.nan), "IQL": (iql, np.nan)}
-        cells.update({"TT (uniform)": uniform, "TT (quantile)": quantile})
-        for method, (m, se) in cells.items():
-            rows.append(
-                {
-                    "env": env,
-                    "kind": kind,
-                    "method": method,
-                    "score": m,
-                    "se": se,
-                    "source": PAPER_SOURCES[method],
-                }
-            )
-    return pd.DataFrame(rows)
+def paper_table(methods=METHODS) -> pd.DataFrame:
+    """The published scores of ``methods`` in long format: env, kind, method, score, se, source."""
+    df = paper.d4rl_paper_table()
+    return df[df["method"].isin(methods)].reset_index(drop=True)
 
 
 def average_scores(table: pd.DataFrame, column: str = "score") -> pd.Series:
@@ -220,3 +189,182 @@ def plot_learning_curve(curve: pd.DataFrame):
     ax.legend(frameon=False)
     fig.tight_layout()
     return fig
+
+
+# ------------------------------------------------------------------ tables that fit the page
+def dataset_label(env: str, kind: str) -> str:
+    return f"{ENV_LABELS.get(env, env)} {KIND_LABELS.get(kind, kind)}"
+
+
+def data_episode_scores(params: dict) -> pd.DataFrame:
+    """The normalised return of every complete episode of each dataset of the table (the
+    last episode, cut by the dataset's size, is left out unless it ended by falling)."""
+    from ttlib.data import load_episodes
+    from ttlib.envs import normalized_score
+    from ttlib.experiments.d4rl_data import DatasetUnavailable, dataset_config
+
+    rows = []
+    for env in params["envs"]:
+        for kind in params["kinds"]:
+            try:
+                eps = load_episodes(dataset_config(env, kind, params))
+            except DatasetUnavailable:
+                continue
+            eps = eps[:-1] + [e for e in eps[-1:] if e.terminated]
+            scores = normalized_score(env, [float(e.rewards.sum()) for e in eps])
+            rows += [
+                {"env": env, "kind": kind, "episode": i, "score": float(x)}
+                for i, x in enumerate(scores)
+            ]
+    return pd.DataFrame(rows, columns=["env", "kind", "episode", "score"])
+
+
+def ours_table(summary: pd.DataFrame, data: pd.DataFrame) -> pd.DataFrame:
+    """Our scores, one row per dataset: the data's own mean, then each method, every cell
+    "mean ± s.e. (n)"; the Average row combines the datasets' errors."""
+    methods = [m for m in METHODS if m in set(summary["method"])]
+    keys = list(dict.fromkeys(zip(summary["env"], summary["kind"], strict=True)))
+    ours = summary.set_index(["env", "kind", "method"])
+    rows, per_column = [], {c: [] for c in ["data", *methods]}
+    for env, kind in keys:
+        row = {"Dataset": dataset_label(env, kind)}
+        d = data[(data["env"] == env) & (data["kind"] == kind)]["score"].to_numpy()
+        m, se = mean_se(d) if len(d) else (np.nan, np.nan)
+        row["data"] = paper.cell(m, se, len(d))
+        per_column["data"].append((m, se))
+        for method in methods:
+            r = ours.loc[(env, kind, method)]
+            row[method] = paper.cell(r["score"], r["se"], int(r["episodes"]))
+            per_column[method].append((r["score"], r["se"]))
+        rows.append(row)
+    avg = {"Dataset": "Average"}
+    for col, vals in per_column.items():
+        m, se = np.array(vals, dtype=float).T if vals else (np.array([]), np.array([]))
+        avg[col] = paper.cell(m.mean(), np.sqrt((se**2).sum()) / len(se)) if len(m) else ""
+    return pd.DataFrame([*rows, avg])
+
+
+def paper_tables() -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The paper's Table 1 in two narrow tables: the baselines it printed, and IQL (from the
+    IQL paper) with the two TT columns. Rows: the nine datasets and the printed averages."""
+    nums = paper.paper_numbers("d4rl")
+    nums = nums.assign(
+        label=[
+            "Average" if k == "average" else dataset_label(e, k)
+            for e, k in zip(nums["env"], nums["dataset"], strict=True)
+        ]
+    )
+    wide = nums.pivot(index="label", columns="method", values="text")
+    order = list(dict.fromkeys(nums["label"]))
+    iql = paper_table(["IQL"])
+    wide.loc["Average", "IQL"] = f"{iql['score'].mean():.1f}*"
+    wide = wide.loc[order]
+    baselines = wide[list(PAPER_BASELINES)].rename_axis("Dataset").reset_index()
+    tt = wide[["IQL", "TT (uniform)", "TT (quantile)"]].rename(
+        columns={"IQL": "IQL ‡", "TT (uniform)": "TT (uniform) †"}
+    )
+    return baselines, tt.rename_axis("Dataset").reset_index()
+
+
+PAIRS = (
+    ("TT (quantile)", "data"),
+    ("TT (quantile)", "BC"),
+    ("TT (quantile)", "IQL"),
+    ("TT (quantile)", "TT (uniform)"),
+)
+
+
+def differences(episodes: pd.DataFrame, data: pd.DataFrame) -> pd.DataFrame:
+    """Per dataset, method A minus B: paired over evaluation episodes (every method meets the
+    same reset seeds), unpaired against the data's episodes. Columns: env, kind, a, b, mean,
+    se, n, clear (at least two standard errors)."""
+    rows = []
+    for (env, kind), g in episodes.groupby(["env", "kind"], sort=False):
+        by = g.pivot_table(index=["train_seed", "episode"], columns="method", values="score")
+        d = data[(data["env"] == env) & (data["kind"] == kind)]["score"].to_numpy()
+        for a, b in PAIRS:
+            if a not in by.columns or (b != "data" and b not in by.columns):
+                continue
+            if b == "data":
+                if len(d) == 0:
+                    continue
+                diff = paper.independent_difference(by[a].dropna(), d)
+            else:
+                pair = by[[a, b]].dropna()
+                diff = paper.paired_difference(pair[a], pair[b])
+            rows.append(
+                {
+                    "env": env,
+                    "kind": kind,
+                    "a": a,
+                    "b": b,
+                    "mean": diff.mean,
+                    "se": diff.se,
+                    "n": diff.n,
+                    "clear": diff.clear,
+                }
+            )
+    return pd.DataFrame(rows, columns=["env", "kind", "a", "b", "mean", "se", "n", "clear"])
+
+
+def _diff_cell(d: paper.Difference) -> str:
+    text = d.text()
+    return f"**{text}**" if d.clear else text
+
+
+def average_differences(diffs: pd.DataFrame) -> dict[tuple[str, str], paper.Difference]:
+    out = {}
+    for (a, b), g in diffs.groupby(["a", "b"], sort=False):
+        out[a, b] = paper.mean_of_differences(
+            [paper.Difference(m, s, n) for m, s, n in zip(g["mean"], g["se"], g["n"], strict=True)]
+        )
+    return out
+
+
+def differences_table(diffs: pd.DataFrame) -> pd.DataFrame:
+    """A row per dataset, a column per comparison ("A − B": mean ± s.e. (n)); clear
+    differences (two standard errors or more) in bold; the Average row last."""
+    rows = []
+    for (env, kind), g in diffs.groupby(["env", "kind"], sort=False):
+        row = {"Dataset": dataset_label(env, kind)}
+        for r in g.itertuples():
+            row[f"{r.a} − {r.b}"] = _diff_cell(paper.Difference(r.mean, r.se, r.n))
+        rows.append(row)
+    avg = {"Dataset": "Average"}
+    for (a, b), d in average_differences(diffs).items():
+        avg[f"{a} − {b}"] = _diff_cell(d)
+    return pd.DataFrame([*rows, avg])
+
+
+def verdict(diffs: pd.DataFrame, summary: pd.DataFrame) -> paper.Verdict:
+    """The paper: TT (quantile) level with the best offline-RL baselines and far above BC.
+    Here: reproduced when TT (quantile) is clearly above BC and not clearly below IQL on
+    average; partly when one of the two holds."""
+    avg = average_differences(diffs)
+    means = average_scores(summary)
+    claim = (
+        f"TT (quantile) averages {paper.paper_value('d4rl', 'TT (quantile)', '', 'average'):.1f}"
+        f" on the nine D4RL datasets, level with CQL "
+        f"({paper.paper_value('d4rl', 'CQL', '', 'average'):.1f}) and far above BC "
+        f"({paper.paper_value('d4rl', 'BC', '', 'average'):.1f})"
+    )
+    ours = ", ".join(f"{m} {v:.1f}" for m, v in means.items())
+    n_datasets = len(summary[["env", "kind"]].drop_duplicates())
+    ours = f"averages over {n_datasets} of our datasets: {ours}"
+    vs_bc, vs_iql = avg.get(("TT (quantile)", "BC")), avg.get(("TT (quantile)", "IQL"))
+    if vs_bc is None or vs_iql is None:
+        return paper.Verdict(
+            "d4rl",
+            claim,
+            ours,
+            "not at this scale",
+            "TT (quantile), BC or IQL was not run, so the ranking is untested.",
+        )
+    holds = [vs_bc.sign > 0, vs_iql.sign >= 0]
+    word = paper.share_verdict(sum(holds), 2)
+    why = (
+        f"TT (quantile) − BC = {vs_bc.text()}, TT (quantile) − IQL = {vs_iql.text()} "
+        f"(mean over datasets of paired episode differences; a difference counts when it "
+        f"is at least two standard errors)."
+    )
+    return paper.Verdict("d4rl", claim, ours, word, why)

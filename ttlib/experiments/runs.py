@@ -9,6 +9,7 @@ local dataset an experiment needs, once.
 
 from __future__ import annotations
 
+import json
 import os
 import platform
 import random
@@ -21,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ttlib.experiments.cache import MODELS_USED
+from ttlib.experiments.cache import MODELS_USED, cache_dir
 from ttlib.experiments.presets import repo_root, resolve, results_dir
 from ttlib.io import save_json
 
@@ -144,9 +145,89 @@ class Run:
         its training took, so a rerun from the cache still says what the results cost.
         """
         self.record.extra.update(extra)
-        self.record.extra["models"] = list(MODELS_USED)
+        self.record.extra["models"] = [self._model_origin(m) for m in MODELS_USED]
         self.record.extra["artefacts"] = sorted(set(self.artefacts))
         return self.record.write(self.out_dir)
+
+    def _model_origin(self, model: dict) -> dict:
+        """A cached model's entry with the commit and time of the run that trained it.
+
+        The cache keeps each model's training time beside it (``<entry>.json``); a model
+        trained in this run gets this run's commit and start time added there, so later runs
+        that load it can say which code made it. Models trained before this was kept say None.
+        """
+        entry = dict(model)
+        timing = _timing_file(model["model"])
+        info = json.loads(timing.read_text()) if timing is not None else {}
+        if model.get("trained_in_this_run") and timing is not None and "git_sha" not in info:
+            started = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(self.record.started))
+            info |= {"git_sha": self.record.git_sha, "trained_utc": started}
+            save_json(info, timing)
+        entry["git_sha"] = info.get("git_sha")
+        entry["trained_utc"] = info.get("trained_utc")
+        return entry
+
+
+def _timing_file(model: str) -> Path | None:
+    """``<cache>/<kind>/<entry>.json`` of a cached model named ``model`` (None if missing)."""
+    stem = Path(model).stem if model.endswith(".pt") else model
+    for pattern in (f"*/{stem}.json", f"*/*/{stem}.json"):
+        found = sorted(cache_dir().glob(pattern))
+        if found:
+            return found[0]
+    return None
+
+
+def _minutes(seconds) -> str:
+    return "not recorded" if seconds is None else f"{float(seconds) / 60:.1f} min"
+
+
+def provenance_markdown(record: dict | Path | str) -> str:
+    """The footer of an experiment page: what ran, where, on which code, for how long, and
+    the cached models it used with the time and commit of their training (markdown)."""
+    if not isinstance(record, dict):
+        record = json.loads(Path(record).read_text())
+    hw = record.get("hardware", {})
+    machine = f"{hw.get('cpu') or 'unknown CPU'}, {hw.get('cores')} cores"
+    machine += f", GPU {hw['gpu']}" if hw.get("gpu") else ", no GPU"
+    sha = (record.get("git_sha") or "unknown")[:8]
+    edited = " (ttlib had uncommitted edits)" if record.get("ttlib_modified_at_start") else ""
+    lines = [
+        f"**Provenance of this page.** Preset `{record.get('preset')}`, run by "
+        f"`{record.get('command')}` at commit `{sha}`{edited} on {machine}, started "
+        f"{record.get('started_utc')}; wall time {_minutes(record.get('wall_time_s'))}."
+    ]
+    if record.get("episode_seconds") is not None:
+        lines.append(
+            f"The evaluation episodes took {_minutes(record['episode_seconds'])} "
+            "when they were computed (they may come from the cache)."
+        )
+    models = record.get("models", [])
+    if not models:
+        lines.append("No cached model was used.")
+        return "\n\n".join(lines)
+    trained = [m.get("train_seconds") for m in models if m.get("train_seconds") is not None]
+    trained_here = sum(bool(m.get("trained_in_this_run")) for m in models)
+    lines.append(
+        f"It used {len(models)} cached model(s), {trained_here}"
+        f" trained in this run; their training took {_minutes(sum(trained))} in all"
+        + (" (some times not recorded)." if len(trained) < len(models) else ".")
+    )
+    rows = ["| model | steps | training | trained here | commit |", "|---|---:|---:|---|---|"]
+    for m in models:
+        commit = m["git_sha"][:8] if m.get("git_sha") else "not recorded"
+        rows.append(
+            f"| `{m['model']}` | {m.get('steps')} | {_minutes(m.get('train_seconds'))} | "
+            f"{'yes' if m.get('trained_in_this_run') else 'no'} | {commit} |"
+        )
+    return "\n\n".join([*lines, "\n".join(rows)])
+
+
+def footer(run: Run, **extra):
+    """Finish the run and show its provenance as markdown (the last cell of a notebook)."""
+    from IPython.display import Markdown
+
+    return Markdown(provenance_markdown(run.finish(**extra)))
 
 
 def seed_everything(seed: int) -> None:
