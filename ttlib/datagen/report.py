@@ -131,6 +131,23 @@ def plot_returns(returns: pd.DataFrame, reference: pd.DataFrame):
     return fig
 
 
+def compact_table(table: pd.DataFrame) -> pd.DataFrame:
+    """Five columns for the book: size and normalised mean, ours beside D4RL's."""
+
+    def fmt(x, spec: str) -> str:
+        return "" if pd.isna(x) else format(x, spec)
+
+    return pd.DataFrame(
+        {
+            "dataset": table["dataset_id"].str.removeprefix("ttlib/"),
+            "transitions": [fmt(x, ",.0f") for x in table["transitions"]],
+            "D4RL transitions": [fmt(x, ",.0f") for x in table["d4rl_transitions"]],
+            "normalised mean": [fmt(x, ".1f") for x in table["normalized_score_mean"]],
+            "D4RL normalised mean": [fmt(x, ".0f") for x in table["d4rl_normalized_mean"]],
+        }
+    )
+
+
 def write_report(
     summary: pd.DataFrame, out: str | Path, policy_dir: str | Path = "results/policies"
 ):
@@ -145,6 +162,7 @@ def write_report(
     reference = d4rl_reference(folder / Path(REFERENCE_CSV).name)
     table = with_reference(summary, reference)
     table.to_csv(out, index=False, float_format="%.4g")
+    compact_table(table).to_csv(folder / "datasets_table.csv", index=False)
     curves = learning_curves(policy_dir)
     if len(curves):
         curves.to_csv(folder / "policy_learning_curves.csv", index=False, float_format="%.4g")
