@@ -48,11 +48,12 @@ def test_locomotion_dataset_loads_back_with_d4rl_reference_scores(kind, policy_d
 
     ds = make_dataset("hopper", kind, GenConfig(transitions=250, policy_dir=str(policy_dir)))
     ds = minari.load_dataset(dataset_id("hopper", kind))
-    steps = (
-        250
-        if kind != "medium-replay"
-        else min(250, int(np.load(policy_dir / "hopper" / "medium_replay.npz")["rewards"].size))
-    )
+    steps = {
+        "medium-expert": 500,  # the medium and expert datasets, concatenated
+        "medium-replay": min(
+            250, int(np.load(policy_dir / "hopper" / "medium_replay.npz")["rewards"].size)
+        ),
+    }.get(kind, 250)
     assert ds.total_steps == steps
     for ep in ds.iterate_episodes():
         n = len(ep.rewards)
@@ -117,12 +118,16 @@ def test_medium_replay_is_the_saved_replay_buffer(policy_dir):
     assert len(eps) == len(replay["final_observations"])
 
 
-def test_medium_expert_is_half_medium_then_half_expert(policy_dir):
-    ds = make_dataset(
-        "hopper", "medium-expert", GenConfig(transitions=240, policy_dir=str(policy_dir))
-    )
-    lengths = np.cumsum([len(e.rewards) for e in ds.iterate_episodes()])
-    assert 120 in lengths and lengths[-1] == 240  # the medium half is cut at exactly half
+def test_medium_expert_is_the_medium_and_expert_datasets_concatenated(policy_dir):
+    cfg = GenConfig(transitions=120, policy_dir=str(policy_dir))
+    both = list(make_dataset("hopper", "medium-expert", cfg).iterate_episodes())
+    parts = [list(make_dataset("hopper", k, cfg).iterate_episodes()) for k in ("medium", "expert")]
+    assert sum(len(e.rewards) for e in both) == 240  # D4RL: the two datasets, not two halves
+    singles = parts[0] + parts[1]
+    assert len(both) == len(singles)
+    for a, b in zip(both, singles, strict=True):
+        np.testing.assert_array_equal(a.observations, b.observations)
+        np.testing.assert_array_equal(a.actions, b.actions)
 
 
 def test_maze_data_reward_is_sparse_wrt_the_episode_goal():

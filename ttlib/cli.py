@@ -148,6 +148,7 @@ def _run_make_data(args: argparse.Namespace) -> int:
         seed=args.seed,
         policy_dir=args.policy_dir,
         overwrite=args.overwrite,
+        progress=True,
     )
     for dataset_id in make_datasets(args.env, args.kind, cfg):
         print(dataset_id)

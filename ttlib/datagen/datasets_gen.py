@@ -31,6 +31,7 @@ import gymnasium as gym
 import numpy as np
 import torch
 from minari.data_collector import EpisodeBuffer  # episodes in the form Minari writes
+from tqdm import tqdm
 
 from ttlib.datagen.maze_controller import WaypointController
 from ttlib.datagen.policies import SACActor, load_actor, one_torch_thread
@@ -52,10 +53,12 @@ from ttlib.errors import check_positive
 
 @dataclass
 class GenConfig:
-    transitions: int = 100_000  # steps per dataset (D4RL: 1M; medium-replay: what the run had)
+    # steps per dataset (D4RL: 1M; medium-expert: twice this; medium-replay: what the run had)
+    transitions: int = 100_000
     seed: int = 0
     policy_dir: str = "results/policies"  # where make-policies wrote medium.pt / expert.pt
     overwrite: bool = False
+    progress: bool = False  # a progress bar per dataset (the CLI; notebooks keep quiet)
     # noisy waypoint controller of the maze datasets
     kp: float = 10.0  # proportional gain towards the next waypoint
     kd: float = 1.0  # damping on the point's velocity
@@ -110,15 +113,23 @@ def run_episode(
     )
 
 
-def collect(env: gym.Env, act, transitions: int, seed: int, options_fn=None) -> list[EpisodeBuffer]:
-    """Episodes of one policy until exactly `transitions` steps; reset seeds seed, seed+1, …"""
+def collect(
+    env: gym.Env, act, transitions: int, seed: int, options_fn=None, progress: str | None = None
+) -> list[EpisodeBuffer]:
+    """Episodes of one policy until exactly `transitions` steps; reset seeds seed, seed+1, …
+
+    ``progress``: the label of a progress bar (None: no bar)."""
     episodes: list[EpisodeBuffer] = []
     total = 0
-    while total < transitions:
-        ep_seed = seed + len(episodes)
-        options = options_fn(ep_seed) if options_fn is not None else None
-        episodes.append(run_episode(env, act, transitions - total, ep_seed, options))
-        total += len(episodes[-1])
+    with tqdm(
+        total=transitions, desc=progress, unit="step", disable=progress is None, mininterval=2
+    ) as bar:
+        while total < transitions:
+            ep_seed = seed + len(episodes)
+            options = options_fn(ep_seed) if options_fn is not None else None
+            episodes.append(run_episode(env, act, transitions - total, ep_seed, options))
+            total += len(episodes[-1])
+            bar.update(len(episodes[-1]))
     return episodes
 
 
@@ -179,27 +190,25 @@ def replay_episodes(path: Path, transitions: int) -> list[EpisodeBuffer]:
 def locomotion_episodes(env_name: str, kind: str, cfg: GenConfig) -> list[EpisodeBuffer]:
     env = make_env(env_name)
     policy_dir = Path(cfg.policy_dir)
-    # Each kind draws from its own seed range so that e.g. medium and medium-expert differ.
+    # Each kind draws from its own seed range (medium-expert reuses medium's and expert's).
     seed = cfg.seed * 1_000_000 + LOCOMOTION_KINDS.index(kind) * 100_000
     rng = np.random.default_rng(seed)
+    label = f"{env_name}/{kind}" if cfg.progress else None
 
     def sampler(actor: SACActor):
         return lambda obs: actor.act(obs, rng)
 
     if kind == "random":
-        return collect(env, sampler(random_actor(env, seed)), cfg.transitions, seed)
+        return collect(env, sampler(random_actor(env, seed)), cfg.transitions, seed, None, label)
     if kind in ("medium", "expert"):
-        return collect(env, sampler(_policy(policy_dir, env_name, kind)), cfg.transitions, seed)
+        actor = _policy(policy_dir, env_name, kind)
+        return collect(env, sampler(actor), cfg.transitions, seed, None, label)
     if kind == "medium-expert":
-        half = cfg.transitions // 2
-        medium = collect(env, sampler(_policy(policy_dir, env_name, "medium")), half, seed)
-        expert = collect(
-            env,
-            sampler(_policy(policy_dir, env_name, "expert")),
-            cfg.transitions - half,
-            seed + 50_000,
-        )
-        return medium + expert
+        # D4RL's definition: the medium and the expert datasets concatenated (2 × transitions),
+        # each collected with its own dataset's seed, so the halves equal those datasets
+        return [
+            ep for part in ("medium", "expert") for ep in locomotion_episodes(env_name, part, cfg)
+        ]
     return replay_episodes(policy_dir / env_name / "medium_replay.npz", cfg.transitions)
 
 
@@ -218,7 +227,8 @@ def maze_episodes(env_name: str, cfg: GenConfig) -> list[EpisodeBuffer]:
         controller.set_goal(tuple(free_cells[goal]))
         return {"reset_cell": free_cells[start], "goal_cell": free_cells[goal]}
 
-    return collect(env, controller, cfg.transitions, seed, options)
+    label = f"{env_name}/diverse" if cfg.progress else None
+    return collect(env, controller, cfg.transitions, seed, options, label)
 
 
 # ---------------------------------------------------------------- writing and reading

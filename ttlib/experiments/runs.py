@@ -264,9 +264,10 @@ def ensure_dataset(env: str, kind: str, transitions: int, seed: int = 0) -> str:
     did = dataset_id(env, kind)
     if did in minari.list_local_datasets():
         have = minari.load_dataset(did).total_steps
-        if kind != "medium-replay" and have != transitions:
+        want = 2 * transitions if kind == "medium-expert" else transitions  # D4RL: concatenated
+        if kind != "medium-replay" and have != want:
             raise ValueError(
-                f"local dataset {did} has {have} transitions, this preset wants {transitions}; "
+                f"local dataset {did} has {have} transitions, this preset wants {want}; "
                 f"regenerate with `ttlib make-data --env {env} --kind {kind} "
                 f"--transitions {transitions} --overwrite`"
             )
