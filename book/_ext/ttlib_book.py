@@ -104,24 +104,11 @@ class PresetTable(SphinxDirective):
             raise self.error(f"no preset in {PRESETS_FILE.name} has an entry {experiment!r}")
         knobs = list(dict.fromkeys(k for p in names for k in presets[p][experiment]))
         header = ["knob", *names]
-        body = [[k, *(_cell(presets[p][experiment].get(k)) for p in names)] for k in knobs]
-
-        table = nodes.table(classes=["colwidths-auto"])
-        group = nodes.tgroup(cols=len(header))
-        table += group
-        for _ in header:
-            group += nodes.colspec(colwidth=1)
-        for part, rows in ((nodes.thead(), [header]), (nodes.tbody(), body)):
-            for row in rows:
-                tr = nodes.row()
-                for j, text in enumerate(row):
-                    entry = nodes.entry()
-                    para = nodes.paragraph()
-                    para += nodes.literal(text, text) if j == 0 else nodes.Text(text)
-                    entry += para
-                    tr += entry
-                part += tr
-            group += part
+        body = [
+            [nodes.literal(k, k), *(_cell(presets[p][experiment].get(k)) for p in names)]
+            for k in knobs
+        ]
+        table = _table(header, body)
         title = nodes.title("", "Knobs of ")
         title += nodes.literal(experiment, experiment)
         title += nodes.Text(" in each preset of _config.yml")
@@ -132,7 +119,7 @@ class PresetTable(SphinxDirective):
 
 
 def _table(header: list[str], body: list[list], title: str | None = None) -> nodes.table:
-    """A docutils table; a cell is text, or ("html", markup) for pasted HTML."""
+    """A docutils table; a cell is text, a docutils node, or ("html", markup) for pasted HTML."""
     table = nodes.table(classes=["colwidths-auto"])
     group = nodes.tgroup(cols=len(header))
     table += group
