@@ -125,7 +125,7 @@ def plot_returns(returns: pd.DataFrame, reference: pd.DataFrame):
         ref["d4rl_normalized_mean"][ok], ys[ok], marker="|", s=300, color="C3", label="D4RL mean"
     )
     ax.set_xlabel("episode return, D4RL-normalised (x100)")
-    ax.legend(loc="lower right")
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.2), frameon=False)  # off the data
     ax.grid(axis="x", alpha=0.3)
     fig.tight_layout()
     return fig
