@@ -173,3 +173,20 @@ def test_attention_analyses_the_model_the_prediction_notebook_trains(preset):
     assert att["env"] in pred["envs"] and att["dataset_kind"] == pred["dataset_kind"]
     did = f"ttlib/{att['env']}/{att['dataset_kind']}-v0"
     assert tt_configs(did, att) == tt_configs(did, pred)
+
+
+def test_discretization_floor_moves_each_state_to_its_bin_mean():
+    from ttlib.experiments.prediction import discretization_floor
+
+    x = np.random.default_rng(0).normal(size=(500, 3))
+    disc = UniformDiscretizer(n_bins=4).fit(x)
+    floor = discretization_floor(disc, x[None])  # any leading shape
+    assert floor.shape == (1, 500, 3)
+    ids = disc.encode(x)
+    for d in range(3):  # each state becomes the training mean of its own bin
+        for b in range(4):
+            rows = ids[:, d] == b
+            np.testing.assert_allclose(floor[0, rows, d], x[rows, d].mean())
+    # and the error is bounded by the bin width: no better than the bins, no worse than one bin
+    width = (x.max(0) - x.min(0)) / 4
+    assert np.all(np.abs(floor[0] - x) <= width + 1e-12) and np.abs(floor[0] - x).mean() > 0

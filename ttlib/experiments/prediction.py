@@ -184,6 +184,13 @@ def tt_rollout(
 
 
 # ------------------------------------------------------------------ errors
+def discretization_floor(discretizer: Discretizer, states: np.ndarray) -> np.ndarray:
+    """``states`` (..., N) after encode → decode to the bins' training means, as a TT
+    rollout reports them: the error of the bins alone, which no TT prediction can go below."""
+    dims = list(range(states.shape[-1]))
+    return discretizer.decode(discretizer.encode(states, dims=dims), dims, "mean")
+
+
 def state_scale(episodes: list[Episode]) -> np.ndarray:
     """Per-dimension standard deviation of the states, to put all dimensions on one scale."""
     obs = np.concatenate([ep.observations for ep in episodes]).astype(np.float64)
