@@ -190,3 +190,16 @@ def test_discretization_floor_moves_each_state_to_its_bin_mean():
     # and the error is bounded by the bin width: no better than the bins, no worse than one bin
     width = (x.max(0) - x.min(0)) / 4
     assert np.all(np.abs(floor[0] - x) <= width + 1e-12) and np.abs(floor[0] - x).mean() > 0
+
+
+def test_learning_curves_draw_only_the_logged_columns():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from ttlib.experiments.plots import learning_curves
+
+    old = pd.DataFrame({"tokens": [1e6, 2e6], "loss_state": [3.0, 2.5]})
+    new = old.assign(val_loss_state=[3.1, 2.7])
+    fig = learning_curves({"old": old, "new": new}, ["loss_state", "val_loss_state"], ["a", "b"])
+    assert [len(ax.lines) for ax in fig.axes] == [1, 2]
+    np.testing.assert_allclose(fig.axes[1].lines[1].get_xdata(), [1.0, 2.0])  # in millions

@@ -106,3 +106,21 @@ def test_run_length_schedule_is_an_option_and_unknown_ones_are_refused():
     )
     with pytest.raises(ValueError, match="schedule"):
         TrainConfig(schedule="linear")
+
+
+def test_held_out_loss_is_logged_without_changing_the_run():
+    ds = small_dataset()
+    held = SequenceDataset(linear_episodes(10, 40, seed=7), ds.cfg, discretizer=ds.discretizer)
+    cfg = TrainConfig(max_steps=40, batch_size=16, lr=3e-3, log_every=20, schedule="run_length")
+    mcfg = gpt_config_for(ds, **{**SMALL, "dropout": 0.1})  # dropout: eval mode must be restored
+    plain = train(ds, mcfg, cfg, progress=False)
+    watched = train(ds, mcfg, cfg, progress=False, eval_dataset=held, eval_windows=24)
+    pairs = zip(plain.model.state_dict().values(), watched.model.state_dict().values(), strict=True)
+    for a, b in pairs:
+        assert torch.equal(a, b)  # its own random stream: the weights are those of the plain run
+    first, last = watched.history[0], watched.history[-1]
+    assert [h["loss"] for h in plain.history] == [h["loss"] for h in watched.history]
+    assert "val_loss_state" not in plain.history[0]
+    assert all(math.isfinite(h["val_loss_state"]) for h in watched.history)
+    assert last["val_loss_state"] < first["val_loss_state"]  # it learns the held-out dynamics too
+    assert watched.model.training is False  # train() returns the model in eval mode

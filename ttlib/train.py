@@ -203,6 +203,27 @@ def loss_by_kind(
     return out
 
 
+@torch.no_grad()
+def held_out_loss(
+    model: TrajectoryGPT, dataset: SequenceDataset, n_windows: int, cfg: TrainConfig, device
+) -> dict:
+    """Cross-entropy per token kind on ``n_windows`` fixed windows of ``dataset`` (``val_``
+    keys), in eval mode; the model is left in training mode, and no random stream of the
+    run is touched (the windows come from a generator of their own)."""
+    gen = torch.Generator().manual_seed(cfg.seed + 1)
+    index = torch.randint(len(dataset), (n_windows,), generator=gen)
+    model.eval()
+    parts = []
+    for chunk in index.split(cfg.batch_size):
+        batch = [t.to(device) for t in dataset.batch(chunk, generator=gen)]
+        goal = batch[3] if len(batch) > 3 else None
+        logits, _ = model(batch[0], goal=goal)
+        parts.append((logits.float(), batch[1], batch[2]))
+    model.train()
+    logits, y, mask = (torch.cat(t) for t in zip(*parts, strict=True))
+    return {f"val_{k}": v for k, v in loss_by_kind(logits, y, mask, model.config).items()}
+
+
 # ------------------------------------------------------------- checkpoints
 def checkpoint_dict(model, discretizer, data_cfg: DataConfig, train_cfg: TrainConfig, **extra):
     return {
@@ -315,10 +336,15 @@ def train(
     out_dir: str | Path | None = None,
     progress: bool = True,
     stop_at_step: int | None = None,
+    eval_dataset: SequenceDataset | None = None,
+    eval_windows: int = 256,
 ) -> TrainResult:
     """Train (or resume) a model; ``out_dir/checkpoint.pt`` is written every few steps.
 
     ``stop_at_step`` ends the run early after checkpointing, as an interruption would.
+    ``eval_dataset`` (held-out episodes, encoded with this run's discretizer): every logged
+    step also records the cross-entropy per token kind on the same ``eval_windows`` of it
+    (``val_loss_state``, ...). It uses its own random stream, so the weights do not change.
     """
     device = resolve_device(cfg.device)
     torch.manual_seed(cfg.seed)
@@ -400,6 +426,8 @@ def train(
                 "lr": lr,
                 **loss_by_kind(logits.detach().float(), y, mask, model_cfg),
             }
+            if eval_dataset is not None:
+                rec.update(held_out_loss(model, eval_dataset, eval_windows, cfg, device))
             history.append(rec)
             bar.set_postfix(
                 loss=f"{rec['loss']:.3f}",

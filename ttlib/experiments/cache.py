@@ -163,6 +163,7 @@ def train_tt(
     snapshots: Iterable[int] = (),
     progress: bool = False,
     device: str | None = None,
+    eval_episodes: list | None = None,
 ) -> TrainedTT:
     """Train (or load, or resume) a TT model, keeping its weights at ``snapshots`` steps.
 
@@ -170,7 +171,8 @@ def train_tt(
     stages that end at the snapshot steps and resumes bit-for-bit from a checkpoint, so the
     model is the same as one uninterrupted run; snapshots of steps an earlier run already
     passed without keeping them are missing. ``device`` is where the model is loaded
-    (default: the training device).
+    (default: the training device). ``eval_episodes`` (held-out): the history also logs the
+    cross-entropy on them (not part of the key: it does not change the weights).
     """
     episodes = load_episodes(data_cfg)
     dataset = SequenceDataset(episodes, data_cfg)
@@ -181,6 +183,9 @@ def train_tt(
         "model": model_cfg.to_dict(),
         "train": train_cfg.to_dict(),
     }
+    held_out = None
+    if eval_episodes:
+        held_out = SequenceDataset(eval_episodes, data_cfg, discretizer=dataset.discretizer)
     wanted = sorted({s for s in snapshots if 0 < s <= train_cfg.max_steps})
     device = device or train_cfg.device
 
@@ -199,7 +204,7 @@ def train_tt(
             if stage_end <= done:
                 continue
             log.info("train %s to step %d", folder.name, stage_end)
-            train(dataset, model_cfg, train_cfg, folder, progress, stop_at_step=stage_end)
+            train(dataset, model_cfg, train_cfg, folder, progress, stage_end, eval_dataset=held_out)
             done = stage_end
             if stage_end in wanted:
                 state = load_torch(ckpt)

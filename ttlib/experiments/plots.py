@@ -116,3 +116,19 @@ def head_shares(table: pd.DataFrame) -> plt.Figure:
     axes[0].legend(frameon=False)
     fig.tight_layout()
     return fig
+
+
+def learning_curves(
+    histories: dict[str, pd.DataFrame], columns: list[str], labels: list[str]
+) -> plt.Figure:
+    """One panel per key of ``histories`` (training logs: ``tokens`` and loss columns), one
+    line per column that the log has (a model trained before a column was logged lacks it)."""
+    fig, axes = plt.subplots(1, len(histories), figsize=(4.5 * len(histories), 3.2), squeeze=False)
+    for ax, (title, h) in zip(axes[0], histories.items(), strict=True):
+        for column, label in zip(columns, labels, strict=True):
+            if column in h:
+                ax.plot(h["tokens"] / 1e6, h[column], marker=".", label=label)
+        ax.set(title=title, xlabel="training tokens (millions)", ylabel="nats per token")
+    axes[0][0].legend(loc="upper center", bbox_to_anchor=(0.5, -0.25), ncol=len(columns))
+    fig.tight_layout()
+    return fig
