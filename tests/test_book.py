@@ -177,6 +177,7 @@ def test_performance_page_shows_the_benchmark_figure_and_tables(built_book):
         "roofline.csv",
         "memory_bandwidth.csv",
         "window_effect_summary.csv",
+        "eval_throughput.csv",
     ):
         rows = _csv_rows(RESULTS / "benchmarks" / name)
         assert rows, f"{name} is empty"
