@@ -4,16 +4,19 @@
 ``cache/<kind>/<name>-<hash of identity><suffix>``. The identity holds everything that made it
 (configs, and for anything trained on data, the data's fingerprint), so changing a knob or
 regenerating a dataset makes a new entry, while a rerun (also after a kill) loads what exists.
-Trained models are listed in the run's ``run.json`` with the wall time their training took, so
-a rerun from the cache still says what its results cost.
+Trained models and evaluation episodes are listed in the run's ``run.json`` with the wall time
+they took and the commit of the code that made them (kept beside each entry when it is made),
+so a rerun from the cache still says what its results cost and which code they come from.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
 import os
+import subprocess
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
@@ -26,6 +29,36 @@ from ttlib.io import load_torch, save_json, save_torch
 from ttlib.train import TrainConfig, gpt_config_for, load_checkpoint, train
 
 log = logging.getLogger("ttlib.cache")
+
+
+def _git(*args: str) -> str | None:
+    """``git <args>`` in the checkout (None where git or the checkout is missing)."""
+    try:
+        out = subprocess.run(
+            ["git", *args], cwd=repo_root(), capture_output=True, text=True, timeout=5
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() if out.returncode == 0 else None
+
+
+@functools.cache
+def code_version() -> dict:
+    """The commit of the code this process runs, and whether ttlib had uncommitted edits.
+
+    Asked once per process (a notebook's kernel or a fill worker, which pin it as they start:
+    :func:`ttlib.experiments.runs.start`): the code was imported then, so a commit made while
+    the process runs does not change what it runs.
+    """
+    status = _git("status", "--porcelain", "--", "ttlib")
+    return {
+        "git_sha": _git("rev-parse", "HEAD") or None,
+        "ttlib_modified": None if status is None else bool(status),
+    }
+
+
+def _utc(t: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t))
 
 
 def cache_dir(*parts: str) -> Path:
@@ -51,19 +84,31 @@ def config_key(obj: Any) -> str:
     return hashlib.sha1(blob).hexdigest()[:10]
 
 
-# Models trained or loaded since the run started (``Run.finish`` writes them into run.json).
+# Models and evaluation episodes made or loaded since the run started (``Run.finish`` writes
+# them into run.json).
 MODELS_USED: list[dict] = []
+EPISODES_USED: list[dict] = []
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        out = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return out if isinstance(out, dict) else {}
 
 
 def _note_model(path: Path, trained_now: bool, steps: int) -> None:
     """Record a cached model once per run (the D4RL table and its learning curve share one)."""
-    timing = path.with_suffix(".json")
-    seconds = json.loads(timing.read_text()).get("train_seconds") if timing.exists() else None
+    info = _read_json(path.with_suffix(".json"))
     entry = {
         "model": path.name,
         "trained_in_this_run": trained_now,
         "steps": int(steps),
-        "train_seconds": seconds,  # None: trained before training times were kept
+        "train_seconds": info.get("train_seconds"),  # None: trained before times were kept
+        "git_sha": info.get("git_sha"),  # None: trained before commits were kept
+        "ttlib_modified": info.get("ttlib_modified"),
+        "trained_utc": info.get("trained_utc"),
     }
     for i, seen in enumerate(MODELS_USED):
         if seen["model"] == entry["model"]:
@@ -71,6 +116,38 @@ def _note_model(path: Path, trained_now: bool, steps: int) -> None:
             MODELS_USED[i] = entry
             return
     MODELS_USED.append(entry)
+
+
+def provenance_file(path: Path) -> Path:
+    """Where the provenance of the evaluation episodes cached at ``path`` is kept: beside the
+    entry, ``<stem>.provenance.json`` (an entry may itself be a .json file)."""
+    return path.with_name(f"{path.stem}.provenance.json")
+
+
+def _note_episodes(kind: str, path: Path, computed_now: bool, n_episodes: int) -> None:
+    """Record a cached entry of ``n_episodes`` evaluation episodes once per run, with the
+    commit, start time and wall/CPU seconds of the code that computed them."""
+    info = _read_json(provenance_file(path))
+    if "wall_seconds" not in info and path.suffix == ".json":
+        # D4RL episodes cached before provenance was kept hold their own wall time
+        info["wall_seconds"] = _read_json(path).get("seconds")
+    entry = {
+        "kind": kind,
+        "entry": path.name,
+        "episodes": int(n_episodes),
+        "computed_in_this_run": computed_now,
+        "wall_seconds": info.get("wall_seconds"),  # None: not recorded
+        "cpu_seconds": info.get("cpu_seconds"),
+        "git_sha": info.get("git_sha"),  # None: computed before commits were kept
+        "ttlib_modified": info.get("ttlib_modified"),
+        "started_utc": info.get("started_utc"),
+    }
+    for i, seen in enumerate(EPISODES_USED):
+        if (seen["kind"], seen["entry"]) == (kind, entry["entry"]):
+            entry["computed_in_this_run"] |= seen["computed_in_this_run"]
+            EPISODES_USED[i] = entry
+            return
+    EPISODES_USED.append(entry)
 
 
 def cached(
@@ -82,14 +159,18 @@ def cached(
     name: str = "",
     suffix: str = "",
     steps: int | None = None,
+    episodes: int | None = None,
 ) -> Any:
     """The artefact of ``kind`` that ``identity`` describes: loaded if kept, else made and kept.
 
     ``fit(path)`` makes the artefact, writes it at ``path`` and returns it; ``load(path)`` reads
     it back, or returns None where a killed ``fit`` left it unfinished (``fit`` then resumes).
     ``identity=None`` means ``kind`` and ``name`` already say which entry it is. ``steps`` marks
-    a trained model: its training time is kept beside it (``<entry>.json``) and it is listed
-    in run.json.
+    a trained model: its training time and the commit of the code that trained it are kept
+    beside it (``<entry>.json``) and it is listed in run.json. ``episodes`` marks an entry of
+    that many evaluation episodes: the commit, start time and wall and CPU seconds of the code
+    that computed them are kept beside it (:func:`provenance_file`) and it is listed in
+    run.json. Neither changes where an entry is kept.
     """
     key = "" if identity is None else config_key(identity)
     stem = "-".join(part for part in (name, key) if part)
@@ -97,13 +178,28 @@ def cached(
     artefact = load(path) if path.exists() else None
     made_now = artefact is None
     if made_now:
-        t0 = time.perf_counter()
+        code = code_version()
+        started, t0, c0 = time.time(), time.perf_counter(), time.process_time()
         artefact = fit(path)
-        timing = path.with_suffix(".json")
-        if steps is not None and not timing.exists():  # a fit may know its time better
-            save_json({"train_seconds": round(time.perf_counter() - t0, 3)}, timing)
+        wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+        if steps is not None:
+            timing = path.with_suffix(".json")
+            # a fit may know its time better (a resumed training's time covers every session;
+            # its commit and start are then those of the session that finished it)
+            info = _read_json(timing)
+            info.setdefault("train_seconds", round(wall, 3))
+            info.setdefault("git_sha", code["git_sha"])
+            info.setdefault("ttlib_modified", code["ttlib_modified"])
+            info.setdefault("trained_utc", _utc(started))
+            save_json(info, timing)
+        if episodes is not None:
+            info = {**code, "started_utc": _utc(started), "wall_seconds": round(wall, 3)}
+            info["cpu_seconds"] = round(cpu, 3)  # this process's CPU time, all its threads
+            save_json(info, provenance_file(path))
     if steps is not None:
         _note_model(path, made_now, steps)
+    if episodes is not None:
+        _note_episodes(kind, path, made_now, episodes)
     return artefact
 
 

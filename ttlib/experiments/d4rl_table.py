@@ -210,7 +210,9 @@ def episode_scores(
             log.info("episode %s: score %.1f, %d steps", path, rec["score"], rec["length"])
             return save_json(rec, path)
 
-        path = cached(kind, None, fit, lambda p: p, name=f"seed{seed}", suffix=".json")
+        # the cache keeps the commit, start and wall/CPU seconds of the code that computed
+        # each episode beside it (seed<n>.provenance.json) and lists it in run.json
+        path = cached(kind, None, fit, lambda p: p, name=f"seed{seed}", suffix=".json", episodes=1)
         rec = json.loads(path.read_text())
         # seconds: the wall time the episode took when it was computed (a cached rerun is fast,
         # so the table's compute is the sum of these, not the notebook's own wall time)

@@ -66,54 +66,67 @@ def reproduce(preset: str, only: list[str] | None = None, progress: bool = True)
     return done
 
 
-def _cached_training_seconds(rec: dict) -> float:
-    """Training time of the cached models a run loaded, each model counted once (older
-    records could list a model twice when two parts of a notebook used it)."""
-    seconds = {
-        m["model"]: float(m.get("train_seconds") or 0)
-        for m in rec.get("models", [])
-        if not m.get("trained_in_this_run")
-    }
-    return sum(seconds.values())
+# the columns of results/runs.csv (book/reproducing.md explains them)
+RUNS_COLUMNS = [
+    "experiment",
+    "preset",
+    "command",
+    "notebook_min",
+    "models_train_min",
+    "episodes_min",
+    "total_compute_min",
+    "not_recorded",
+    "commits",
+    "hardware",
+    "started_utc",
+]
+
+
+def _min(seconds: float | None) -> str:
+    return "not recorded" if seconds is None else f"{seconds / 60:.1f}"
 
 
 def summarize_runs(results: Path | None = None) -> Path:
     """Collect every ``results/*/run.json`` into ``results/runs.csv`` for the book's
-    Reproducing page: experiment, preset, command, wall time (and the training time of
-    models it loaded from the cache), hardware, commit."""
+    Reproducing page, one row per experiment: what it cost and which code made it.
+
+    ``notebook_min`` is the notebook run's own wall time; ``models_train_min`` the recorded
+    training time of every cached model it used and ``episodes_min`` that of every cached
+    evaluation episode, made in this run or loaded; ``total_compute_min`` adds to the
+    notebook's time what it loaded from the cache (made earlier or by separate workers), so
+    nothing counts twice; ``commits`` the notebook's commit, then the caches'; ``not_recorded``
+    what the sums and commits miss (see :func:`ttlib.experiments.runs.compute_summary`).
+    """
+    from ttlib.experiments.runs import compute_summary
+
     results = results or repo_root() / "results"
     rows = []
     for path in sorted(results.glob("*/run.json")):
         rec = json.loads(path.read_text())
         hw = rec.get("hardware", {})
+        cost = compute_summary(rec)
+        commits = " ".join(cost["commits"])
+        commits += "" if cost["commits_complete"] else " + not recorded"
         rows.append(
             {
                 "experiment": rec.get("experiment", path.parent.name),
                 "preset": rec.get("preset"),
                 "command": rec.get("command"),
-                "wall time (min)": round(float(rec.get("wall_time_s", 0)) / 60, 1),
-                # a rerun that loads cached models is short: say what their training took
-                "cached training (min)": round(_cached_training_seconds(rec) / 60, 1),
+                "notebook_min": _min(cost["notebook"]),
+                "models_train_min": _min(cost["models"]),
+                "episodes_min": _min(cost["episodes"]),
+                "total_compute_min": _min(cost["total"]),
+                "not_recorded": "; ".join(cost["not_recorded"]) or "nothing",
+                "commits": commits,
                 "hardware": f"{hw.get('cpu', '?')}, {hw.get('cores', '?')} cores"
                 + (f", {hw['gpu']}" if hw.get("gpu") else ""),
-                "started (UTC)": rec.get("started_utc"),
-                "commit": (rec.get("git_sha") or "")[:8],
+                "started_utc": rec.get("started_utc"),
             }
         )
     out = results / "runs.csv"
-    fields = [
-        "experiment",
-        "preset",
-        "command",
-        "wall time (min)",
-        "cached training (min)",
-        "hardware",
-        "started (UTC)",
-        "commit",
-    ]
     tmp = out.with_suffix(".csv.tmp")
     with open(tmp, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=fields)
+        writer = csv.DictWriter(f, fieldnames=RUNS_COLUMNS)
         writer.writeheader()
         writer.writerows(rows)
     os.replace(tmp, out)
