@@ -43,3 +43,13 @@ def test_learning_curves_read_the_run_that_trained_furthest(tmp_path):
     curves = learning_curves(tmp_path)
     assert curves["final"].all()
     assert curves.set_index("step")["chosen_as"].to_dict() == {10: "medium", 20: "", 30: "expert"}
+
+
+def test_learning_curves_show_a_new_run_over_older_final_policies(tmp_path):
+    old = [{"step": s, "mean": 100.0 * s} for s in (10, 20, 30)]
+    new = [{"step": s, "mean": 50.0 * s} for s in (10, 20)]  # restarted: disagrees at 10, 20
+    medium = {"step": 10, "return_mean": 0}
+    _write(tmp_path / "hopper" / "policies.json", old, medium=medium, expert={"step": 30})
+    _write(tmp_path / "hopper" / "sac_milestone.json", new)
+    curves = learning_curves(tmp_path)
+    assert curves["step"].tolist() == [10, 20] and not curves["final"].any()

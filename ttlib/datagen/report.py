@@ -49,6 +49,8 @@ def learning_curves(policy_dir: str | Path = "results/policies") -> pd.DataFrame
             continue
         infos = {p: json.loads(p.read_text()) for p in found}
         src = max(found, key=lambda p: infos[p]["evaluations"][-1]["step"])  # final on ties
+        if len(found) == 2 and _other_run(*(infos[p]["evaluations"] for p in found)):
+            src = found[1]  # a new run has started since the policies were chosen
         info = infos[src]
         chosen = {info[k]["step"]: k for k in ("medium", "expert") if k in info}
         for e in info["evaluations"]:
@@ -63,6 +65,12 @@ def learning_curves(policy_dir: str | Path = "results/policies") -> pd.DataFrame
                 }
             )
     return pd.DataFrame(rows)
+
+
+def _other_run(final: list[dict], milestone: list[dict]) -> bool:
+    """Whether a milestone's evaluations disagree with the final ones at a step both have."""
+    means = {e["step"]: e["mean"] for e in final}
+    return any(e["step"] in means and means[e["step"]] != e["mean"] for e in milestone)
 
 
 def plot_learning_curves(curves: pd.DataFrame, reference: pd.DataFrame):
