@@ -368,16 +368,16 @@ def provenance_markdown(record: dict | Path | str) -> str:
             "were computed. By cache and by the commit of the code that computed them:"
         )
         rows = [
-            "| cache | entries | episodes | computed here | wall | CPU | commit | started (UTC) |",
-            "|---|---:|---:|---:|---:|---:|---|---|",
+            "| cache | episodes (entries) | computed here | wall / CPU | commit | started (UTC) |",
+            "|---|---:|---:|---:|---|---|",
         ]
         for g in _episode_groups(episodes):
             starts = sorted(g["starts"])
             when = "not recorded" if not starts else starts[0]
             when += f" to {starts[-1]}" if len(set(starts)) > 1 else ""
             rows.append(
-                f"| `{g['cache']}` | {g['entries']} | {g['episodes']} | {g['here']} | "
-                f"{_group_minutes(g, 'wall_seconds')} | {_group_minutes(g, 'cpu_seconds')} | "
+                f"| `{g['cache']}` | {g['episodes']} ({g['entries']}) | {g['here']} | "
+                f"{_group_minutes(g, 'wall_seconds')} / {_group_minutes(g, 'cpu_seconds')} | "
                 f"{_commit(g['git_sha'], g['ttlib_modified'])} | {when} |"
             )
         lines.append("\n".join(rows))
