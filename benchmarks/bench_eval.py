@@ -49,6 +49,7 @@ from ttlib.discretize import UniformDiscretizer
 from ttlib.evaluate import evaluate
 from ttlib.experiments.d4rl_table import EVAL_SEED, planner_config
 from ttlib.experiments.presets import model_kwargs, preset_params
+from ttlib.experiments.runs import hardware
 from ttlib.memory import estimate_planning_memory
 from ttlib.model import GPTConfig, TrajectoryGPT
 from ttlib.search import PlannerConfig, TTPlanner
@@ -66,14 +67,7 @@ NEAR_BEST = 0.10  # costs this close count as equal (a repeated run drifts about
 
 
 def machine_info() -> dict:
-    cpu = "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    cpu = hardware()["cpu"] or "unknown"  # the model name, as the run records give it
     try:
         sha = subprocess.run(
             ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from pathlib import Path
 
 import pytest
@@ -11,18 +9,14 @@ import torch
 
 from ttlib.model import GPTConfig, TrajectoryGPT
 
+from conftest import load_benchmark
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture(scope="module")
 def bench():
-    spec = importlib.util.spec_from_file_location(
-        "bench_planning", ROOT / "benchmarks" / "bench_planning.py"
-    )
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("bench_planning")
 
 
 def test_pass_bytes_by_hand(bench):
@@ -113,9 +107,7 @@ def test_performance_page_reads_the_roofline_files():
 
 
 def test_window_effect_summary_pairs_episodes_by_seed():
-    spec = importlib.util.spec_from_file_location("bench_plot", ROOT / "benchmarks" / "plot.py")
-    plot = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(plot)
+    plot = load_benchmark("plot")
     rows = [
         {"planner": "ttlib", "env_seed": 0, "return": 3.0},
         {"planner": "ttlib", "env_seed": 1, "return": 5.0},
