@@ -84,9 +84,9 @@ def machine_info(threads: int) -> dict:
     }
 
 
-def matmul_peak_flops(n: int = 4096, reps: int = 3) -> float:
-    """FLOP/s of a large fp32 torch.matmul (best of ``reps``): this machine's practical peak."""
-    a, b = torch.randn(n, n), torch.randn(n, n)
+def matmul_peak_flops(n: int = 4096, reps: int = 3, dtype=torch.float32) -> float:
+    """FLOP/s of a large torch.matmul in ``dtype`` (best of ``reps``): the practical peak."""
+    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
     a @ b
     best = float("inf")
     for _ in range(reps):

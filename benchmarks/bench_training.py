@@ -32,7 +32,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from bench_planning import ROOT, machine_info
+from bench_planning import ROOT, machine_info, matmul_peak_flops
 
 from ttlib.data import DataConfig, Episode, SequenceDataset
 from ttlib.interop.original import original_from_ttlib
@@ -51,18 +51,6 @@ def train_flops_per_token(c: GPTConfig) -> float:
     """Model FLOPs of one training token (see the module docstring)."""
     L, E, T = c.n_layer, c.n_embd, c.block_size
     return 6 * (12 * L * E * E + (c.n_bins + 1) * E) + 6 * L * E * (T + 1)
-
-
-def matmul_peak(dtype, n: int = 4096, reps: int = 3) -> float:
-    """FLOP/s of a large torch.matmul in ``dtype`` (best of ``reps``): the practical peak."""
-    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
-    a @ b
-    best = float("inf")
-    for _ in range(reps):
-        c = time.process_time()
-        a @ b
-        best = min(best, time.process_time() - c)
-    return 2 * n**3 / best
 
 
 def model_at(rev: str):
@@ -216,7 +204,10 @@ def main(argv=None):
     torch.set_num_threads(args.threads)
     result = {"machine": machine_info(args.threads)}
     result["flop_formula"] = "6*(12*L*E^2 + (K+1)*E) + 6*L*E*(T+1) per token (causal attention)"
-    peaks = {"fp32": matmul_peak(torch.float32), "bf16": matmul_peak(torch.bfloat16)}
+    peaks = {
+        k: matmul_peak_flops(dtype=d)
+        for k, d in (("fp32", torch.float32), ("bf16", torch.bfloat16))
+    }
     result["matmul_peak_gflop_s"] = {k: v / 1e9 for k, v in peaks.items()}
     print(f"matmul peak: fp32 {peaks['fp32'] / 1e9:.1f}, bf16 {peaks['bf16'] / 1e9:.1f} GFLOP/s")
     before = None if args.baseline_rev == "none" else model_at(args.baseline_rev)
