@@ -174,7 +174,7 @@ def add_make_data(sub) -> argparse.ArgumentParser:
 
 
 def _run_data_summary(args: argparse.Namespace) -> int:
-    from ttlib.datagen.datasets_gen import data_summary
+    from ttlib.datagen.datasets_gen import data_summary, episode_returns
     from ttlib.datagen.report import write_report
     from ttlib.io import check_output_file
 
@@ -183,7 +183,7 @@ def _run_data_summary(args: argparse.Namespace) -> int:
         return 0
     check_output_file(args.out, "--out")
     # D4RL's values beside ours, and the policies' learning curves and return plots beside it
-    table = write_report(data_summary(args.ids), args.out)
+    table = write_report(episode_returns(args.ids), args.out)
     print(table.drop(columns=["d4rl_source"]).to_string(index=False))
     return 0
 

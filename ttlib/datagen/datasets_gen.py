@@ -314,31 +314,61 @@ def make_datasets(
     return ids
 
 
-def data_summary(ids: list[str] | None = None, out: str | Path | None = None):
-    """Table of dataset sizes and returns (pandas); written to `out` as CSV only if given."""
+def episode_returns(ids: list[str] | None = None):
+    """One row per episode of the local datasets ``ids`` (default: every ``ttlib/`` one):
+    dataset id, env, kind, length, return and D4RL-normalised return (NaN without reference
+    scores). Each dataset is read once; the summary table and the plots start from here."""
     import pandas as pd
 
     from ttlib.data import episodes_from_minari, load_minari, local_dataset_ids
 
     ids = ids or [d for d in local_dataset_ids() if d.startswith(NAMESPACE + "/")]
-    rows = []
+    frames = []
     for did in ids:
         env, kind = parse_dataset_id(did)
-        ds = load_minari(did)  # a malformed dataset is a DatasetError naming its folder
-        returns = np.array([ep.rewards.sum() for ep in episodes_from_minari(ds)])
+        # a malformed dataset is a DatasetError naming its folder
+        episodes = episodes_from_minari(load_minari(did))
+        returns = np.array([ep.rewards.sum() for ep in episodes])
+        normalized = normalized_score(env, returns) if env in REF_SCORES else np.nan
+        frames.append(
+            pd.DataFrame(
+                {
+                    "dataset_id": did,
+                    "env": env,
+                    "kind": kind,
+                    "steps": [len(ep.rewards) for ep in episodes],
+                    "return": returns,
+                    "normalized": normalized,
+                }
+            )
+        )
+    columns = ["dataset_id", "env", "kind", "steps", "return", "normalized"]
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=columns)
+
+
+def summarize_returns(returns):
+    """Dataset sizes and returns, one row per dataset, from :func:`episode_returns`."""
+    import pandas as pd
+
+    rows = []
+    for did, g in returns.groupby("dataset_id", sort=False):
+        r = g["return"].to_numpy()
         rows.append(
             {
                 "dataset_id": did,
-                "episodes": ds.total_episodes,
-                "transitions": ds.total_steps,
-                "return_mean": returns.mean(),
-                "return_std": returns.std(),
-                "normalized_score_mean": (
-                    normalized_score(env, returns).mean() if env in REF_SCORES else np.nan
-                ),
+                "episodes": len(g),
+                "transitions": int(g["steps"].sum()),
+                "return_mean": r.mean(),
+                "return_std": r.std(),
+                "normalized_score_mean": g["normalized"].to_numpy().mean(),
             }
         )
-    table = pd.DataFrame(rows)
+    return pd.DataFrame(rows)
+
+
+def data_summary(ids: list[str] | None = None, out: str | Path | None = None):
+    """Table of dataset sizes and returns (pandas); written to `out` as CSV only if given."""
+    table = summarize_returns(episode_returns(ids))
     if out is not None:
         Path(out).parent.mkdir(parents=True, exist_ok=True)
         table.to_csv(out, index=False, float_format="%.4g")

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from ttlib.datagen.datasets_gen import parse_dataset_id, summarize_returns
 from ttlib.envs import LOCOMOTION_ENVS, normalized_score
 
 REFERENCE_CSV = "results/data/d4rl_reference.csv"
@@ -23,7 +24,11 @@ def d4rl_reference(path: str | Path = REFERENCE_CSV) -> pd.DataFrame:
 
 def with_reference(summary: pd.DataFrame, reference: pd.DataFrame) -> pd.DataFrame:
     """``summary`` (one row per dataset id) joined with D4RL's values for the same env/kind."""
-    parts = summary["dataset_id"].str.extract(r"^ttlib/(?P<env>[^/]+)/(?P<kind>.+)-v\d+$")
+    parts = pd.DataFrame(
+        [parse_dataset_id(d) for d in summary["dataset_id"]],
+        columns=["env", "kind"],
+        index=summary.index,
+    )
     ref = reference.rename(
         columns={
             "normalized_mean": "d4rl_normalized_mean",
@@ -104,20 +109,6 @@ def plot_learning_curves(curves: pd.DataFrame, reference: pd.DataFrame):
     return fig
 
 
-def episode_returns(dataset_ids: list[str]) -> pd.DataFrame:
-    """The normalised return of every episode of the given local locomotion datasets."""
-    from ttlib.data import episodes_from_minari, load_minari
-
-    frames = []
-    for did in dataset_ids:
-        env = did.split("/")[1]
-        returns = np.array([ep.rewards.sum() for ep in episodes_from_minari(load_minari(did))])
-        frames.append(
-            pd.DataFrame({"dataset_id": did, "normalized": normalized_score(env, returns)})
-        )
-    return pd.concat(frames, ignore_index=True)
-
-
 def plot_returns(returns: pd.DataFrame, reference: pd.DataFrame):
     """Box plots of episode returns per dataset, D4RL's mean of the same dataset as a red tick."""
     import matplotlib.pyplot as plt
@@ -157,10 +148,11 @@ def compact_table(table: pd.DataFrame) -> pd.DataFrame:
 
 
 def write_report(
-    summary: pd.DataFrame, out: str | Path, policy_dir: str | Path = "results/policies"
+    returns: pd.DataFrame, out: str | Path, policy_dir: str | Path = "results/policies"
 ):
-    """``summary`` with D4RL's values beside it as ``out`` (CSV), and next to it the policies'
-    learning curves (CSV, PNG) and the locomotion datasets' return distributions (PNG)."""
+    """The datasets' summary (from :func:`episode_returns`) with D4RL's values beside it as
+    ``out`` (CSV), and next to it the policies' learning curves (CSV, PNG) and the locomotion
+    datasets' return distributions (PNG)."""
     import matplotlib
 
     matplotlib.use("Agg")  # files only; no display needed
@@ -168,7 +160,7 @@ def write_report(
     folder = out.parent
     folder.mkdir(parents=True, exist_ok=True)
     reference = d4rl_reference(folder / Path(REFERENCE_CSV).name)
-    table = with_reference(summary, reference)
+    table = with_reference(summarize_returns(returns), reference)
     table.to_csv(out, index=False, float_format="%.4g")
     compact_table(table).to_csv(folder / "datasets_table.csv", index=False)
     curves = learning_curves(policy_dir)
@@ -177,9 +169,9 @@ def write_report(
         plot_learning_curves(curves, reference).savefig(
             folder / "policy_learning_curves.png", dpi=120, bbox_inches="tight"
         )
-    locomotion = table.loc[table["env"].isin(list(LOCOMOTION_ENVS)), "dataset_id"].tolist()
-    if locomotion:
-        plot_returns(episode_returns(locomotion), reference).savefig(
+    locomotion = returns[returns["env"].isin(list(LOCOMOTION_ENVS))]
+    if len(locomotion):
+        plot_returns(locomotion, reference).savefig(
             folder / "returns.png", dpi=120, bbox_inches="tight"
         )
     return table
