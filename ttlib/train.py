@@ -80,8 +80,7 @@ class TrainResult:
     history: list[dict] = field(default_factory=list)
     checkpoint: Path | None = None
     steps_run: int = 0
-    seconds: float = 0.0  # this call's wall time
-    train_seconds: float = 0.0  # all parts of the run, resumes included: the checkpoint's value
+    seconds: float = 0.0  # this call's wall time (the checkpoint's train_seconds: all parts)
 
 
 def parse_device(device: str) -> torch.device | None:
@@ -323,20 +322,16 @@ def train(
     else:
         prior_seconds = 0.0
 
-    saved_seconds = prior_seconds  # the train_seconds of the last checkpoint written
-
     def save(at_step: int):
-        nonlocal saved_seconds
         if ckpt_path is None:
             return
-        saved_seconds = round(prior_seconds + time.perf_counter() - t_start, 3)
         extra = {
             "optimizer": optimizer.state_dict(),
             "generator": gen.get_state(),
             "rng": torch.get_rng_state(),
             "step": at_step,
             "history": history,
-            "train_seconds": saved_seconds,
+            "train_seconds": round(prior_seconds + time.perf_counter() - t_start, 3),
             "schedule_tokens": schedule.tokens,
         }
         if device.type == "cuda":
@@ -396,5 +391,4 @@ def train(
         checkpoint=ckpt_path,
         steps_run=step - start_step,
         seconds=time.perf_counter() - t_start,
-        train_seconds=saved_seconds,
     )
