@@ -8,12 +8,19 @@ original counts (:class:`LRSchedule`). ``"run_length"`` fits both to ``max_steps
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    from ttlib.train import TrainConfig
+from typing import Protocol
 
 ORIGINAL_FINAL_EPOCHS = 20  # the original's final_tokens = 20 x warmup_tokens
+
+
+class ScheduleSettings(Protocol):
+    """What the schedule reads of a :class:`ttlib.train.TrainConfig`."""
+
+    schedule: str
+    lr: float
+    min_lr_frac: float
+    warmup_frac: float
+    max_steps: int
 
 
 class LRSchedule:
@@ -27,7 +34,7 @@ class LRSchedule:
     the rate follows :func:`lr_at` instead and the count is only kept.
     """
 
-    def __init__(self, cfg: TrainConfig, n_windows: int, block_size: int, tokens: int = 0):
+    def __init__(self, cfg: ScheduleSettings, n_windows: int, block_size: int, tokens: int = 0):
         self.cfg = cfg
         self.warmup_tokens = n_windows * block_size
         self.final_tokens = ORIGINAL_FINAL_EPOCHS * self.warmup_tokens
@@ -53,7 +60,7 @@ class LRSchedule:
         self.tokens += n_tokens
 
 
-def lr_at(step: int, cfg: TrainConfig) -> float:
+def lr_at(step: int, cfg: ScheduleSettings) -> float:
     """The "run_length" schedule: linear warm-up over ``warmup_frac`` of the run, then a
     cosine from ``lr`` to ``min_lr_frac * lr`` that ends at ``max_steps``."""
     warmup = max(1, int(cfg.warmup_frac * cfg.max_steps))
