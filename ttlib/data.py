@@ -197,7 +197,7 @@ def episodes_from_minari(dataset, obs_keys: list[str] | None = None) -> list[Epi
         raise
     except (OSError, KeyError, ValueError, TypeError, IndexError) as err:  # a malformed file
         raise _unreadable(name, err) from err
-    _check_finite(episodes, name)
+    check_finite(episodes, name)
     return episodes
 
 
@@ -211,7 +211,8 @@ def _episode(ep, keys: list[str]) -> Episode:
     )
 
 
-def _check_finite(episodes: list[Episode], name: str) -> None:
+def check_finite(episodes: list[Episode], name: str) -> None:
+    """A DatasetError naming ``name``, the episode and the field where a value is NaN or inf."""
     for i, ep in enumerate(episodes):
         for field_name in ("observations", "actions", "rewards"):
             if not np.isfinite(getattr(ep, field_name)).all():
