@@ -196,7 +196,7 @@ def add_data_summary(sub) -> argparse.ArgumentParser:
 
 # ---------------------------------------------------------------- train
 def _run_train(args: argparse.Namespace) -> int:
-    from ttlib.data import DataConfig, make_sequence_dataset
+    from ttlib.data import DataConfig, SequenceDataset, load_episodes
     from ttlib.io import check_output_dir
     from ttlib.train import TrainConfig, gpt_config_for, resolve_device, train
 
@@ -220,7 +220,7 @@ def _run_train(args: argparse.Namespace) -> int:
         max_transitions=args.max_transitions,
         goal_dims=args.goal_dims,
     )
-    dataset = make_sequence_dataset(data_cfg, download=args.download)
+    dataset = SequenceDataset(load_episodes(data_cfg, download=args.download), data_cfg)
     model_cfg = gpt_config_for(
         dataset, n_layer=args.n_layer, n_head=args.n_head, n_embd=args.n_embd, dropout=args.dropout
     )

@@ -386,7 +386,3 @@ class SequenceDataset(torch.utils.data.Dataset):
 
     def __getitem__(self, i: int):
         return tuple(t[0] for t in self.batch(torch.tensor([i])))
-
-
-def make_sequence_dataset(cfg: DataConfig, download: bool = False) -> SequenceDataset:
-    return SequenceDataset(load_episodes(cfg, download), cfg)
