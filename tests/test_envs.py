@@ -9,7 +9,6 @@ from ttlib.envs import (
     ENV_NAMES,
     FOUR_ROOMS_MAP,
     REF_SCORES,
-    env_name_from_dataset_id,
     make_env,
     maze_map,
     normalized_score,
@@ -83,22 +82,3 @@ def test_normalized_score_maps_reference_returns_to_0_and_100():
     np.testing.assert_allclose(normalized_score("hopper", [lo, hi, (lo + hi) / 2]), [0, 100, 50])
     with pytest.raises(ValueError, match="fourrooms"):
         normalized_score("fourrooms", 1.0)
-
-
-@pytest.mark.parametrize(
-    ("dataset_id", "env"),
-    [
-        ("ttlib/walker2d/medium-replay-v0", "walker2d"),
-        ("mujoco/halfcheetah/expert-v0", "halfcheetah"),
-        ("ttlib/pointmaze-large/diverse-v0", "pointmaze-large"),
-        ("D4RL/pointmaze/medium-v2", "pointmaze-medium"),
-    ],
-)
-def test_env_name_from_dataset_id(dataset_id, env):
-    assert env_name_from_dataset_id(dataset_id) == env
-
-
-@pytest.mark.parametrize("bad", ["hopper-medium-v2", "ttlib/antmaze/umaze-v0"])
-def test_env_name_from_bad_dataset_id_names_it(bad):
-    with pytest.raises(ValueError, match=bad.split("/")[-2] if "/" in bad else bad):
-        env_name_from_dataset_id(bad)

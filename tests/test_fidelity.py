@@ -137,7 +137,7 @@ def _paper_preset_counts(steps, batch, block, seed=0):
 
 
 def test_learning_rate_of_every_step_of_a_paper_preset_run_equals_the_originals():
-    from ttlib.train import LRSchedule
+    from ttlib.schedule import LRSchedule
 
     # The d4rl paper preset on Hopper: 1M transitions in ~1000-step episodes, 200k steps.
     steps, batch, block, lr = 200_000, 256, 10 * 16 - 1, 6e-4

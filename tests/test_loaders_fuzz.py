@@ -17,7 +17,7 @@ import torch
 
 from ttlib.baselines import BehaviourCloning, ProbabilisticDynamics
 from ttlib.data import DataConfig, DatasetError, load_episodes, minari_root
-from ttlib.datagen.policies import SACActor, load_actor, save_actor
+from ttlib.datagen.actor import SACActor, load_actor, save_actor
 from ttlib.discretize import Discretizer, make_discretizer
 from ttlib.errors import (
     CheckpointError,

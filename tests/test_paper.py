@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from ttlib.envs import REF_SCORES
-from ttlib.experiments import d4rl_report, paper, runs, verdicts
+from ttlib.experiments import d4rl_report, paper, provenance, runs, verdicts
 
 
 # ------------------------------------------------------------------ the sourced CSV
@@ -229,7 +229,7 @@ def test_provenance_footer_names_preset_commit_machine_time_and_models(tmp_path)
     }  # fmt: skip
     path = tmp_path / "run.json"
     path.write_text(json.dumps(record))
-    text = runs.provenance_markdown(path)
+    text = provenance.provenance_markdown(path)
     for part in (
         "Preset `cpu`",
         "commit `01234567`",

@@ -8,15 +8,9 @@ import numpy as np
 import pytest
 import torch
 
-from ttlib.datagen.policies import (
-    PolicyConfig,
-    actor_from_sb3,
-    compress_transitions,
-    finalize,
-    load_actor,
-    select_checkpoints,
-    train,
-)
+from ttlib.datagen.actor import actor_from_sb3, load_actor, save_actor
+from ttlib.datagen.policies import PolicyConfig, finalize, select_checkpoints, train
+from ttlib.datagen.replay import compress_transitions
 
 from conftest import tiny_sac_config
 
@@ -95,8 +89,6 @@ def test_actor_copy_acts_like_the_sb3_policy():
 
 def test_saved_actor_round_trips(tmp_path):
     from stable_baselines3 import SAC
-
-    from ttlib.datagen.policies import save_actor
 
     actor = actor_from_sb3(SAC("MlpPolicy", "Hopper-v5", buffer_size=100, seed=1, device="cpu"))
     save_actor(actor, tmp_path / "a.pt")

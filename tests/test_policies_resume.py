@@ -45,7 +45,8 @@ def test_finalize_on_a_fresh_machine_uses_the_committed_early_files(tmp_path):
     actors and medium-replay must come from early/ and equal what the local cache gave."""
     import numpy as np
 
-    from ttlib.datagen.policies import finalize, load_actor
+    from ttlib.datagen.actor import load_actor
+    from ttlib.datagen.policies import finalize
 
     cfg = _cfg(tmp_path, total_steps=300, final_eval_episodes=1, prefix_score=1e9)
     train(cfg)
@@ -72,7 +73,7 @@ def test_finalize_on_a_fresh_machine_uses_the_committed_early_files(tmp_path):
 def test_cut_transitions_closes_the_running_episode_as_a_truncation():
     import numpy as np
 
-    from ttlib.datagen.policies import cut_transitions
+    from ttlib.datagen.replay import cut_transitions
 
     term = np.array([0, 0, 1, 0, 0, 0, 0], bool)
     trunc = np.array([0, 0, 0, 0, 0, 0, 1], bool)

@@ -9,7 +9,7 @@ import json
 
 import pytest
 
-from ttlib.experiments import cache, runs
+from ttlib.experiments import cache, provenance, runs
 from ttlib.experiments import d4rl_table as dt
 from ttlib.experiments.cache import EPISODES_USED, MODELS_USED, cached, config_key
 from ttlib.experiments.reproduce import summarize_runs
@@ -68,7 +68,7 @@ def test_a_cached_episode_keeps_the_commit_and_time_of_the_run_that_computed_it(
     run.record.git_sha = SHA_Y
     rec = json.loads(run.finish().read_text())
     assert rec["cached_episodes"][0]["git_sha"] == SHA_X
-    text = runs.provenance_markdown(rec)
+    text = provenance.provenance_markdown(rec)
     assert "| `d4rl/episodes` | 1 (1) | 0 |" in text and SHA_X[:8] in text
 
 
@@ -103,7 +103,7 @@ def test_d4rl_episodes_are_found_under_their_old_keys_and_old_entries_say_not_re
     assert maze["wall_seconds"] is None and maze["git_sha"] is None
 
     record = {"git_sha": SHA_Y, "wall_time_s": 60, "cached_episodes": [used, maze]}
-    text = runs.provenance_markdown(record)
+    text = provenance.provenance_markdown(record)
     assert "not recorded" in text
     assert (
         "| `maze_q` | 3 (1) | 0 | not recorded / not recorded | not recorded | not recorded |"

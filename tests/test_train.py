@@ -95,7 +95,7 @@ def test_garbage_file_is_not_a_checkpoint(tmp_path):
 
 
 def test_run_length_schedule_is_an_option_and_unknown_ones_are_refused():
-    from ttlib.train import LRSchedule, lr_at
+    from ttlib.schedule import LRSchedule, lr_at
 
     cfg = TrainConfig(max_steps=100, schedule="run_length", warmup_frac=0.1)
     schedule = LRSchedule(cfg, n_windows=10**6, block_size=159)

@@ -63,18 +63,14 @@ def _check_model_shape(args: argparse.Namespace) -> None:
 
 # ---------------------------------------------------------------- make-policies
 def _run_make_policies(args: argparse.Namespace) -> int:
-    from ttlib.datagen.policies import PolicyConfig, make_policies, save_early, train
+    from ttlib.datagen import policies
     from ttlib.io import check_output_dir
 
     for env in args.env:
-        if env not in LOCOMOTION_ENVS:
-            raise ValueError(
-                f"make-policies trains locomotion policies only, got {env!r}; "
-                f"choose from {', '.join(LOCOMOTION_ENVS)}."
-            )
+        policies.check_locomotion(env)
     check_output_dir(args.cache_dir, "--cache-dir")
     check_output_dir(args.out_dir, "--out-dir")
-    base = PolicyConfig(
+    base = policies.PolicyConfig(
         total_steps=args.total_steps,
         checkpoint_every=args.checkpoint_every,
         stop_score=args.stop_score,
@@ -83,19 +79,21 @@ def _run_make_policies(args: argparse.Namespace) -> int:
         out_dir=args.out_dir,
         command="ttlib " + shlex.join(sys.argv[1:]),
     )
-    for env in args.env:
+    for cfg in (replace(base, env=env) for env in args.env):
         if args.save_early:
-            info = save_early(replace(base, env=env))
-            print(f"{env}: replay prefix to step {info['prefix_end']}, best {info['best_step']}")
-            continue
-        if args.train_only:
-            train(replace(base, env=env))
-            continue
-        info = make_policies(replace(base, env=env), finalize_only=args.finalize_only)
-        print(
-            f"{env}: medium {info['medium']['return_mean']:.0f} (step {info['medium']['step']})"
-            f", expert {info['expert']['return_mean']:.0f} (step {info['expert']['step']})"
-        )
+            info = policies.save_early(cfg)
+            print(
+                f"{cfg.env}: replay prefix to step {info['prefix_end']}, best {info['best_step']}"
+            )
+        elif args.train_only:
+            policies.train(cfg)
+        else:
+            info = policies.make_policies(cfg, finalize_only=args.finalize_only)
+            medium, expert = info["medium"], info["expert"]
+            print(
+                f"{cfg.env}: medium {medium['return_mean']:.0f} (step {medium['step']}), "
+                f"expert {expert['return_mean']:.0f} (step {expert['step']})"
+            )
     return 0
 
 
@@ -198,7 +196,7 @@ def add_data_summary(sub) -> argparse.ArgumentParser:
 
 # ---------------------------------------------------------------- train
 def _run_train(args: argparse.Namespace) -> int:
-    from ttlib.data import DataConfig, make_sequence_dataset
+    from ttlib.data import DataConfig, SequenceDataset, load_episodes
     from ttlib.io import check_output_dir
     from ttlib.train import TrainConfig, gpt_config_for, resolve_device, train
 
@@ -222,7 +220,7 @@ def _run_train(args: argparse.Namespace) -> int:
         max_transitions=args.max_transitions,
         goal_dims=args.goal_dims,
     )
-    dataset = make_sequence_dataset(data_cfg, download=args.download)
+    dataset = SequenceDataset(load_episodes(data_cfg, download=args.download), data_cfg)
     model_cfg = gpt_config_for(
         dataset, n_layer=args.n_layer, n_head=args.n_head, n_embd=args.n_embd, dropout=args.dropout
     )

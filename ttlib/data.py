@@ -35,7 +35,6 @@ class Episode:
     actions: np.ndarray  # (T, M)
     rewards: np.ndarray  # (T,)
     terminated: bool  # the last step ended the episode for real (not a time limit)
-    goals: np.ndarray | None = None  # (T, G) per-step goal if the dataset has one
 
     def __len__(self) -> int:
         return len(self.actions)
@@ -198,25 +197,22 @@ def episodes_from_minari(dataset, obs_keys: list[str] | None = None) -> list[Epi
         raise
     except (OSError, KeyError, ValueError, TypeError, IndexError) as err:  # a malformed file
         raise _unreadable(name, err) from err
-    _check_finite(episodes, name)
+    check_finite(episodes, name)
     return episodes
 
 
 def _episode(ep, keys: list[str]) -> Episode:
     obs = _flat_obs(ep.observations, keys)[:-1]
-    goals = None
-    if isinstance(ep.observations, dict) and "desired_goal" in ep.observations:
-        goals = np.asarray(ep.observations["desired_goal"], dtype=np.float32)[:-1]
     return Episode(
         observations=obs,
         actions=np.asarray(ep.actions, dtype=np.float32).reshape(len(obs), -1),
         rewards=np.asarray(ep.rewards, dtype=np.float32),
         terminated=bool(np.asarray(ep.terminations)[-1]),
-        goals=goals,
     )
 
 
-def _check_finite(episodes: list[Episode], name: str) -> None:
+def check_finite(episodes: list[Episode], name: str) -> None:
+    """A DatasetError naming ``name``, the episode and the field where a value is NaN or inf."""
     for i, ep in enumerate(episodes):
         for field_name in ("observations", "actions", "rewards"):
             if not np.isfinite(getattr(ep, field_name)).all():
@@ -353,7 +349,6 @@ class SequenceDataset(torch.utils.data.Dataset):
         if len(self.starts) == 0:
             raise DatasetError(f"{cfg.dataset_id}: every episode has one step; no windows")
         self._ep_end = torch.from_numpy(np.concatenate(ep_end).astype(np.int64))
-        self.goal_dims = cfg.goal_dims
         self._goal_tokens = None
         if cfg.goal_dims is not None:
             pad = np.zeros((L, self.observation_dim))
@@ -391,7 +386,3 @@ class SequenceDataset(torch.utils.data.Dataset):
 
     def __getitem__(self, i: int):
         return tuple(t[0] for t in self.batch(torch.tensor([i])))
-
-
-def make_sequence_dataset(cfg: DataConfig, download: bool = False) -> SequenceDataset:
-    return SequenceDataset(load_episodes(cfg, download), cfg)

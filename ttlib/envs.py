@@ -104,24 +104,6 @@ def make_env(name: str, **kw) -> gym.Env:
     return gym.make("PointMaze_UMaze-v3", maze_map=maze_map(name), **kw)
 
 
-def env_name_from_dataset_id(dataset_id: str) -> str:
-    """Env name of a Minari id such as `ttlib/hopper/medium-v0` or `mujoco/halfcheetah/expert-v0`.
-
-    Remote D4RL/Minari ids use the same env names as ours for locomotion, and
-    `D4RL/pointmaze/medium-v2` style ids for mazes.
-    """
-    parts = dataset_id.split("/")
-    if len(parts) != 3:
-        raise ValueError(
-            f"Dataset id {dataset_id!r} is not of the form '<namespace>/<env>/<kind>-v<N>', "
-            "e.g. 'ttlib/halfcheetah/medium-v0'."
-        )
-    env = parts[1]
-    if env == "pointmaze":  # remote Minari ids put the maze size into the kind: medium-v2
-        env = "pointmaze-" + parts[2].split("-")[0]
-    return check_env_name(env)
-
-
 def normalized_score(env_name: str, returns: np.ndarray | float) -> np.ndarray:
     """D4RL-normalised score ×100: 0 = random policy, 100 = D4RL's expert (locomotion only)."""
     check_env_name(env_name)

@@ -117,16 +117,18 @@ def _reached(obs, info: dict) -> bool | None:
     return None
 
 
-def _render(env: gym.Env) -> np.ndarray | None:
+def _record(env: gym.Env, frames: list[np.ndarray]) -> bool:
+    """Add a frame of ``env`` to ``frames``; False where rendering is impossible."""
     try:
-        return np.asarray(env.render())
+        frames.append(np.asarray(env.render()))
+        return True
     except Exception as err:  # no OpenGL here: evaluation goes on without video
         warnings.warn(
             f"rendering failed ({type(err).__name__}: {err}); continuing without frames. "
             "Try MUJOCO_GL=egl or MUJOCO_GL=osmesa.",
             stacklevel=3,
         )
-        return None
+        return False
 
 
 def evaluate(
@@ -178,13 +180,10 @@ def evaluate(
     agent.reset(n_episodes, goals=goals)
 
     frames: list[list[np.ndarray]] = [[] for _ in range(min(video_episodes, n_episodes))]
-    recording = bool(frames)
     for i in range(len(frames)):
-        frame = _render(envs[i])
-        if frame is None:
-            recording, frames = False, []
+        if not _record(envs[i], frames[i]):
+            frames = []  # no episode is recorded
             break
-        frames[i].append(frame)
 
     returns = np.zeros(n_episodes)
     lengths = np.zeros(n_episodes, dtype=np.int64)
@@ -218,12 +217,9 @@ def evaluate(
                 if success is None:
                     success = np.zeros(n_episodes, dtype=bool)
                 success[i] |= reached
-            if recording and i < len(frames) and lengths[i] % frame_every == 0:
-                frame = _render(envs[i])
-                if frame is None:
-                    recording, frames = False, []
-                else:
-                    frames[i].append(frame)
+            if i < len(frames) and lengths[i] % frame_every == 0:
+                if not _record(envs[i], frames[i]):
+                    frames = []
             if terminated or truncated or (max_steps is not None and lengths[i] >= max_steps):
                 active[i] = False
         agent.observe(rewards, index)

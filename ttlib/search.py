@@ -25,6 +25,7 @@ import torch
 
 from ttlib.discretize import Discretizer
 from ttlib.memory import check_planning_memory
+from ttlib.window import Window
 
 MODES = ("reward", "likelihood", "goal", "q")
 
@@ -65,8 +66,6 @@ class Plan:
     action: torch.Tensor  # (E, M) first action: what the agent executes
     sequence: torch.Tensor  # (E, H, N+M+2) the plan's transitions [s, a, r, V], decoded
     tokens: torch.Tensor  # (E, H, N+M+2) the same as raw bins
-    rewards: torch.Tensor  # (E, H) expected reward at each step, under the model
-    values: torch.Tensor  # (E, H) expected value token at each step
     score: torch.Tensor  # (E,) the score the plan won with
 
 
@@ -116,90 +115,6 @@ def choose_tokens(
     n_allowed = torch.isfinite(logits).sum(-1)
     pick = torch.minimum(rank, n_allowed - 1).clamp_min(0)
     return order.gather(-1, pick[:, None]).squeeze(-1), rank < n_allowed
-
-
-# ---------------------------------------------------------------- the window
-class Window:
-    """Token history of every row and the model's view of it (cached or recomputed).
-
-    The model sees at most ``block_size`` trajectory tokens. When a new token would not fit,
-    the window jumps forward to start at s^0 of the transition ``keep`` transitions before the
-    current one, and the cache is rebuilt with one batched forward pass of that window; then
-    decoding continues one token at a time. So the model sees between ``keep`` and
-    ``n_transitions - 1`` past transitions. The original planner instead re-runs the model on a
-    window cropped to ``max_context_transitions·td - 1`` tokens for *every* token (a sliding
-    window of 4-5 transitions, no cache); our window is never shorter and slides in jumps.
-    With ``use_cache=False`` the same windows are recomputed in full for every token: a slow
-    reference that must give the same logits.
-    """
-
-    def __init__(self, model, n_rows: int, goal: torch.Tensor | None, keep: int, use_cache: bool):
-        c = model.config
-        self.model = model
-        self.td = c.transition_dim
-        self.limit = c.block_size
-        self.keep = keep
-        self.use_cache = use_cache
-        self.goal = goal
-        device = next(model.parameters()).device
-        self.seq = torch.empty((n_rows, 0), dtype=torch.long, device=device)
-        self.start = 0  # trajectory index where the model's window begins
-        self.cache = None
-
-    def _move_start(self, length: int) -> None:
-        current = (length - 1) // self.td * self.td  # s^0 of the transition being written
-        for k in range(self.keep, -1, -1):
-            start = current - k * self.td
-            if start >= 0 and length - start <= self.limit:
-                self.start = start
-                self.cache = None
-                return
-        raise ValueError(
-            f"a single transition ({self.td} tokens) does not fit the model's block "
-            f"({self.limit} tokens)"
-        )
-
-    def append(self, tokens: torch.Tensor) -> None:
-        """Add tokens (R, n) to the history without running the model (the plan's last V)."""
-        self.seq = torch.cat([self.seq, tokens], dim=1)
-
-    def feed(self, tokens: torch.Tensor) -> torch.Tensor:
-        """Append tokens (R, n) and return the logits (R, K+1) that predict the next token."""
-        self.append(tokens)
-        length = self.seq.shape[1]
-        if length - self.start > self.limit:
-            self._move_start(length)
-        if self.use_cache and self.cache is not None:
-            logits, _ = self.model(tokens, cache=self.cache)
-        else:
-            if self.use_cache:
-                self.cache = self.model.new_cache(self.seq.shape[0])
-            logits, _ = self.model(self.seq[:, self.start :], goal=self.goal, cache=self.cache)
-        return logits[:, -1]
-
-    def _rows(self, rows: torch.Tensor) -> None:
-        self.seq = self.seq[rows]
-        if self.goal is not None:
-            self.goal = self.goal[rows]
-
-    def share(self, rows: torch.Tensor, copies: int) -> None:
-        """Repeat every row ``copies`` times (``rows`` says so: each index ``copies`` times in
-        a row); the cache keeps what they share once per row.
-
-        For the first expansion of the plan, when every row is an episode's context: the
-        copies are the beams of that episode, and decoding reads the context's keys and
-        values once per episode (``KVCache.share_prefix``). Only single tokens are fed after
-        this, until the window jumps and the cache is rebuilt (per row, nothing shared).
-        """
-        self._rows(rows)
-        if self.cache is not None:
-            self.cache.share_prefix(copies)
-
-    def select(self, rows: torch.Tensor) -> None:
-        """Keep (or repeat) rows, in the history, the goal and the cache alike."""
-        self._rows(rows)
-        if self.cache is not None:
-            self.cache.select(rows)
 
 
 # ------------------------------------------------------------------ beam search
@@ -269,8 +184,6 @@ def beam_search(
     log_prob = torch.zeros_like(cum_reward)
     scores_log_prob = cfg.mode in ("likelihood", "goal")
     alive = torch.ones(R, dtype=torch.bool, device=logits.device)
-    r_hist = torch.zeros((R, 0), dtype=dtype, device=logits.device)
-    v_hist = torch.zeros_like(r_hist)
 
     def add_log_prob(logits: torch.Tensor, tok: torch.Tensor) -> None:
         nonlocal log_prob
@@ -283,8 +196,8 @@ def beam_search(
             rows = torch.arange(R, device=logits.device).repeat_interleave(X)
             if X > 1:
                 window.select(rows)
-            state = (logits, cum_reward, log_prob, r_hist, v_hist, alive)
-            logits, cum_reward, log_prob, r_hist, v_hist, alive = (x[rows] for x in state)
+            state = (logits, cum_reward, log_prob, alive)
+            logits, cum_reward, log_prob, alive = (x[rows] for x in state)
             R = R * X
         rank = rank0 if t == 0 else torch.arange(R, device=logits.device) % X
 
@@ -319,8 +232,6 @@ def beam_search(
             score = log_prob
         score = score.masked_fill(~alive, float("-inf"))
         cum_reward = cum_reward + gamma**t * r
-        r_hist = torch.cat([r_hist, r[:, None]], 1)
-        v_hist = torch.cat([v_hist, v[:, None]], 1)
 
         # Prune to the best W candidates of every episode (sorted: column 0 is the best).
         C = R // E
@@ -328,8 +239,8 @@ def beam_search(
         top = score.view(E, C).topk(keep, dim=1).indices
         rows = (top + torch.arange(E, device=top.device)[:, None] * C).flatten()
         window.select(rows)
-        state = (logits, cum_reward, log_prob, score, r_hist, v_hist, v_tok, alive)
-        logits, cum_reward, log_prob, score, r_hist, v_hist, v_tok, alive = (x[rows] for x in state)
+        state = (logits, cum_reward, log_prob, score, v_tok, alive)
+        logits, cum_reward, log_prob, score, v_tok, alive = (x[rows] for x in state)
         R = E * keep
 
         if t == H - 1:
@@ -350,8 +261,6 @@ def beam_search(
         action=decoded[:, 0, N : N + M],
         sequence=decoded,
         tokens=tokens,
-        rewards=r_hist[best],
-        values=v_hist[best],
         score=score[best],
     )
 

@@ -1,17 +1,14 @@
 """Training loop for :class:`TrajectoryGPT`, with checkpoints that resume bit-for-bit.
 
 AdamW (decay on weight matrices only), gradient clipping, and the original's learning-rate
-schedule: linear warm-up over one epoch of tokens, then a cosine over the next 19 epochs with
-a floor, counted in the tokens the original counts (see :class:`LRSchedule`). A checkpoint
-holds the weights, the model / data / training configs, the fitted discretizer, the optimiser,
-the schedule's token count and both random-number streams, all as tensors and plain types, so
-it loads with ``torch.load(weights_only=True)`` and an interrupted run continues exactly where
-it stopped.
+schedule (:mod:`ttlib.schedule`). A checkpoint holds the weights, the model / data / training
+configs, the fitted discretizer, the optimiser, the schedule's token count and both
+random-number streams, all as tensors and plain types, so it loads with
+``torch.load(weights_only=True)`` and an interrupted run continues exactly where it stopped.
 """
 
 from __future__ import annotations
 
-import math
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -25,11 +22,11 @@ from ttlib.discretize import Discretizer
 from ttlib.errors import CheckpointError, ConfigError, check_interval, check_positive
 from ttlib.io import load_torch, model_file_errors, save_torch
 from ttlib.model import GPTConfig, TrajectoryGPT
+from ttlib.schedule import LRSchedule
 
 CHECKPOINT_FORMAT = "ttlib-checkpoint-v1"
 SCHEDULES = ("original", "run_length")
 PRECISIONS = ("fp32", "bf16")
-ORIGINAL_FINAL_EPOCHS = 20  # the original's final_tokens = 20 x warmup_tokens
 
 
 @dataclass
@@ -83,8 +80,7 @@ class TrainResult:
     history: list[dict] = field(default_factory=list)
     checkpoint: Path | None = None
     steps_run: int = 0
-    seconds: float = 0.0  # this call's wall time
-    train_seconds: float = 0.0  # all parts of the run, resumes included: the checkpoint's value
+    seconds: float = 0.0  # this call's wall time (the checkpoint's train_seconds: all parts)
 
 
 def parse_device(device: str) -> torch.device | None:
@@ -113,54 +109,6 @@ def resolve_device(device: str = "auto") -> torch.device:
     if dev.type == "mps" and not torch.backends.mps.is_available():
         raise ConfigError(f"device {device!r}: MPS is not available here; use cpu or auto")
     return dev
-
-
-class LRSchedule:
-    """The learning rate of every step, as the original's trainer sets it.
-
-    The original counts the targets of each batch that are not the stop token (masked ones
-    included) and sets the rate *after* each optimiser step from the count so far, so step k
-    uses the count of steps 0..k-1 and step 0 runs at the full rate the optimiser was built
-    with. ``warmup_tokens`` = windows x block_size (one epoch of tokens, stop tokens
-    included, so an epoch's count stays a little below it). With ``schedule="run_length"``
-    the rate follows :func:`lr_at` instead and the count is only kept.
-    """
-
-    def __init__(self, cfg: TrainConfig, n_windows: int, block_size: int, tokens: int = 0):
-        self.cfg = cfg
-        self.warmup_tokens = n_windows * block_size
-        self.final_tokens = ORIGINAL_FINAL_EPOCHS * self.warmup_tokens
-        self.tokens = tokens
-
-    def lr(self, step: int) -> float:
-        cfg = self.cfg
-        if cfg.schedule == "run_length":
-            return lr_at(step, cfg)
-        if step == 0:
-            return cfg.lr
-        # Linear from 0 to 1 over warmup_tokens, then half a cosine period to final_tokens
-        # clipped at the floor. Progress is not clamped: past final_tokens the cosine rises
-        # again (the original's runs of ~50 epochs go there).
-        warmup, final = self.warmup_tokens, self.final_tokens
-        if self.tokens < warmup:
-            return cfg.lr * (self.tokens / max(1, warmup))
-        progress = (self.tokens - warmup) / max(1, final - warmup)
-        return cfg.lr * max(cfg.min_lr_frac, 0.5 * (1.0 + math.cos(math.pi * progress)))
-
-    def advance(self, n_tokens: int) -> None:
-        """Add a batch's counted tokens (after its optimiser step)."""
-        self.tokens += n_tokens
-
-
-def lr_at(step: int, cfg: TrainConfig) -> float:
-    """The "run_length" schedule: linear warm-up over ``warmup_frac`` of the run, then a
-    cosine from ``lr`` to ``min_lr_frac * lr`` that ends at ``max_steps``."""
-    warmup = max(1, int(cfg.warmup_frac * cfg.max_steps))
-    if step < warmup:
-        return cfg.lr * (step + 1) / warmup
-    progress = min(1.0, (step - warmup) / max(1, cfg.max_steps - warmup))
-    floor = cfg.min_lr_frac
-    return cfg.lr * (floor + (1 - floor) * 0.5 * (1.0 + math.cos(math.pi * progress)))
 
 
 def autocast(device: torch.device, precision: str = "fp32"):
@@ -374,20 +322,16 @@ def train(
     else:
         prior_seconds = 0.0
 
-    saved_seconds = prior_seconds  # the train_seconds of the last checkpoint written
-
     def save(at_step: int):
-        nonlocal saved_seconds
         if ckpt_path is None:
             return
-        saved_seconds = round(prior_seconds + time.perf_counter() - t_start, 3)
         extra = {
             "optimizer": optimizer.state_dict(),
             "generator": gen.get_state(),
             "rng": torch.get_rng_state(),
             "step": at_step,
             "history": history,
-            "train_seconds": saved_seconds,
+            "train_seconds": round(prior_seconds + time.perf_counter() - t_start, 3),
             "schedule_tokens": schedule.tokens,
         }
         if device.type == "cuda":
@@ -447,5 +391,4 @@ def train(
         checkpoint=ckpt_path,
         steps_run=step - start_step,
         seconds=time.perf_counter() - t_start,
-        train_seconds=saved_seconds,
     )

@@ -33,8 +33,8 @@ import torch
 from minari.data_collector import EpisodeBuffer  # episodes in the form Minari writes
 from tqdm import tqdm
 
+from ttlib.datagen.actor import SACActor, load_actor, one_torch_thread
 from ttlib.datagen.maze_controller import WaypointController
-from ttlib.datagen.policies import SACActor, load_actor, one_torch_thread
 from ttlib.envs import (
     LOCOMOTION_ENVS,
     LOCOMOTION_KINDS,
@@ -157,7 +157,7 @@ def _policy(policy_dir: Path, env_name: str, name: str) -> SACActor:
 
 
 def replay_episodes(path: Path, transitions: int) -> list[EpisodeBuffer]:
-    """Episodes of a `medium_replay.npz` (policies.compress_transitions), up to `transitions`."""
+    """Episodes of a `medium_replay.npz` (replay.compress_transitions), up to `transitions`."""
     if not path.exists():
         raise FileNotFoundError(f"No replay data at {path}; run `ttlib make-policies` first.")
     data = {k: v for k, v in np.load(path).items()}

@@ -33,21 +33,23 @@ import os
 import shutil
 import sys
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
-from torch import nn
 from tqdm import tqdm
 
-from ttlib.envs import LOCOMOTION_ENVS, REF_SCORES, check_env_name, make_env
+from ttlib.datagen.actor import actor_from_sb3, evaluate, load_actor, save_actor
+from ttlib.datagen.replay import (
+    compress_transitions,
+    cut_transitions,
+    grow_buffer,
+    replay_transitions,
+)
+from ttlib.envs import LOCOMOTION_ENVS, REF_SCORES, check_env_name, make_env, normalized_score
 from ttlib.errors import ConfigError, check_positive, is_int
-from ttlib.io import load_torch_file, model_file_errors
-
-LOG_STD_MIN, LOG_STD_MAX = -20.0, 2.0  # SB3's clamp on the actor's log-std
+from ttlib.io import load_torch_file, save_json
 
 
 @dataclass
@@ -88,94 +90,13 @@ class PolicyConfig:
             raise ConfigError(f"PolicyConfig learning_starts={starts!r}: must be an integer >= 0")
 
 
-class SACActor(nn.Module):
-    """SB3's SAC actor (MLP → mean, log-std; tanh-squashed Gaussian) as a plain module.
-
-    Keeping our own copy means datasets can be generated from a committed state dict without
-    SB3's pickled zip files, and the parameter names match SB3's so weights copy over directly.
-    """
-
-    def __init__(
-        self, obs_dim: int, act_dim: int, low: np.ndarray, high: np.ndarray, hidden: int = 256
-    ):
-        super().__init__()
-        self.latent_pi = nn.Sequential(
-            nn.Linear(obs_dim, hidden), nn.ReLU(), nn.Linear(hidden, hidden), nn.ReLU()
+def check_locomotion(env: str) -> None:
+    """A ValueError unless `env` is a locomotion env, the only kind with SAC policies."""
+    if env not in LOCOMOTION_ENVS:
+        raise ValueError(
+            f"make-policies trains locomotion policies only, got {env!r}; "
+            f"choose from {', '.join(LOCOMOTION_ENVS)}."
         )
-        self.mu = nn.Linear(hidden, act_dim)
-        self.log_std = nn.Linear(hidden, act_dim)
-        self.register_buffer("action_low", torch.as_tensor(low, dtype=torch.float32))
-        self.register_buffer("action_high", torch.as_tensor(high, dtype=torch.float32))
-
-    def forward(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        h = self.latent_pi(obs)
-        return self.mu(h), self.log_std(h).clamp(LOG_STD_MIN, LOG_STD_MAX)
-
-    @torch.no_grad()
-    def act(self, obs: np.ndarray, rng: np.random.Generator | None = None) -> np.ndarray:
-        """Action(s) for observation(s): a sample if `rng` is given, else the mean action."""
-        mean, log_std = self(torch.as_tensor(obs, dtype=torch.float32))
-        u = mean.numpy()
-        if rng is not None:
-            u = u + np.exp(log_std.numpy()) * rng.standard_normal(u.shape).astype(np.float32)
-        low, high = self.action_low.numpy(), self.action_high.numpy()
-        return (low + (np.tanh(u) + 1.0) * 0.5 * (high - low)).astype(np.float32)
-
-
-def actor_from_sb3(model) -> SACActor:
-    """Copy the actor weights out of an SB3 SAC model."""
-    space = model.action_space
-    actor = SACActor(model.observation_space.shape[0], space.shape[0], space.low, space.high)
-    actor.load_state_dict(model.actor.state_dict(), strict=False)
-    return actor
-
-
-def save_actor(actor: SACActor, path: str | Path) -> None:
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    torch.save(actor.state_dict(), path)
-
-
-def load_actor(path: str | Path) -> SACActor:
-    """Load an actor saved by `save_actor` (or stored in float16 by `save_early`); only tensors
-    are stored, so weights_only=True works."""
-    state = load_torch_file(path, "policy file")
-    with model_file_errors(path, "policy file"):
-        state = {k: v.float() for k, v in state.items()}
-        hidden, obs_dim = state["latent_pi.0.weight"].shape
-        actor = SACActor(
-            obs_dim, state["mu.weight"].shape[0], state["action_low"], state["action_high"], hidden
-        )
-        actor.load_state_dict(state)
-    return actor.eval()
-
-
-@contextmanager
-def one_torch_thread() -> Iterator[None]:
-    """Run one-observation forward passes on one thread: on a busy 2-core machine a second
-    intra-op thread makes each tiny forward ~30x slower (measured 12 ms vs 0.4 ms)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
-
-
-def evaluate(actor: SACActor, env_name: str, episodes: int, seed: int) -> np.ndarray:
-    """Undiscounted returns of `episodes` stochastic-policy episodes (deterministic given seed)."""
-    env = make_env(env_name)
-    rng = np.random.default_rng(seed)
-    returns = np.zeros(episodes)
-    with one_torch_thread():
-        for i in range(episodes):
-            obs, _ = env.reset(seed=seed + i)
-            done = False
-            while not done:
-                obs, r, term, trunc, _ = env.step(actor.act(obs, rng))
-                returns[i] += r
-                done = term or trunc
-    env.close()
-    return returns
 
 
 # ---------------------------------------------------------------- training (resumable)
@@ -188,27 +109,6 @@ def _env_cache(cfg: PolicyConfig) -> Path:
 def _read_evals(cache: Path) -> list[dict]:
     path = cache / "evals.json"
     return json.loads(path.read_text()) if path.exists() else []
-
-
-def _write_json(path: Path, obj) -> None:
-    """Write-then-rename, so a kill never leaves half a file behind."""
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(obj, indent=2))
-    os.replace(tmp, path)
-
-
-def _grow_buffer(model, size: int) -> None:
-    """Give the SB3 replay buffer room for `size` transitions (when a run is extended)."""
-    from stable_baselines3.common.buffers import ReplayBuffer
-
-    old = model.replay_buffer
-    new = ReplayBuffer(size, old.observation_space, old.action_space, "cpu", old.n_envs)
-    n = old.buffer_size if old.full else old.pos
-    for name in ("observations", "next_observations", "actions", "rewards", "dones", "timeouts"):
-        getattr(new, name)[:n] = getattr(old, name)[:n]
-    new.pos = n
-    model.replay_buffer = new
-    model.buffer_size = size
 
 
 def _save_checkpoint(model, cache: Path, step: int) -> None:
@@ -224,14 +124,33 @@ def _save_checkpoint(model, cache: Path, step: int) -> None:
             shutil.rmtree(old)
 
 
-def _latest_folder(cache: Path) -> Path:
-    """The newest local checkpoint folder (named in `latest`, written by `_save_checkpoint`)."""
-    return cache / (cache / "latest").read_text().strip()
+def _load_latest(cache: Path, env=None, replay: bool = True):
+    """The SB3 model of the newest local checkpoint (the folder named in `latest`, written by
+    `_save_checkpoint`), with its replay buffer if `replay`."""
+    from stable_baselines3 import SAC
+
+    folder = cache / (cache / "latest").read_text().strip()
+    model = SAC.load(folder / "model.zip", env=env, device="cpu")
+    if replay:
+        model.load_replay_buffer(folder / "replay.pkl")
+    return model
 
 
 def _milestone(cfg: PolicyConfig) -> Path:
     """The committed copy of the full SAC state (networks, optimisers, entropy coefficient)."""
     return Path(cfg.out_dir) / cfg.env / "sac_milestone.zip"
+
+
+def _milestone_info(cfg: PolicyConfig) -> dict:
+    """The milestone's step, learning curve and commands ({} where none was written)."""
+    path = _milestone(cfg).with_suffix(".json")
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
+def _commands(cfg: PolicyConfig) -> list[str]:
+    """Every command line that trained this env's run (kept in the cache)."""
+    path = _env_cache(cfg) / "commands.txt"
+    return path.read_text().splitlines() if path.exists() else []
 
 
 def _load_checkpoint(cfg: PolicyConfig, env):
@@ -245,8 +164,8 @@ def _load_checkpoint(cfg: PolicyConfig, env):
         if not _milestone(cfg).exists():
             return None
         model = SAC.load(_milestone(cfg), env=env, device="cpu")
-        milestone = json.loads(_milestone(cfg).with_suffix(".json").read_text())
-        _write_json(cache / "evals.json", milestone["evaluations"])
+        milestone = _milestone_info(cfg)
+        save_json(milestone["evaluations"], cache / "evals.json")
         with open(cache / "commands.txt", "a") as f:
             f.write("".join(c + "\n" for c in milestone["train_commands"]))
             f.write(
@@ -257,9 +176,7 @@ def _load_checkpoint(cfg: PolicyConfig, env):
         # this buffer starts here, not at step 0: save_early must not cut a prefix from it
         (cache / "buffer_starts_at").write_text(str(model.num_timesteps))
         return model
-    folder = _latest_folder(cache)
-    model = SAC.load(folder / "model.zip", env=env, device="cpu")
-    model.load_replay_buffer(folder / "replay.pkl")
+    model = _load_latest(cache, env)
     rb = model.replay_buffer
     # The episode running at the kill is lost: close it as a time-out (bootstrapped, like a
     # time limit) and make SB3 reset the fresh env instead of reusing the pickled last obs.
@@ -277,12 +194,7 @@ def train(cfg: PolicyConfig) -> Path:
     from stable_baselines3 import SAC
     from stable_baselines3.common.env_util import make_vec_env
 
-    if cfg.env not in LOCOMOTION_ENVS:
-        check_env_name(cfg.env)
-        raise ValueError(
-            f"make-policies trains locomotion policies only, got {cfg.env!r}; "
-            f"choose from {', '.join(LOCOMOTION_ENVS)}."
-        )
+    check_locomotion(cfg.env)
     torch.set_num_threads(1)  # two trainers share a 2-core machine
     cache = _env_cache(cfg)
     cache.mkdir(parents=True, exist_ok=True)
@@ -305,9 +217,8 @@ def train(cfg: PolicyConfig) -> Path:
     else:
         print(f"[{cfg.env}] resumed at step {model.num_timesteps}", flush=True)
     if model.replay_buffer.buffer_size < cfg.total_steps:
-        _grow_buffer(model, cfg.total_steps)
+        grow_buffer(model, cfg.total_steps)
     evals = _read_evals(cache)
-    lo, hi = REF_SCORES[cfg.env]
     bar = tqdm(
         total=cfg.total_steps,
         initial=model.num_timesteps,
@@ -318,7 +229,7 @@ def train(cfg: PolicyConfig) -> Path:
     )
     while model.num_timesteps < cfg.total_steps:
         if cfg.stop_score is not None and evals:
-            if 100 * (evals[-1]["mean"] - lo) / (hi - lo) >= cfg.stop_score:
+            if normalized_score(cfg.env, evals[-1]["mean"]) >= cfg.stop_score:
                 print(f"[{cfg.env}] stop score {cfg.stop_score} reached", flush=True)
                 break
         t0 = time.time()
@@ -337,7 +248,7 @@ def train(cfg: PolicyConfig) -> Path:
                 "wall_s": round(time.time() - t0, 1),
             }
         ]
-        _write_json(cache / "evals.json", evals)
+        save_json(evals, cache / "evals.json")
         if step % cfg.milestone_every == 0 or step >= cfg.total_steps:
             _save_milestone(cfg, model, evals)
             save_early(cfg, model)
@@ -359,15 +270,8 @@ def _save_milestone(cfg: PolicyConfig, model, evals: list[dict]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     model.save(path.with_suffix(".tmp.zip"))
     os.replace(path.with_suffix(".tmp.zip"), path)
-    commands = _env_cache(cfg) / "commands.txt"
-    _write_json(
-        path.with_suffix(".json"),
-        {
-            "step": model.num_timesteps,
-            "evaluations": evals,
-            "train_commands": commands.read_text().splitlines() if commands.exists() else [],
-        },
-    )
+    info = {"step": model.num_timesteps, "evaluations": evals, "train_commands": _commands(cfg)}
+    save_json(info, path.with_suffix(".json"))
 
 
 def _early(cfg: PolicyConfig) -> Path:
@@ -376,11 +280,8 @@ def _early(cfg: PolicyConfig) -> Path:
 
 def _prefix_end(evals: list[dict], env_name: str, score: float) -> int:
     """The first evaluated step whose normalised return reaches `score` (else the last one)."""
-    lo, hi = REF_SCORES[env_name]
-    for e in evals:
-        if 100 * (e["mean"] - lo) / (hi - lo) >= score:
-            return e["step"]
-    return evals[-1]["step"]
+    reached = (e["step"] for e in evals if normalized_score(env_name, e["mean"]) >= score)
+    return next(reached, evals[-1]["step"])
 
 
 def save_early(cfg: PolicyConfig, model=None) -> dict:
@@ -402,18 +303,9 @@ def save_early(cfg: PolicyConfig, model=None) -> dict:
     if not grow:
         end = old["prefix_end"]
     if model is None:  # called by hand before leaving a machine: read the latest checkpoint
-        from stable_baselines3 import SAC
-
-        folder = _latest_folder(cache)
-        model = SAC.load(folder / "model.zip", device="cpu")
-        milestone = _milestone(cfg).with_suffix(".json")
-        if (
-            not milestone.exists()
-            or json.loads(milestone.read_text())["step"] < model.num_timesteps
-        ):
+        model = _load_latest(cache, replay=grow)
+        if _milestone_info(cfg).get("step", -1) < model.num_timesteps:
             _save_milestone(cfg, model, evals)  # so training resumes from here, not 100k back
-        if grow:
-            model.load_replay_buffer(folder / "replay.pkl")
     if grow:
         prefix = replay_transitions(model, end)
         for k in ("observations", "actions", "final_observations"):
@@ -431,27 +323,13 @@ def save_early(cfg: PolicyConfig, model=None) -> dict:
     else:
         best = {"step": old.get("best_step", best["step"])}
     info = {"prefix_end": end, "best_step": best["step"], "prefix_score": cfg.prefix_score}
-    _write_json(info_path, info)
+    save_json(info, info_path)
     return info
 
 
 def _save_half(src: Path, dst: Path) -> None:
     state = load_torch_file(src, "policy file")
     torch.save({k: v.half() if v.is_floating_point() else v for k, v in state.items()}, dst)
-
-
-def cut_transitions(data: dict[str, np.ndarray], n: int) -> dict[str, np.ndarray]:
-    """The first `n` rows of `replay_transitions` output, the episode running at row n - 1
-    closed as a truncation (its final observation is row n's observation)."""
-    ends = np.flatnonzero(data["terminations"] | data["truncations"])
-    out = {k: v[:n].copy() for k, v in data.items() if k != "final_observations"}
-    kept = ends < n
-    final = data["final_observations"][kept]
-    if not (out["terminations"][-1] or out["truncations"][-1]):
-        out["truncations"][-1] = True
-        final = np.concatenate([final, data["observations"][n : n + 1]])
-    out["final_observations"] = final
-    return out
 
 
 def _actor_path(cfg: PolicyConfig, step: int) -> Path:
@@ -488,60 +366,13 @@ def select_checkpoints(
     return medium["step"], best["step"]
 
 
-def replay_transitions(model, n_steps: int) -> dict[str, np.ndarray]:
-    """The first `n_steps` transitions of an SB3 replay buffer as flat episode-ordered arrays.
-
-    Episodes end where SB3 stored done; a time-out there is a truncation, anything else a true
-    termination. The next observation is kept only at episode ends (`final_observations`): inside
-    an episode it is the following row's observation.
-    """
-    rb = model.replay_buffer
-    n = min(n_steps, rb.buffer_size if rb.full else rb.pos)
-    done = rb.dones[:n, 0] > 0
-    timeout = rb.timeouts[:n, 0] > 0
-    terminated = done & ~timeout
-    truncated = done & timeout
-    truncated[n - 1] |= not done[n - 1]  # the episode cut by the medium checkpoint
-    ends = np.flatnonzero(terminated | truncated)
-    return {
-        "observations": rb.observations[:n, 0],
-        "actions": rb.actions[:n, 0],
-        "rewards": rb.rewards[:n, 0].astype(np.float32),
-        "terminations": terminated,
-        "truncations": truncated,
-        "final_observations": rb.next_observations[ends, 0],
-    }
-
-
-def compress_transitions(
-    data: dict[str, np.ndarray], budget_mb: float, seed: int
-) -> dict[str, np.ndarray]:
-    """float16 observations/actions; drop whole episodes at random if still over budget."""
-    ends = np.flatnonzero(data["terminations"] | data["truncations"])
-    episode_of_row = np.searchsorted(ends, np.arange(len(data["rewards"])))
-    row_bytes = 2 * (data["observations"].shape[1] + data["actions"].shape[1]) + 4 + 2
-    keep_frac = min(1.0, budget_mb * 1e6 / (row_bytes * len(data["rewards"])))
-    keep = np.random.default_rng(seed).random(len(ends)) < keep_frac
-    if keep_frac >= 1.0:
-        keep[:] = True
-    rows = keep[episode_of_row]
-    out = {k: v[rows] for k, v in data.items() if k != "final_observations"}
-    out["final_observations"] = data["final_observations"][keep]
-    for k in ("observations", "actions", "final_observations"):
-        out[k] = out[k].astype(np.float16)
-    out["kept_episode_fraction"] = np.float32(keep.mean())
-    return out
-
-
 def finalize(cfg: PolicyConfig) -> dict:
     """Choose medium/expert from the existing checkpoints, evaluate them, write the small files."""
-    from stable_baselines3 import SAC
-
     check_env_name(cfg.env)
     cache = _env_cache(cfg)
     evals = _read_evals(cache)
     if not evals and _milestone(cfg).exists():  # a fresh machine: the committed learning curve
-        evals = json.loads(_milestone(cfg).with_suffix(".json").read_text())["evaluations"]
+        evals = _milestone_info(cfg)["evaluations"]
     medium_step, expert_step = select_checkpoints(
         evals, cfg.env, cfg.medium_fraction, cfg.min_replay_steps
     )
@@ -565,10 +396,7 @@ def finalize(cfg: PolicyConfig) -> dict:
             "episodes": len(returns),
         }
     if (cache / "latest").exists():
-        folder = _latest_folder(cache)
-        model = SAC.load(folder / "model.zip", device="cpu")
-        model.load_replay_buffer(folder / "replay.pkl")
-        transitions = replay_transitions(model, medium_step)
+        transitions = replay_transitions(_load_latest(cache), medium_step)
     else:  # a fresh machine: the committed prefix
         prefix = dict(np.load(_early(cfg) / "replay_prefix.npz"))
         if len(prefix["rewards"]) < medium_step:
@@ -587,10 +415,9 @@ def finalize(cfg: PolicyConfig) -> dict:
     }
     info["evaluations"] = evals
     info["config"] = {k: v for k, v in asdict(cfg).items() if k != "command"}
-    commands = cache / "commands.txt"
-    info["train_commands"] = commands.read_text().splitlines() if commands.exists() else []
+    info["train_commands"] = _commands(cfg)
     info["command"] = cfg.command
-    _write_json(out / "policies.json", info)
+    save_json(info, out / "policies.json")
     return info
 
 

@@ -27,8 +27,8 @@ from ttlib.discretize import Discretizer
 from ttlib.envs import make_env
 from ttlib.experiments.cache import cached_model, train_config
 from ttlib.experiments.presets import model_kwargs
-from ttlib.search import Window  # the planner's window: one jump rule for both
 from ttlib.train import TrainConfig
+from ttlib.window import Window  # the planner's window: one jump rule for both
 
 DECODES = ("argmax", "expectation")
 

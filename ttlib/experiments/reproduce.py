@@ -10,6 +10,7 @@ import tempfile
 from pathlib import Path
 
 from ttlib.experiments.presets import EXPERIMENTS, PRESETS, ConfigError, repo_root
+from ttlib.experiments.provenance import compute_summary
 
 
 def executed_dir(preset: str) -> Path:
@@ -95,10 +96,8 @@ def summarize_runs(results: Path | None = None) -> Path:
     evaluation episode, made in this run or loaded; ``total_compute_min`` adds to the
     notebook's time what it loaded from the cache (made earlier or by separate workers), so
     nothing counts twice; ``commits`` the notebook's commit, then the caches'; ``not_recorded``
-    what the sums and commits miss (see :func:`ttlib.experiments.runs.compute_summary`).
+    what the sums and commits miss (see :func:`ttlib.experiments.provenance.compute_summary`).
     """
-    from ttlib.experiments.runs import compute_summary
-
     results = results or repo_root() / "results"
     rows = []
     for path in sorted(results.glob("*/run.json")):

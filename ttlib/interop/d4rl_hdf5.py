@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ttlib.data import DatasetError, Episode
+from ttlib.data import DatasetError, Episode, check_finite
 
 REQUIRED_KEYS = ("observations", "actions", "rewards", "terminals", "timeouts")
 
@@ -118,10 +118,7 @@ def episodes_from_d4rl(
                 terminated=bool(q["realterminals"][b - 1]),
             )
         )
-    for i, ep in enumerate(episodes):
-        for field_name in ("observations", "actions", "rewards"):
-            if not np.isfinite(getattr(ep, field_name)).all():
-                raise DatasetError(f"episode {i} has NaN/inf in {field_name}")
+    check_finite(episodes, str(source) if isinstance(source, str | Path) else "D4RL arrays")
     return episodes
 
 

@@ -1,0 +1,71 @@
+"""The learning rate of every training step (``TrainConfig.schedule``).
+
+``"original"``, the default, is the original trainer's: linear warm-up over one epoch of
+tokens, then a cosine over the next 19 epochs down to a floor, counted in the tokens the
+original counts (:class:`LRSchedule`). ``"run_length"`` fits both to ``max_steps`` (:func:`lr_at`).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Protocol
+
+ORIGINAL_FINAL_EPOCHS = 20  # the original's final_tokens = 20 x warmup_tokens
+
+
+class ScheduleSettings(Protocol):
+    """What the schedule reads of a :class:`ttlib.train.TrainConfig`."""
+
+    schedule: str
+    lr: float
+    min_lr_frac: float
+    warmup_frac: float
+    max_steps: int
+
+
+class LRSchedule:
+    """The learning rate of every step, as the original's trainer sets it.
+
+    The original counts the targets of each batch that are not the stop token (masked ones
+    included) and sets the rate *after* each optimiser step from the count so far, so step k
+    uses the count of steps 0..k-1 and step 0 runs at the full rate the optimiser was built
+    with. ``warmup_tokens`` = windows x block_size (one epoch of tokens, stop tokens
+    included, so an epoch's count stays a little below it). With ``schedule="run_length"``
+    the rate follows :func:`lr_at` instead and the count is only kept.
+    """
+
+    def __init__(self, cfg: ScheduleSettings, n_windows: int, block_size: int, tokens: int = 0):
+        self.cfg = cfg
+        self.warmup_tokens = n_windows * block_size
+        self.final_tokens = ORIGINAL_FINAL_EPOCHS * self.warmup_tokens
+        self.tokens = tokens
+
+    def lr(self, step: int) -> float:
+        cfg = self.cfg
+        if cfg.schedule == "run_length":
+            return lr_at(step, cfg)
+        if step == 0:
+            return cfg.lr
+        # Linear from 0 to 1 over warmup_tokens, then half a cosine period to final_tokens
+        # clipped at the floor. Progress is not clamped: past final_tokens the cosine rises
+        # again (the original's runs of ~50 epochs go there).
+        warmup, final = self.warmup_tokens, self.final_tokens
+        if self.tokens < warmup:
+            return cfg.lr * (self.tokens / max(1, warmup))
+        progress = (self.tokens - warmup) / max(1, final - warmup)
+        return cfg.lr * max(cfg.min_lr_frac, 0.5 * (1.0 + math.cos(math.pi * progress)))
+
+    def advance(self, n_tokens: int) -> None:
+        """Add a batch's counted tokens (after its optimiser step)."""
+        self.tokens += n_tokens
+
+
+def lr_at(step: int, cfg: ScheduleSettings) -> float:
+    """The "run_length" schedule: linear warm-up over ``warmup_frac`` of the run, then a
+    cosine from ``lr`` to ``min_lr_frac * lr`` that ends at ``max_steps``."""
+    warmup = max(1, int(cfg.warmup_frac * cfg.max_steps))
+    if step < warmup:
+        return cfg.lr * (step + 1) / warmup
+    progress = min(1.0, (step - warmup) / max(1, cfg.max_steps - warmup))
+    floor = cfg.min_lr_frac
+    return cfg.lr * (floor + (1 - floor) * 0.5 * (1.0 + math.cos(math.pi * progress)))
