@@ -2,7 +2,8 @@
 
 AdamW (decay on weight matrices only), gradient clipping, and the original's learning-rate
 schedule: linear warm-up over one epoch of tokens, then a cosine over the next 19 epochs with
-a floor, counted in the tokens the original counts (see :class:`LRSchedule`). A checkpoint
+a floor, counted in the tokens the original counts (see :class:`LRSchedule`); or one of two
+others (``run_length``, ``constant``: see :class:`TrainConfig`). A checkpoint
 holds the weights, the model / data / training configs, the fitted discretizer, the optimiser,
 the schedule's token count and both random-number streams, all as tensors and plain types, so
 it loads with ``torch.load(weights_only=True)`` and an interrupted run continues exactly where
@@ -27,7 +28,7 @@ from ttlib.io import load_torch, model_file_errors, save_torch
 from ttlib.model import GPTConfig, TrajectoryGPT
 
 CHECKPOINT_FORMAT = "ttlib-checkpoint-v1"
-SCHEDULES = ("original", "run_length")
+SCHEDULES = ("original", "run_length", "constant")
 PRECISIONS = ("fp32", "bf16")
 ORIGINAL_FINAL_EPOCHS = 20  # the original's final_tokens = 20 x warmup_tokens
 
@@ -41,9 +42,17 @@ class TrainConfig:
     betas: tuple[float, float] = (0.9, 0.95)
     grad_clip: float = 1.0
     # "original": warm-up over one epoch of tokens, cosine to 20 epochs (LRSchedule);
-    # "run_length": warm-up over warmup_frac of max_steps, cosine ending at the last step.
+    # "run_length": warm-up over warmup_frac of max_steps, cosine ending at the last step;
+    # "constant": warm-up over warmup_tokens, then lr for good. Its rate never depends on
+    # max_steps, so the weights at a step are the same however long the run is planned to
+    # be: a run can be extended bit-for-bit, and each of its checkpoints is a model "trained
+    # for that many tokens" (the compute study). No decay: a run that decays to the same
+    # point usually ends at a somewhat lower loss.
     schedule: str = "original"
     warmup_frac: float = 0.05  # "run_length" only: of max_steps
+    # "constant" only: tokens counted as steps x batch x block, the x-axis of the study
+    # (written into to_dict() only for this schedule, so the other runs keep their cache keys)
+    warmup_tokens: int = 0
     min_lr_frac: float = 0.1  # the cosine's floor, a fraction of lr (0.1 in the original)
     # "bf16": forward pass under torch.autocast(bfloat16); weights, gradients and the
     # optimiser stay fp32. Faster on CPUs with native bf16 (avx512_bf16, AMX) but not the
@@ -69,11 +78,14 @@ class TrainConfig:
         )
         check_interval("TrainConfig", "lr", self.lr, 0, float("inf"), (False, False))
         check_interval("TrainConfig", "warmup_frac", self.warmup_frac, 0, 1)
+        check_interval("TrainConfig", "warmup_tokens", self.warmup_tokens, 0, float("inf"))
         parse_device(self.device)  # its spelling; whether it exists is checked when training
 
     def to_dict(self) -> dict:
         d = asdict(self)
         d["betas"] = list(self.betas)
+        if self.schedule != "constant":  # added with that schedule; the others never read it
+            del d["warmup_tokens"]
         return d
 
 
@@ -128,6 +140,7 @@ class LRSchedule:
 
     def __init__(self, cfg: TrainConfig, n_windows: int, block_size: int, tokens: int = 0):
         self.cfg = cfg
+        self.tokens_per_step = cfg.batch_size * block_size
         self.warmup_tokens = n_windows * block_size
         self.final_tokens = ORIGINAL_FINAL_EPOCHS * self.warmup_tokens
         self.tokens = tokens
@@ -136,6 +149,8 @@ class LRSchedule:
         cfg = self.cfg
         if cfg.schedule == "run_length":
             return lr_at(step, cfg)
+        if cfg.schedule == "constant":
+            return constant_lr(step, cfg, self.tokens_per_step)
         if step == 0:
             return cfg.lr
         # Linear from 0 to 1 over warmup_tokens, then half a cosine period to final_tokens
@@ -161,6 +176,13 @@ def lr_at(step: int, cfg: TrainConfig) -> float:
     progress = min(1.0, (step - warmup) / max(1, cfg.max_steps - warmup))
     floor = cfg.min_lr_frac
     return cfg.lr * (floor + (1 - floor) * 0.5 * (1.0 + math.cos(math.pi * progress)))
+
+
+def constant_lr(step: int, cfg: TrainConfig, tokens_per_step: int) -> float:
+    """The "constant" schedule: linear warm-up to ``lr`` over the steps that hold
+    ``warmup_tokens`` (steps x batch x block), then ``lr``. It never reads ``max_steps``."""
+    warmup = math.ceil(cfg.warmup_tokens / tokens_per_step)
+    return cfg.lr * min(1.0, (step + 1) / max(1, warmup))
 
 
 def autocast(device: torch.device, precision: str = "fp32"):
@@ -321,6 +343,8 @@ def _check_resumable(ckpt: dict, model_cfg: GPTConfig, data_cfg: DataConfig, cfg
         diff = {k: (theirs.get(k), v) for k, v in ours.items() if theirs.get(k) != v}
         if name == "train_config":
             diff.pop("device", None)
+            if cfg.schedule == "constant":  # its rate ignores the run's length: extend it
+                diff.pop("max_steps", None)
         if diff:
             pretty = ", ".join(f"{k}: checkpoint {a!r} vs now {b!r}" for k, (a, b) in diff.items())
             raise CheckpointError(
@@ -342,6 +366,8 @@ def train(
     """Train (or resume) a model; ``out_dir/checkpoint.pt`` is written every few steps.
 
     ``stop_at_step`` ends the run early after checkpointing, as an interruption would.
+    With ``schedule="constant"`` a finished run resumes with a larger ``max_steps``: the
+    longer run, bit for bit.
     ``eval_dataset`` (held-out episodes, encoded with this run's discretizer): every logged
     step also records the cross-entropy per token kind on the same ``eval_windows`` of it
     (``val_loss_state``, ...). It uses its own random stream, so the weights do not change.
