@@ -12,8 +12,10 @@ with the D4RL table's planner, planned together and cached one by one
 lines, from the D4RL table's caches where its settings match. A larger model keeps its
 weights where its training FLOPs equal the base model's at the listed token counts.
 
+The notebook's work can run without it, one process per dataset (resumable: kill it and run
+it again; it goes on from the last checkpoint)::
+
     python -m ttlib.experiments.compute_study --preset cpu --only hopper [--train-only]
-trains and evaluates what the notebook would (resumable: kill it and run it again).
 """
 
 from __future__ import annotations
