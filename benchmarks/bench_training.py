@@ -35,6 +35,7 @@ import torch
 from bench_planning import ROOT, machine_info, matmul_peak_flops
 
 from ttlib.data import DataConfig, Episode, SequenceDataset
+from ttlib.experiments.compute_fit import train_flops_per_token  # the compute study's too
 from ttlib.interop.original import original_from_ttlib
 from ttlib.model import GPTConfig, TrajectoryGPT
 from ttlib.train import TrainConfig, autocast, gpt_config_for, train
@@ -45,12 +46,6 @@ SETTINGS = {
     "paper_4x128_b256": (128, 256, 0.1),
     "paper_4x128_b256_dropout0": (128, 256, 0.0),
 }
-
-
-def train_flops_per_token(c: GPTConfig) -> float:
-    """Model FLOPs of one training token (see the module docstring)."""
-    L, E, T = c.n_layer, c.n_embd, c.block_size
-    return 6 * (12 * L * E * E + (c.n_bins + 1) * E) + 6 * L * E * (T + 1)
 
 
 def model_at(rev: str):

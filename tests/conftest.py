@@ -64,6 +64,20 @@ def linear_episodes(n_episodes=40, length=50, obs_dim=2, act_dim=1, seed=0, term
     return eps
 
 
+def hopper_like_episodes(n_episodes=6, length=30, seed=0) -> list[Episode]:
+    """Random episodes with Hopper's shapes (11-d states, 3-d actions in [-1, 1])."""
+    rng = np.random.default_rng(seed)
+    return [
+        Episode(
+            observations=rng.normal(size=(length, 11)).astype(np.float32),
+            actions=rng.uniform(-1, 1, (length, 3)).astype(np.float32),
+            rewards=rng.normal(1.0, 0.5, length).astype(np.float32),
+            terminated=bool(i % 3 == 0),
+        )
+        for i in range(n_episodes)
+    ]
+
+
 def write_minari_dataset(dataset_id: str, episodes: list[Episode], env_id="Pendulum-v1"):
     """Store episodes as a real Minari dataset (the same path make-data uses)."""
     import gymnasium as gym

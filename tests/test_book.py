@@ -34,6 +34,7 @@ PAGES = {
     "experiments/goal_reaching.html": "Goal reaching in four rooms",
     "experiments/d4rl.html": "D4RL locomotion: the offline-RL table",
     "experiments/maze_q.html": "Q-guided beam search on sparse-reward mazes",
+    "compute.html": "How much compute does TT need?",
 }
 FIGURES = ("tokenisation.svg", "discretizers.svg", "beam_search.svg")
 MATHJAX = "_static/mathjax/tex-svg-full.js"

@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 import torch
 
-from ttlib.data import DataConfig, Episode, load_episodes
+from ttlib.data import DataConfig, load_episodes
 from ttlib.experiments import cache
 from ttlib.experiments import d4rl_data as d4data
 from ttlib.experiments import d4rl_report as report
@@ -16,25 +16,11 @@ from ttlib.experiments import d4rl_table as dt
 from ttlib.experiments.cache import MODELS_USED, train_tt
 from ttlib.train import TrainConfig, load_checkpoint, train
 
-from conftest import linear_episodes, write_minari_dataset
+from conftest import hopper_like_episodes, linear_episodes, write_minari_dataset
 
 matplotlib.use("Agg")
 
 TINY_MODEL = {"n_layer": 1, "n_head": 1, "n_embd": 16}
-
-
-def hopper_like_episodes(n_episodes=6, length=30, seed=0) -> list[Episode]:
-    """Random episodes with Hopper's shapes (11-d states, 3-d actions in [-1, 1])."""
-    rng = np.random.default_rng(seed)
-    return [
-        Episode(
-            observations=rng.normal(size=(length, 11)).astype(np.float32),
-            actions=rng.uniform(-1, 1, (length, 3)).astype(np.float32),
-            rewards=rng.normal(1.0, 0.5, length).astype(np.float32),
-            terminated=bool(i % 3 == 0),
-        )
-        for i in range(n_episodes)
-    ]
 
 
 def tiny_params(**kw) -> dict:
@@ -231,16 +217,16 @@ def test_iql_reward_scale_spans_returns_to_1000():
 def test_evaluation_episodes_are_cached_one_by_one():
     calls = []
 
-    def make_agent(seed):
-        calls.append(seed)
+    def make_agent(seeds):
+        calls.append(seeds)
         return lambda obs: np.zeros((len(obs), 3))
 
     key = {"policy": "zeros"}
     rows = dt.episode_scores(key, make_agent, "hopper", 2, 4, first_seed=7)
-    assert calls == [7, 8] and [r["seed"] for r in rows] == [7, 8]
+    assert calls == [[7, 8]] and [r["seed"] for r in rows] == [7, 8]  # planned together
     assert all(r["length"] == 4 for r in rows)
     again = dt.episode_scores(key, make_agent, "hopper", 3, 4, first_seed=7)
-    assert calls == [7, 8, 9]  # only the new episode ran
+    assert calls == [[7, 8], [9]]  # only the new episode ran
     assert again[:2] == rows
 
 

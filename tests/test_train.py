@@ -124,3 +124,44 @@ def test_held_out_loss_is_logged_without_changing_the_run():
     assert all(math.isfinite(h["val_loss_state"]) for h in watched.history)
     assert last["val_loss_state"] < first["val_loss_state"]  # it learns the held-out dynamics too
     assert watched.model.training is False  # train() returns the model in eval mode
+
+
+def test_constant_schedule_warms_up_then_stays_flat_whatever_the_run_length():
+    from ttlib.schedule import LRSchedule
+
+    block = 50
+    rates = {}
+    for steps in (40, 400):
+        cfg = TrainConfig(max_steps=steps, batch_size=4, schedule="constant", warmup_tokens=2000)
+        schedule = LRSchedule(cfg, n_windows=10**6, block_size=block)
+        rates[steps] = [schedule.lr(s) for s in range(40)]
+    assert rates[40] == rates[400]  # the planned length of the run changes nothing
+    warmup = 2000 // (4 * block)  # 10 steps of 200 tokens
+    assert rates[40][:warmup] == pytest.approx([cfg.lr * (s + 1) / warmup for s in range(warmup)])
+    assert rates[40][warmup - 1 :] == [cfg.lr] * (40 - warmup + 1)
+    # only this schedule writes warmup_tokens, so the others keep their cache keys
+    assert "warmup_tokens" not in TrainConfig(schedule="run_length").to_dict()
+    assert cfg.to_dict()["warmup_tokens"] == 2000
+
+
+def test_constant_schedule_run_extended_from_its_checkpoint_equals_one_long_run(tmp_path):
+    ds = small_dataset()
+    mcfg = gpt_config_for(ds, n_layer=1, n_head=2, n_embd=16, dropout=0.1)
+
+    def cfg(steps, schedule="constant"):
+        return TrainConfig(max_steps=steps, batch_size=8, schedule=schedule, warmup_tokens=500,
+                           checkpoint_every=5, log_every=4)  # fmt: skip
+
+    whole = train(ds, mcfg, cfg(30), tmp_path / "whole", progress=False)
+    short = train(ds, mcfg, cfg(12), tmp_path / "grown", progress=False)  # a finished run
+    assert short.steps_run == 12
+    grown = train(ds, mcfg, cfg(30), tmp_path / "grown", progress=False)  # extended later
+    assert grown.steps_run == 18
+    for (k, a), b in zip(whole.model.state_dict().items(), grown.model.state_dict().values(),
+                         strict=True):  # fmt: skip
+        assert torch.equal(a, b), k
+    assert [h["lr"] for h in whole.history] == [h["lr"] for h in grown.history]
+    # a schedule that depends on the run's length cannot be extended like that
+    train(ds, mcfg, cfg(12, "run_length"), tmp_path / "cosine", progress=False)
+    with pytest.raises(CheckpointError, match="max_steps: checkpoint 12 vs now 30"):
+        train(ds, mcfg, cfg(30, "run_length"), tmp_path / "cosine", progress=False)

@@ -3,6 +3,8 @@
 ``"original"``, the default, is the original trainer's: linear warm-up over one epoch of
 tokens, then a cosine over the next 19 epochs down to a floor, counted in the tokens the
 original counts (:class:`LRSchedule`). ``"run_length"`` fits both to ``max_steps`` (:func:`lr_at`).
+``"constant"`` warms up over a fixed number of tokens and then stays at ``lr``
+(:func:`constant_lr`); it never reads ``max_steps``, so a finished run can be extended.
 """
 
 from __future__ import annotations
@@ -20,6 +22,8 @@ class ScheduleSettings(Protocol):
     lr: float
     min_lr_frac: float
     warmup_frac: float
+    warmup_tokens: int
+    batch_size: int
     max_steps: int
 
 
@@ -36,6 +40,7 @@ class LRSchedule:
 
     def __init__(self, cfg: ScheduleSettings, n_windows: int, block_size: int, tokens: int = 0):
         self.cfg = cfg
+        self.tokens_per_step = cfg.batch_size * block_size
         self.warmup_tokens = n_windows * block_size
         self.final_tokens = ORIGINAL_FINAL_EPOCHS * self.warmup_tokens
         self.tokens = tokens
@@ -44,6 +49,8 @@ class LRSchedule:
         cfg = self.cfg
         if cfg.schedule == "run_length":
             return lr_at(step, cfg)
+        if cfg.schedule == "constant":
+            return constant_lr(step, cfg, self.tokens_per_step)
         if step == 0:
             return cfg.lr
         # Linear from 0 to 1 over warmup_tokens, then half a cosine period to final_tokens
@@ -69,3 +76,10 @@ def lr_at(step: int, cfg: ScheduleSettings) -> float:
     progress = min(1.0, (step - warmup) / max(1, cfg.max_steps - warmup))
     floor = cfg.min_lr_frac
     return cfg.lr * (floor + (1 - floor) * 0.5 * (1.0 + math.cos(math.pi * progress)))
+
+
+def constant_lr(step: int, cfg: ScheduleSettings, tokens_per_step: int) -> float:
+    """The "constant" schedule: linear warm-up to ``lr`` over the steps that hold
+    ``warmup_tokens`` (steps x batch x block), then ``lr``. It never reads ``max_steps``."""
+    warmup = math.ceil(cfg.warmup_tokens / tokens_per_step)
+    return cfg.lr * min(1.0, (step + 1) / max(1, warmup))

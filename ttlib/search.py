@@ -96,20 +96,36 @@ def filter_cdf(logits: torch.Tensor, threshold: float | None) -> torch.Tensor:
     return logits.masked_fill(drop, float("-inf"))
 
 
+Generators = torch.Generator | Sequence[torch.Generator] | None
+
+
+def sample_rows(probs: torch.Tensor, generator: Generators) -> torch.Tensor:
+    """One token per row of ``probs`` (R, V), drawn from ``generator``.
+
+    A list of E generators draws the rows of episode e (the e-th of E equal, consecutive
+    blocks: beam search keeps its rows episode-major) from generator e alone, so an episode's
+    samples do not depend on which other episodes share the batch.
+    """
+    if generator is None or isinstance(generator, torch.Generator):
+        return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+    blocks = probs.view(len(generator), -1, probs.shape[-1])
+    draws = [torch.multinomial(b, 1, generator=g) for b, g in zip(blocks, generator, strict=True)]
+    return torch.cat(draws).squeeze(-1)
+
+
 def choose_tokens(
     logits: torch.Tensor,
     rank: torch.Tensor | None,
-    generator: torch.Generator | None,
+    generator: Generators,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """One token per row from filtered logits (R, V), and whether that choice is valid.
 
-    Sampled, or in deterministic mode the ``rank``-th most likely allowed token; a rank beyond
-    the allowed tokens is invalid (its candidate is dropped), so copies of a beam explore
-    distinct tokens instead of filling the beam with duplicates.
+    Sampled (:func:`sample_rows`), or in deterministic mode the ``rank``-th most likely
+    allowed token; a rank beyond the allowed tokens is invalid (its candidate is dropped), so
+    copies of a beam explore distinct tokens instead of filling the beam with duplicates.
     """
     if rank is None:
-        probs = logits.softmax(-1)
-        tokens = torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+        tokens = sample_rows(logits.softmax(-1), generator)
         return tokens, torch.ones_like(tokens, dtype=torch.bool)
     order = logits.argsort(dim=-1, descending=True, stable=True)
     n_allowed = torch.isfinite(logits).sum(-1)
@@ -133,13 +149,14 @@ def beam_search(
     config: PlannerConfig,
     goal: torch.Tensor | None = None,
     q_function: QFunction | None = None,
-    generator: torch.Generator | None = None,
+    generator: Generators = None,
 ) -> Plan:
     """Plan ``config.horizon`` transitions for E episodes at once and return the best of each.
 
     ``context`` (E, n·td + N) holds raw bins: n whole transitions [s, a, r, V] followed by the
     current observation, the same n for every row. ``goal`` (E, goal_dim) bins for
     goal-conditioned models; ``q_function(s, a) -> (R,)`` on continuous inputs for mode ``q``.
+    ``generator``: one for all samples, or a list of E, one per episode (:func:`sample_rows`).
     """
     cfg = config.validate()
     c = model.config
@@ -272,6 +289,13 @@ class TTPlanner:
     ``reset(E)`` starts E episodes; ``act(obs)`` plans for them (episodes that finished are
     left out via ``index``) and returns the first action of every best plan; ``observe(r)``
     stores the executed transition [s, a, r, V placeholder] as context for the next plan.
+
+    By default every sample comes from one generator seeded ``config.seed``, so an episode's
+    plans depend on the other episodes planned with it. ``episode_seeds`` (one per episode of
+    each reset) gives episode i its own generator seeded ``episode_seeds[i]``: it then plans
+    what a fresh planner with ``seed = episode_seeds[i]`` planning it alone would (up to the
+    float rounding of batched matrix products), so episodes planned together can be cached
+    one by one.
     """
 
     def __init__(
@@ -282,6 +306,7 @@ class TTPlanner:
         goal_dims: Sequence[int] | None = None,
         q_function: QFunction | None = None,
         memory_limit: int | str | None = None,
+        episode_seeds: Sequence[int] | None = None,
     ):
         self.model = model.eval()
         # The limit reset() checks against (None: $TTLIB_MEMORY_LIMIT or a share of free RAM);
@@ -299,6 +324,8 @@ class TTPlanner:
             )
         self.device = next(model.parameters()).device
         self.generator = torch.Generator(self.device).manual_seed(self.config.seed)
+        self.episode_seeds = None if episode_seeds is None else [int(x) for x in episode_seeds]
+        self.generators: list[torch.Generator] = []
         if c.goal_dim > 0 and self.goal_dims is None:
             raise ValueError("this model is goal-conditioned: pass goal_dims (the data config's)")
         self.plans: list[Plan] = []
@@ -316,6 +343,15 @@ class TTPlanner:
         check_planning_memory(
             self.model.config, self.config, n_episodes, self.memory_limit, device=self.device
         )
+        if self.episode_seeds is not None:
+            if len(self.episode_seeds) != n_episodes:
+                raise ValueError(
+                    f"reset({n_episodes}) but the planner has {len(self.episode_seeds)} "
+                    "episode_seeds: give one seed per episode"
+                )
+            self.generators = [
+                torch.Generator(self.device).manual_seed(s) for s in self.episode_seeds
+            ]
         self.n_episodes = n_episodes
         self.context: list[list[np.ndarray]] = [[] for _ in range(n_episodes)]
         self._pending: dict[int, np.ndarray] = {}
@@ -353,6 +389,9 @@ class TTPlanner:
             prefix = [np.concatenate([*self.context[index[r]], obs_tokens[r]]) for r in rows]
             context = torch.as_tensor(np.stack(prefix), device=self.device).reshape(len(rows), -1)
             goal = None if self.goal_tokens is None else self.goal_tokens[index[rows]]
+            generator = self.generator
+            if self.episode_seeds is not None:
+                generator = [self.generators[index[r]] for r in rows]
             plan = beam_search(
                 self.model,
                 self.discretizer,
@@ -360,7 +399,7 @@ class TTPlanner:
                 self.config,
                 goal,
                 self.q_function,
-                self.generator,
+                generator,
             )
             self.plans.append(plan)
             actions[rows] = plan.action.float().cpu().numpy()

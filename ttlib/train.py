@@ -25,7 +25,7 @@ from ttlib.model import GPTConfig, TrajectoryGPT
 from ttlib.schedule import LRSchedule
 
 CHECKPOINT_FORMAT = "ttlib-checkpoint-v1"
-SCHEDULES = ("original", "run_length")
+SCHEDULES = ("original", "run_length", "constant")
 PRECISIONS = ("fp32", "bf16")
 
 
@@ -38,9 +38,17 @@ class TrainConfig:
     betas: tuple[float, float] = (0.9, 0.95)
     grad_clip: float = 1.0
     # "original": warm-up over one epoch of tokens, cosine to 20 epochs (LRSchedule);
-    # "run_length": warm-up over warmup_frac of max_steps, cosine ending at the last step.
+    # "run_length": warm-up over warmup_frac of max_steps, cosine ending at the last step;
+    # "constant": warm-up over warmup_tokens, then lr for good. Its rate never depends on
+    # max_steps, so the weights at a step are the same however long the run is planned to
+    # be: a run can be extended bit-for-bit, and each of its checkpoints is a model "trained
+    # for that many tokens" (the compute study). No decay: a run that decays to the same
+    # point usually ends at a somewhat lower loss.
     schedule: str = "original"
     warmup_frac: float = 0.05  # "run_length" only: of max_steps
+    # "constant" only: tokens counted as steps x batch x block, the x-axis of the study
+    # (written into to_dict() only for this schedule, so the other runs keep their cache keys)
+    warmup_tokens: int = 0
     min_lr_frac: float = 0.1  # the cosine's floor, a fraction of lr (0.1 in the original)
     # "bf16": forward pass under torch.autocast(bfloat16); weights, gradients and the
     # optimiser stay fp32. Faster on CPUs with native bf16 (avx512_bf16, AMX) but not the
@@ -66,11 +74,14 @@ class TrainConfig:
         )
         check_interval("TrainConfig", "lr", self.lr, 0, float("inf"), (False, False))
         check_interval("TrainConfig", "warmup_frac", self.warmup_frac, 0, 1)
+        check_interval("TrainConfig", "warmup_tokens", self.warmup_tokens, 0, float("inf"))
         parse_device(self.device)  # its spelling; whether it exists is checked when training
 
     def to_dict(self) -> dict:
         d = asdict(self)
         d["betas"] = list(self.betas)
+        if self.schedule != "constant":  # added with that schedule; the others never read it
+            del d["warmup_tokens"]
         return d
 
 
@@ -269,6 +280,8 @@ def _check_resumable(ckpt: dict, model_cfg: GPTConfig, data_cfg: DataConfig, cfg
         diff = {k: (theirs.get(k), v) for k, v in ours.items() if theirs.get(k) != v}
         if name == "train_config":
             diff.pop("device", None)
+            if cfg.schedule == "constant":  # its rate ignores the run's length: extend it
+                diff.pop("max_steps", None)
         if diff:
             pretty = ", ".join(f"{k}: checkpoint {a!r} vs now {b!r}" for k, (a, b) in diff.items())
             raise CheckpointError(
@@ -290,6 +303,8 @@ def train(
     """Train (or resume) a model; ``out_dir/checkpoint.pt`` is written every few steps.
 
     ``stop_at_step`` ends the run early after checkpointing, as an interruption would.
+    With ``schedule="constant"`` a finished run resumes with a larger ``max_steps``: the
+    longer run, bit for bit.
     ``eval_dataset`` (held-out episodes, encoded with this run's discretizer): every logged
     step also records the cross-entropy per token kind on the same ``eval_windows`` of it
     (``val_loss_state``, ...). It uses its own random stream, so the weights do not change.

@@ -98,8 +98,9 @@ def _read_json(path: Path) -> dict:
     return out if isinstance(out, dict) else {}
 
 
-def _note_model(path: Path, trained_now: bool, steps: int) -> None:
-    """Record a cached model once per run (the D4RL table and its learning curve share one)."""
+def note_model(path: Path, trained_now: bool, steps: int) -> None:
+    """Record a model once per run (the D4RL table and its learning curve share one); its
+    training time and commit are read from ``<path>.json`` beside it."""
     info = _read_json(path.with_suffix(".json"))
     entry = {
         "model": path.name,
@@ -160,6 +161,7 @@ def cached(
     suffix: str = "",
     steps: int | None = None,
     episodes: int | None = None,
+    shared: dict | None = None,
 ) -> Any:
     """The artefact of ``kind`` that ``identity`` describes: loaded if kept, else made and kept.
 
@@ -170,7 +172,9 @@ def cached(
     beside it (``<entry>.json``) and it is listed in run.json. ``episodes`` marks an entry of
     that many evaluation episodes: the commit, start time and wall and CPU seconds of the code
     that computed them are kept beside it (:func:`provenance_file`) and it is listed in
-    run.json. Neither changes where an entry is kept.
+    run.json. Neither changes where an entry is kept. ``shared`` replaces what ``fit``'s own
+    timing would record, for an entry made by work done outside ``fit`` together with other
+    entries (episodes planned in one batch: the batch's start and its share of the time).
     """
     key = "" if identity is None else config_key(identity)
     stem = "-".join(part for part in (name, key) if part)
@@ -195,9 +199,9 @@ def cached(
         if episodes is not None:
             info = {**code, "started_utc": _utc(started), "wall_seconds": round(wall, 3)}
             info["cpu_seconds"] = round(cpu, 3)  # this process's CPU time, all its threads
-            save_json(info, provenance_file(path))
+            save_json(info | (shared or {}), provenance_file(path))
     if steps is not None:
-        _note_model(path, made_now, steps)
+        note_model(path, made_now, steps)
     if episodes is not None:
         _note_episodes(kind, path, made_now, episodes)
     return artefact

@@ -14,11 +14,9 @@ one episode, and the table can be filled over several sessions without the noteb
 
 from __future__ import annotations
 
-import json
 import logging
 import math
-import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, replace
 
 import numpy as np
@@ -26,21 +24,19 @@ import pandas as pd
 
 from ttlib.baselines import BCConfig, BehaviourCloning, train_bc
 from ttlib.data import DataConfig, Episode, data_fingerprint, load_episodes
-from ttlib.evaluate import evaluate, mean_se
+from ttlib.evaluate import mean_se
 from ttlib.experiments.cache import (
     TrainedTT,
-    cache_dir,
     cached,
-    config_key,
     planner_identity,
     train_config,
     train_tt,
 )
-from ttlib.experiments.d4rl_data import DatasetUnavailable, dataset_config, quiet_c_output
+from ttlib.experiments.d4rl_data import DatasetUnavailable, dataset_config
+from ttlib.experiments.episodes import episode_scores, tt_agent
 from ttlib.experiments.presets import model_kwargs
-from ttlib.io import save_json
 from ttlib.iql import IQL, IQLConfig, train_iql
-from ttlib.search import PlannerConfig, TTPlanner
+from ttlib.search import PlannerConfig
 from ttlib.train import load_checkpoint
 
 log = logging.getLogger("ttlib.d4rl")
@@ -182,44 +178,6 @@ def baseline_cached(
 
 
 # ------------------------------------------------------------------ evaluation (cached)
-def episode_scores(
-    key_obj: dict,
-    make_agent: Callable[[int], object],
-    env: str,
-    n_episodes: int,
-    max_steps: int,
-    first_seed: int,
-) -> list[dict]:
-    """Return, length and normalised score of episodes ``first_seed + i``, one cache entry each.
-
-    ``make_agent(seed)`` builds a fresh agent for one episode (a planner draws its samples from
-    that seed), so every episode is a unit that is computed once and survives a kill. The
-    entries of one agent share a folder named by ``key_obj`` (kept in its ``key.json``).
-    """
-    kind = f"d4rl/episodes/{config_key(key_obj)}"
-    save_json(key_obj, cache_dir(*kind.split("/")) / "key.json")
-    rows = []
-    for seed in range(first_seed, first_seed + n_episodes):
-
-        def fit(path, seed=seed):
-            t0 = time.perf_counter()
-            with quiet_c_output():
-                res = evaluate(make_agent(seed), env, 1, max_steps, seed=seed, progress=False)
-            rec = {"seed": seed, "return": float(res.returns[0]), "length": int(res.lengths[0])}
-            rec |= {"score": float(res.scores[0]), "seconds": round(time.perf_counter() - t0, 1)}
-            log.info("episode %s: score %.1f, %d steps", path, rec["score"], rec["length"])
-            return save_json(rec, path)
-
-        # the cache keeps the commit, start and wall/CPU seconds of the code that computed
-        # each episode beside it (seed<n>.provenance.json) and lists it in run.json
-        path = cached(kind, None, fit, lambda p: p, name=f"seed{seed}", suffix=".json", episodes=1)
-        rec = json.loads(path.read_text())
-        # seconds: the wall time the episode took when it was computed (a cached rerun is fast,
-        # so the table's compute is the sum of these, not the notebook's own wall time)
-        rows.append({k: rec.get(k) for k in ("seed", "return", "length", "score", "seconds")})
-    return rows
-
-
 def evaluate_tt(
     trained: TrainedTT,
     env: str,
@@ -244,7 +202,7 @@ def evaluate_tt(
     }
     return episode_scores(
         key,
-        lambda seed: TTPlanner(model, discretizer, replace(planner, seed=seed)),
+        tt_agent(model, discretizer, planner),
         env,
         int(params["episodes"] if n_episodes is None else n_episodes),
         int(params["max_episode_steps"]),
@@ -258,7 +216,7 @@ def evaluate_policy(
     max_steps = int(params["max_episode_steps"])
     key = {"policy": name, **policy_key, "env": env, "max_steps": max_steps}
     return episode_scores(
-        key, lambda seed: policy, env, int(params["episodes"]), max_steps, first_seed
+        key, lambda seeds: policy, env, int(params["episodes"]), max_steps, first_seed
     )
 
 

@@ -18,7 +18,15 @@ import yaml
 from ttlib.errors import ConfigError, is_int  # ConfigError shows as one line in a notebook
 
 PRESETS = ("smoke", "cpu", "paper")
-EXPERIMENTS = ("prediction", "attention", "imitation", "goal_reaching", "d4rl", "maze_q")
+EXPERIMENTS = (
+    "prediction",
+    "attention",
+    "imitation",
+    "goal_reaching",
+    "d4rl",
+    "maze_q",
+    "compute_study",
+)
 _IPYTHON_NAMES = {"In", "Out", "get_ipython", "exit", "quit", "open"}
 
 
@@ -120,7 +128,7 @@ _AT_LEAST_ZERO = ("seed",)
 _CHOICES = {
     "discretizer": ("quantile", "uniform"),
     "discretizers": ("quantile", "uniform"),
-    "lr_schedule": ("original", "run_length"),
+    "lr_schedule": ("original", "run_length", "constant"),
     "dataset_namespace": ("ttlib", "mujoco"),
 }
 
