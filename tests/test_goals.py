@@ -2,18 +2,30 @@
 
 import numpy as np
 import pytest
+import torch
 
+from ttlib.data import Episode
+from ttlib.datagen.datasets_gen import GenConfig, maze_episodes
+from ttlib.datagen.maze_controller import WaypointController
+from ttlib.discretize import UniformDiscretizer
 from ttlib.envs import bfs_distances, cell_to_xy, make_env, maze_map, xy_to_cell
 from ttlib.experiments.goals import (
     ControllerAgent,
+    GoalBCAgent,
     cell_path_length,
     doorways,
+    goal_following,
+    hindsight_goal_episodes,
     room_ids,
     run_from_cells,
     sample_pairs,
     shortest_path_length,
     success_summary,
+    tt_greedy_actions,
 )
+from ttlib.search import PlannerConfig, TTPlanner
+
+from conftest import tiny_gpt
 
 FOUR = maze_map("fourrooms")
 
@@ -119,3 +131,101 @@ def test_controller_reaches_goals_in_other_rooms_and_paths_are_recorded():
     summary = success_summary(out)
     assert summary["success"] == 1.0 and summary["ratio_mean"] < 2.0
     assert [len(p) - 1 for p in out.paths] == out.result.lengths.tolist()
+
+
+# ------------------------------------------------------------------ goal-conditioned BC
+def controller_episodes(transitions: int = 800) -> list[Episode]:
+    """A few four-rooms episodes of the data's noisy controller, as the loader gives them."""
+    buffers = maze_episodes("fourrooms", GenConfig(transitions=transitions))
+    return [
+        Episode(
+            b.observations["observation"][:-1].astype(np.float32),
+            b.actions,
+            b.rewards,
+            bool(b.terminations[-1]),
+            b.observations["desired_goal"][:-1].astype(np.float32),
+        )
+        for b in buffers
+    ]
+
+
+def test_controller_command_is_its_action_before_noise_and_clipping():
+    env = make_env("fourrooms")
+    quiet = WaypointController(
+        env, "fourrooms", GenConfig(action_noise=0.0), np.random.default_rng(0)
+    )
+    quiet.set_goal((9, 9))
+    goal = cell_to_xy(FOUR, (9, 9))
+    for state in ([-4.0, 4.0, 0.0, 0.0], [3.2, -3.1, 1.5, -0.5], [0.1, 3.0, -5.0, 0.2]):
+        obs = {"observation": np.array(state), "desired_goal": goal}
+        u = quiet.command(np.array(state), goal)
+        np.testing.assert_allclose(quiet(obs), np.clip(u, -1, 1).astype(np.float32))
+
+
+def test_hindsight_goal_episodes_append_a_later_position_of_the_same_episode():
+    T = 30
+    obs = np.stack([np.arange(T), 100 + np.arange(T), np.zeros(T), np.zeros(T)], 1)
+    ep = Episode(obs.astype(np.float32), np.zeros((T, 2), np.float32), np.zeros(T), False)
+    out = hindsight_goal_episodes([ep, ep], copies=3, seed=0)
+    assert len(out) == 6
+    for e in out:
+        assert e.observations.shape == (T, 6)
+        np.testing.assert_array_equal(e.observations[:, :4], obs)
+        k = e.observations[:, 4]
+        assert (k >= np.arange(T)).all() and (k <= T - 1).all()  # a later step (or this one)
+        np.testing.assert_array_equal(e.observations[:, 5], 100 + k)  # x and y of one state
+    assert not np.array_equal(out[0].observations, out[1].observations)  # copies differ
+
+
+def test_goal_bc_agent_gives_each_episode_its_own_goal():
+    class Echo:  # a "policy" that returns the last two inputs: the goal it was given
+        def act(self, x):
+            return x[:, -2:]
+
+    agent = GoalBCAgent(Echo())
+    goals = np.array([[1.0, 2.0], [3.0, 4.0], [5.0, 6.0]])
+    agent.reset(3, goals)
+    np.testing.assert_array_equal(agent.act(np.zeros((2, 4)), np.array([2, 0])), goals[[2, 0]])
+    with pytest.raises(ValueError, match="needs the goals"):
+        agent.reset(3)
+
+
+def test_goal_following_scores_the_controller_fully_and_a_goal_blind_policy_near_chance():
+    episodes = controller_episodes()
+    maze = make_env("fourrooms").unwrapped.maze
+    controller = WaypointController(make_env("fourrooms"), "fourrooms", GenConfig(), None)
+
+    def follows(states, goals):
+        out = []
+        for s, g in zip(states, goals, strict=True):
+            controller.set_goal(tuple(int(v) for v in maze.cell_xy_to_rowcol(g)))
+            out.append(np.clip(controller.command(s, g), -1, 1))
+        return np.array(out)
+
+    def keeps_going(states, goals):  # ignores the goal: pushes the way the point moves
+        return states[:, 2:4]
+
+    assert goal_following(follows, episodes, n=200) == {"states": 200, "own": 1.0, "swapped": 1.0}
+    blind = goal_following(keeps_going, episodes, n=200)
+    assert blind["own"] > 0.6  # along the data's own path, velocity predicts the action ...
+    assert blind["swapped"] < blind["own"] - 0.1  # ... but not towards another goal
+
+
+def test_tt_greedy_actions_are_the_planners_horizon_one_beam_one_actions():
+    model = tiny_gpt(goal_dim=2).double()
+    torch.nn.init.normal_(model.head, std=0.5)
+    disc = UniformDiscretizer(10).fit(np.random.default_rng(0).normal(size=(500, 7)))
+    rng = np.random.default_rng(1)
+    states, goals = rng.normal(size=(6, 3)), rng.normal(size=(6, 2))
+    config = PlannerConfig(
+        mode="goal",
+        horizon=1,
+        beam_width=1,
+        n_expand=1,
+        max_context_transitions=0,
+        deterministic=True,
+    )
+    planner = TTPlanner(model, disc, config, goal_dims=[0, 1])
+    planner.reset(6, goals)
+    expected = planner.act(states)
+    np.testing.assert_allclose(tt_greedy_actions(model, disc, [0, 1])(states, goals), expected)

@@ -39,9 +39,13 @@ class WaypointController:
         nxt = min(neighbours, key=lambda rc: self.dist[rc])
         return self.maze.cell_rowcol_to_xy(np.array(nxt))
 
+    def command(self, state: np.ndarray, goal: np.ndarray) -> np.ndarray:
+        """The PD command towards the next waypoint for ``state`` [x, y, vx, vy], before noise
+        and clipping: its sign is where the controller pushes, whatever the noise."""
+        pos, vel = state[:2], state[2:4]
+        return self.cfg.kp * (self.waypoint(pos, goal) - pos) - self.cfg.kd * vel
+
     def __call__(self, obs: dict) -> np.ndarray:
-        pos, vel = obs["observation"][:2], obs["observation"][2:]
-        target = self.waypoint(pos, obs["desired_goal"])
-        action = self.cfg.kp * (target - pos) - self.cfg.kd * vel
+        action = self.command(obs["observation"], obs["desired_goal"])
         action = action + self.cfg.action_noise * self.rng.standard_normal(2)
         return np.clip(action, -1.0, 1.0).astype(np.float32)

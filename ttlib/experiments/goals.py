@@ -8,16 +8,22 @@ while recording where the point went (:func:`ttlib.experiments.mazes.plot_paths`
 
 Cells are (row, col) of the maze layout (1 = wall); positions are PointMaze's xy, with
 cells of size 1 and (0, 0) at the centre of the layout.
+
+Two diagnostics sit beside the planner: a goal-conditioned BC on the same data and the same
+hindsight goals (the baseline a reader expects), and :func:`goal_following`, which asks whether
+a policy's action changes with the goal it is given.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
+import torch
 
-from ttlib.data import DataConfig
+from ttlib.baselines import BCConfig, BehaviourCloning, train_bc
+from ttlib.data import DataConfig, Episode
 from ttlib.datagen.datasets_gen import GenConfig as ControllerConfig
 from ttlib.datagen.maze_controller import WaypointController
 from ttlib.envs import bfs_distances, make_env, maze_map, xy_to_cell
@@ -25,6 +31,7 @@ from ttlib.evaluate import EvalResult, evaluate, mean_se
 from ttlib.experiments.cache import train_config
 from ttlib.experiments.mazes import PathRecorder
 from ttlib.experiments.presets import model_kwargs
+from ttlib.search import PlannerConfig, beam_search
 from ttlib.train import TrainConfig
 
 Cell = tuple[int, int]
@@ -239,3 +246,134 @@ def success_summary(rollouts: GoalRollouts) -> dict:
         "ratio_se": r_se,
         "ratio_median": float(np.median(ratios)) if len(ratios) else float("nan"),
     }
+
+
+# ------------------------------------------------------------------ goal-conditioned BC
+GOAL_BC_STEPS = 3000  # batch 256: ~10 CPU s on the 100k four-rooms data
+
+
+def hindsight_goal_episodes(
+    episodes: Sequence[Episode], copies: int = 4, seed: int = 0
+) -> list[Episode]:
+    """The episodes with a hindsight goal appended to every observation: [s_t, xy of s_k],
+    k uniform in t..T-1, ``copies`` draws per step. These are the goals TT trains on
+    (``DataConfig.goal_sampling="future"``), so BC and TT learn from the same pairs."""
+    if copies < 1:
+        raise ValueError(f"copies must be >= 1, got {copies}")
+    rng = np.random.default_rng(seed)
+    out = []
+    for ep in episodes:
+        t = np.arange(len(ep))
+        for _ in range(copies):
+            k = t + (rng.random(len(ep)) * (len(ep) - t)).astype(int)
+            goal = ep.observations[k][:, GOAL_DIMS]
+            obs = np.concatenate([ep.observations, goal], axis=1)
+            out.append(Episode(obs, ep.actions, ep.rewards, ep.terminated))
+    return out
+
+
+def train_goal_bc(
+    episodes: Sequence[Episode], steps: int = GOAL_BC_STEPS, seed: int = 0, copies: int = 8
+) -> BehaviourCloning:
+    """Goal-conditioned BC: an MLP regressing the mean action from [s, goal xy] (MSE), on
+    ``copies`` hindsight goals per step."""
+    cfg = BCConfig(steps=steps, seed=seed, lr=1e-3)
+    return train_bc(hindsight_goal_episodes(episodes, copies, seed), cfg, progress=False)
+
+
+class GoalBCAgent:
+    """A goal-conditioned BC policy as an Agent: each episode's goal xy is appended to its
+    observations, as in training."""
+
+    def __init__(self, bc: BehaviourCloning):
+        self.bc = bc
+        self.goals: np.ndarray | None = None
+
+    def reset(self, n_episodes: int, goals: np.ndarray | None = None) -> None:
+        if goals is None:
+            raise ValueError("goal-conditioned BC needs the goals: reset(n, goals=...)")
+        self.goals = np.asarray(goals, dtype=np.float32).reshape(n_episodes, -1)
+
+    def act(self, observations: np.ndarray, index: np.ndarray) -> np.ndarray:
+        obs = np.asarray(observations, dtype=np.float32)
+        return self.bc.act(np.concatenate([obs, self.goals[index]], axis=1))
+
+    def observe(self, rewards: np.ndarray, index: np.ndarray) -> None:
+        pass
+
+
+# ------------------------------------------------------------------ goal following
+ActFn = Callable[[np.ndarray, np.ndarray], np.ndarray]
+
+
+def tt_greedy_actions(model, discretizer, goal_dims: Sequence[int] = GOAL_DIMS) -> ActFn:
+    """TT decoded as a policy: ``act(states (n, N), goals (n, G))`` is the most likely action
+    given the goal prefix and the state alone (no history), the planner's horizon-1, beam-1
+    decoding."""
+    config = PlannerConfig(
+        mode="goal",
+        horizon=1,
+        beam_width=1,
+        n_expand=1,
+        max_context_transitions=0,
+        deterministic=True,
+    )
+    n_obs = model.config.observation_dim
+    device = next(model.parameters()).device
+
+    def act(states: np.ndarray, goals: np.ndarray) -> np.ndarray:
+        context = discretizer.encode(np.asarray(states, np.float64), dims=slice(0, n_obs))
+        goal = discretizer.encode(np.asarray(goals, np.float64), dims=list(goal_dims))
+        plan = beam_search(
+            model.eval(),
+            discretizer,
+            torch.as_tensor(context, device=device),
+            config,
+            torch.as_tensor(goal, device=device),
+        )
+        return plan.action.float().cpu().numpy()
+
+    return act
+
+
+def goal_following(
+    act: ActFn,
+    episodes: Sequence[Episode],
+    env_name: str = "fourrooms",
+    n: int = 1000,
+    seed: int = 0,
+    min_command: float = 1.5,
+) -> dict:
+    """How often a policy pushes the way the data's controller would for the goal it is given.
+
+    For ``n`` states of the data, the share of action components whose sign matches the
+    controller's noise-free command (:meth:`WaypointController.command`) for that goal,
+    counted where the command exceeds ``min_command`` (the noisy, clipped controller then
+    pushes that way almost always):
+
+    * ``own``: the goal of the state's own episode, as in every training pair;
+    * ``swapped``: another episode's goal at the same state. A policy that ignores the goal
+      and follows the state (the velocity already points along the data's path) scores about
+      0.5 here; the controller itself scores 1.
+    """
+    if any(ep.goals is None for ep in episodes):
+        raise ValueError("goal_following needs episodes with their goals (maze datasets)")
+    rng = np.random.default_rng(seed)
+    ep_idx = rng.integers(len(episodes), size=n)
+    states = np.stack([episodes[e].observations[rng.integers(len(episodes[e]))] for e in ep_idx])
+    own = np.stack([episodes[e].goals[0] for e in ep_idx])
+    swapped = np.stack([episodes[e].goals[0] for e in rng.integers(len(episodes), size=n)])
+    env = make_env(env_name)
+    controller = WaypointController(env, env_name, ControllerConfig(), rng)
+    maze = env.unwrapped.maze
+    out = {"states": n}
+    for name, goals in (("own", own), ("swapped", swapped)):
+        commands = []
+        for s, g in zip(states, goals, strict=True):
+            controller.set_goal(tuple(int(v) for v in maze.cell_xy_to_rowcol(g)))
+            commands.append(controller.command(s, g))
+        commands = np.asarray(commands)
+        actions = np.asarray(act(states.astype(np.float64), goals.astype(np.float64)))
+        clear = np.abs(commands) > min_command
+        out[name] = float((np.sign(actions[clear]) == np.sign(commands[clear])).mean())
+    return out
