@@ -35,6 +35,7 @@ class Episode:
     actions: np.ndarray  # (T, M)
     rewards: np.ndarray  # (T,)
     terminated: bool  # the last step ended the episode for real (not a time limit)
+    goals: np.ndarray | None = None  # (T, G) per-step desired goal of maze datasets
 
     def __len__(self) -> int:
         return len(self.actions)
@@ -203,11 +204,15 @@ def episodes_from_minari(dataset, obs_keys: list[str] | None = None) -> list[Epi
 
 def _episode(ep, keys: list[str]) -> Episode:
     obs = _flat_obs(ep.observations, keys)[:-1]
+    goals = None  # read by the goal-following measurement (ttlib.experiments.goals)
+    if isinstance(ep.observations, dict) and "desired_goal" in ep.observations:
+        goals = np.asarray(ep.observations["desired_goal"], dtype=np.float32)[:-1]
     return Episode(
         observations=obs,
         actions=np.asarray(ep.actions, dtype=np.float32).reshape(len(obs), -1),
         rewards=np.asarray(ep.rewards, dtype=np.float32),
         terminated=bool(np.asarray(ep.terminations)[-1]),
+        goals=goals,
     )
 
 
