@@ -124,7 +124,8 @@ def plot_returns(returns: pd.DataFrame, reference: pd.DataFrame):
         ref["d4rl_normalized_mean"][ok], ys[ok], marker="|", s=300, color="C3", label="D4RL mean"
     )
     ax.set_xlabel("episode return, D4RL-normalised (x100)")
-    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.2), frameon=False)  # off the data
+    # above the axes, right-aligned: off the data, and at a fixed place whatever the height
+    ax.legend(loc="lower right", bbox_to_anchor=(1.0, 1.0), frameon=False, borderaxespad=0.2)
     ax.grid(axis="x", alpha=0.3)
     fig.tight_layout()
     return fig
