@@ -10,6 +10,7 @@ from ttlib.datagen.maze_controller import WaypointController
 from ttlib.discretize import UniformDiscretizer
 from ttlib.envs import bfs_distances, cell_to_xy, make_env, maze_map, xy_to_cell
 from ttlib.experiments.goals import (
+    GREEDY,
     ControllerAgent,
     GoalBCAgent,
     cell_path_length,
@@ -23,7 +24,7 @@ from ttlib.experiments.goals import (
     success_summary,
     tt_greedy_actions,
 )
-from ttlib.search import PlannerConfig, TTPlanner
+from ttlib.search import TTPlanner
 
 from conftest import tiny_gpt
 
@@ -217,15 +218,7 @@ def test_tt_greedy_actions_are_the_planners_horizon_one_beam_one_actions():
     disc = UniformDiscretizer(10).fit(np.random.default_rng(0).normal(size=(500, 7)))
     rng = np.random.default_rng(1)
     states, goals = rng.normal(size=(6, 3)), rng.normal(size=(6, 2))
-    config = PlannerConfig(
-        mode="goal",
-        horizon=1,
-        beam_width=1,
-        n_expand=1,
-        max_context_transitions=0,
-        deterministic=True,
-    )
-    planner = TTPlanner(model, disc, config, goal_dims=[0, 1])
+    planner = TTPlanner(model, disc, GREEDY, goal_dims=[0, 1])
     planner.reset(6, goals)
     expected = planner.act(states)
     np.testing.assert_allclose(tt_greedy_actions(model, disc, [0, 1])(states, goals), expected)

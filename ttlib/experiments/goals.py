@@ -304,20 +304,17 @@ class GoalBCAgent:
 
 # ------------------------------------------------------------------ goal following
 ActFn = Callable[[np.ndarray, np.ndarray], np.ndarray]
+# the planner at horizon 1, beam 1, no history: what tt_greedy_actions decodes
+GREEDY = PlannerConfig(
+    mode="goal", horizon=1, beam_width=1, n_expand=1, max_context_transitions=0, deterministic=True
+)
 
 
 def tt_greedy_actions(model, discretizer, goal_dims: Sequence[int] = GOAL_DIMS) -> ActFn:
     """TT decoded as a policy: ``act(states (n, N), goals (n, G))`` is the most likely action
     given the goal prefix and the state alone (no history), the planner's horizon-1, beam-1
     decoding."""
-    config = PlannerConfig(
-        mode="goal",
-        horizon=1,
-        beam_width=1,
-        n_expand=1,
-        max_context_transitions=0,
-        deterministic=True,
-    )
+    config = GREEDY
     n_obs = model.config.observation_dim
     device = next(model.parameters()).device
 
