@@ -290,3 +290,22 @@ def test_experiment_pages_show_their_rollout_gifs(built_book):
         text = (html / "experiments" / page).read_text(encoding="utf-8")
         for gif in gifs:
             assert re.search(r'<img[^>]+src="[^"]*' + re.escape(gif), text), f"{page}: {gif}"
+
+
+# myst-nb's {glue:text} splits a format spec off at the last colon, so `page.ipynb::key`
+# reads as key "page.ipynb:" with spec "key" and pastes nothing (a warning only a full book
+# build shows). Cross-document text pastes need an explicit spec: `page.ipynb::key:.1f`.
+_GLUE_TEXT = re.compile(r"\{glue:text\}`([^`]*)`")
+
+
+def test_glue_text_roles_with_a_document_path_carry_a_format_spec():
+    notebooks = [*(ROOT / "notebooks").glob("*.ipynb"), *(RESULTS / "executed").glob("*.ipynb")]
+    sources = [*notebooks, *BOOK.rglob("*.md")]
+    bad = []
+    for path in sources:
+        if "_build" in path.parts:
+            continue
+        for content in _GLUE_TEXT.findall(path.read_text(encoding="utf-8")):
+            if "::" in content and ":" not in content.split("::", 1)[1]:
+                bad.append(f"{path.name}: {{glue:text}}`{content}`")
+    assert not bad, "add a format spec (e.g. :s or :.1f):\n" + "\n".join(bad)

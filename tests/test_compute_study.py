@@ -156,6 +156,17 @@ def test_an_extended_run_equals_one_long_run_and_keeps_fp16_points(tmp_path, syn
     assert torch.equal(model.state_dict()["tok_emb.weight"], b["tok_emb.weight"].half().float())
 
 
+def test_until_trains_a_sessions_chunk_and_a_later_call_goes_on(tmp_path, synthetic_data):
+    spec = cs.RunSpec("hopper", "medium-replay", 0, 16, (1000, 2000, 4000))
+    none = cs.train_run(spec, tiny_params(), tmp_path, until=500)  # below the first point
+    assert none.points == {} and not (none.folder / "checkpoint.pt").exists()
+    chunk = cs.train_run(spec, tiny_params(), tmp_path, until=2000)
+    assert sorted(chunk.points) == [2, 3]
+    assert load_torch(chunk.folder / "checkpoint.pt")["step"] == 3
+    rest = cs.train_run(spec, tiny_params(), tmp_path)
+    assert sorted(rest.points) == [2, 3, 6]
+
+
 def test_study_evaluates_every_kept_point_once_and_reuses_its_episodes(tmp_path, monkeypatch,
                                                                        synthetic_data):  # fmt: skip
     monkeypatch.setattr(cs, "results_dir", lambda name, preset: tmp_path)

@@ -119,8 +119,11 @@ def keep_point(checkpoint: Path, path: Path) -> None:
     save_torch({"format": CHECKPOINT_FORMAT, "model": weights, **{k: state[k] for k in keep}}, path)
 
 
-def train_run(spec: RunSpec, params: dict, models: Path, progress: bool = False) -> StudyRun:
-    """Train (or resume, or extend) one run to its last point, keeping its weights at each."""
+def train_run(
+    spec: RunSpec, params: dict, models: Path, progress: bool = False, until: int | None = None
+) -> StudyRun:
+    """Train (or resume, or extend) one run to its last point (or its last point of at most
+    ``until`` base-model tokens: a session's chunk), keeping its weights at each."""
     data_cfg = dataset_config(spec.env, spec.kind, params)  # quantile bins, as the paper's TT
     episodes = load_episodes(data_cfg)
     dataset = SequenceDataset(episodes, data_cfg)
@@ -128,7 +131,9 @@ def train_run(spec: RunSpec, params: dict, models: Path, progress: bool = False)
     model_cfg = replace(base_cfg, n_embd=spec.n_embd)
     ratio = train_flops_per_token(base_cfg) / train_flops_per_token(model_cfg)
     per_step = int(params["batch_size"]) * model_cfg.block_size
-    steps = sorted({max(1, round(t * ratio / per_step)) for t in spec.points})
+    step_at = {t: max(1, round(t * ratio / per_step)) for t in spec.points}
+    steps = sorted(set(step_at.values()))
+    todo = sorted({s for t, s in step_at.items() if until is None or t <= until})
     cfg = TrainConfig(
         max_steps=steps[-1],
         batch_size=int(params["batch_size"]),
@@ -148,7 +153,7 @@ def train_run(spec: RunSpec, params: dict, models: Path, progress: bool = False)
         log.warning("%s: not resuming %s (other data or settings)", folder.name, others)
     save_json(identity, folder / "config.json")
     ckpt, trained = folder / "checkpoint.pt", False
-    for step in steps:
+    for step in todo:
         done = int(load_torch(ckpt)["step"]) if ckpt.exists() else 0
         if _point_file(folder, step).exists():
             continue
@@ -159,6 +164,8 @@ def train_run(spec: RunSpec, params: dict, models: Path, progress: bool = False)
         train(dataset, model_cfg, replace(cfg, max_steps=step), folder, progress)
         keep_point(ckpt, _point_file(folder, step))
         trained = True
+    if not ckpt.exists():  # ``until`` is below this run's first point
+        return StudyRun(spec, folder, model_cfg, cfg.batch_size, {}, [])
     state = load_torch(ckpt)
     timing_file = folder.with_suffix(".json")  # what run.json lists for this model
     timing = json.loads(timing_file.read_text()) if timing_file.exists() else {}
@@ -227,11 +234,13 @@ def run_study(
     envs: Sequence[str] | None = None,
     train_only: bool = False,
     progress: bool = False,
+    until: int | None = None,
 ) -> Study:
-    """Train every run of ``params`` (or of ``envs``), then evaluate every kept point."""
+    """Train every run of ``params`` (or of ``envs``; up to ``until`` tokens), then evaluate
+    every kept point."""
     models = results_dir("compute_study", params["preset"]) / "models"
     specs = [s for s in run_specs(params) if envs is None or s.env in envs]
-    runs = [train_run(spec, params, models, progress) for spec in specs]
+    runs = [train_run(spec, params, models, progress, until) for spec in specs]
     histories = [
         history_frame(
             r.history, env=r.spec.env, kind=r.spec.kind, model=r.label, train_seed=r.spec.seed
@@ -267,6 +276,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     ap.add_argument("--preset", default="cpu")
     ap.add_argument("--only", nargs="*", default=None, metavar="ENV", help="e.g. hopper")
     ap.add_argument("--train-only", action="store_true", help="train and keep weights only")
+    ap.add_argument("--until", type=float, default=None, help="train only to points <= N tokens")
     ap.add_argument("--log", default=None, help="append progress to this file")
     args = ap.parse_args(argv)
     logging.basicConfig(
@@ -274,7 +284,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     )
     torch.set_num_threads(1)  # one process per core: run one per dataset side by side
     params = start("compute_study", {"preset": args.preset}).params
-    run_study(params, args.only, args.train_only)
+    until = None if args.until is None else int(args.until)
+    run_study(params, args.only, args.train_only, until=until)
 
 
 if __name__ == "__main__":
