@@ -163,8 +163,14 @@ def test_until_trains_a_sessions_chunk_and_a_later_call_goes_on(tmp_path, synthe
     chunk = cs.train_run(spec, tiny_params(), tmp_path, until=2000)
     assert sorted(chunk.points) == [2, 3]
     assert load_torch(chunk.folder / "checkpoint.pt")["step"] == 3
+    first = json.loads(chunk.folder.with_suffix(".json").read_text())
     rest = cs.train_run(spec, tiny_params(), tmp_path)
     assert sorted(rest.points) == [2, 3, 6]
+    # run.json's record of the model: the whole run's seconds, the extending session's time
+    timing = json.loads(rest.folder.with_suffix(".json").read_text())
+    assert timing["train_seconds"] == load_torch(rest.folder / "checkpoint.pt")["train_seconds"]
+    assert timing["train_seconds"] > first["train_seconds"] and timing["trained_utc"].endswith("Z")
+    assert set(timing) >= {"git_sha", "ttlib_modified"}
 
 
 def test_study_evaluates_every_kept_point_once_and_reuses_its_episodes(tmp_path, monkeypatch,

@@ -98,6 +98,19 @@ def _read_json(path: Path) -> dict:
     return out if isinstance(out, dict) else {}
 
 
+def note_training(
+    path: Path, started: float, train_seconds: float | None, code: dict, replace: bool
+) -> None:
+    """Keep beside the model at ``path`` (in ``<path>.json``, what :func:`note_model` reads)
+    its training seconds and the commit and start time of the code that trained it.
+    ``replace=False`` keeps what the training itself already wrote there."""
+    timing = path.with_suffix(".json")
+    new = {"train_seconds": train_seconds, "git_sha": code["git_sha"]}
+    new |= {"ttlib_modified": code["ttlib_modified"], "trained_utc": _utc(started)}
+    old = _read_json(timing)
+    save_json(old | new if replace else new | old, timing)
+
+
 def note_model(path: Path, trained_now: bool, steps: int) -> None:
     """Record a model once per run (the D4RL table and its learning curve share one); its
     training time and commit are read from ``<path>.json`` beside it."""
@@ -187,15 +200,9 @@ def cached(
         artefact = fit(path)
         wall, cpu = time.perf_counter() - t0, time.process_time() - c0
         if steps is not None:
-            timing = path.with_suffix(".json")
             # a fit may know its time better (a resumed training's time covers every session;
             # its commit and start are then those of the session that finished it)
-            info = _read_json(timing)
-            info.setdefault("train_seconds", round(wall, 3))
-            info.setdefault("git_sha", code["git_sha"])
-            info.setdefault("ttlib_modified", code["ttlib_modified"])
-            info.setdefault("trained_utc", _utc(started))
-            save_json(info, timing)
+            note_training(path, started, round(wall, 3), code, replace=False)
         if episodes is not None:
             info = {**code, "started_utc": _utc(started), "wall_seconds": round(wall, 3)}
             info["cpu_seconds"] = round(cpu, 3)  # this process's CPU time, all its threads

@@ -21,7 +21,6 @@ it again; it goes on from the last checkpoint)::
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import time
 from collections.abc import Sequence
@@ -33,7 +32,13 @@ import torch
 
 from ttlib.data import SequenceDataset, data_fingerprint, load_episodes
 from ttlib.errors import ConfigError
-from ttlib.experiments.cache import code_version, config_key, note_model, planner_identity
+from ttlib.experiments.cache import (
+    code_version,
+    config_key,
+    note_model,
+    note_training,
+    planner_identity,
+)
 from ttlib.experiments.compute_fit import paper_tokens, train_flops_per_token
 from ttlib.experiments.d4rl_data import dataset_config
 from ttlib.experiments.d4rl_report import data_episode_scores
@@ -153,6 +158,7 @@ def train_run(
         log.warning("%s: not resuming %s (other data or settings)", folder.name, others)
     save_json(identity, folder / "config.json")
     ckpt, trained = folder / "checkpoint.pt", False
+    code, started = code_version(), time.time()
     for step in todo:
         done = int(load_torch(ckpt)["step"]) if ckpt.exists() else 0
         if _point_file(folder, step).exists():
@@ -167,14 +173,9 @@ def train_run(
     if not ckpt.exists():  # ``until`` is below this run's first point
         return StudyRun(spec, folder, model_cfg, cfg.batch_size, {}, [])
     state = load_torch(ckpt)
-    timing_file = folder.with_suffix(".json")  # what run.json lists for this model
-    timing = json.loads(timing_file.read_text()) if timing_file.exists() else {}
-    if trained or not timing:  # the commit and time of the session that trained it last
-        timing |= {
-            **code_version(),
-            "trained_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        }
-    save_json(timing | {"train_seconds": state.get("train_seconds")}, timing_file)
+    if trained or not folder.with_suffix(".json").exists():
+        # the whole run's seconds (every session's), the commit of the session that extended it
+        note_training(folder, started, state.get("train_seconds"), code, replace=True)
     note_model(folder, trained, int(state["step"]))
     points = {s: _point_file(folder, s) for s in steps if _point_file(folder, s).exists()}
     return StudyRun(spec, folder, model_cfg, cfg.batch_size, points, list(state["history"]))
