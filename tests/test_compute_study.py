@@ -171,6 +171,8 @@ def test_until_trains_a_sessions_chunk_and_a_later_call_goes_on(tmp_path, synthe
     assert timing["train_seconds"] == load_torch(rest.folder / "checkpoint.pt")["train_seconds"]
     assert timing["train_seconds"] > first["train_seconds"] and timing["trained_utc"].endswith("Z")
     assert set(timing) >= {"git_sha", "ttlib_modified"}
+    again = cs.train_run(spec, tiny_params(), tmp_path, until=2000)  # a preset's train_up_to
+    assert sorted(again.points) == [2, 3]  # shows no point beyond it, though more are kept
 
 
 def test_study_evaluates_every_kept_point_once_and_reuses_its_episodes(tmp_path, monkeypatch,

@@ -177,7 +177,7 @@ def train_run(
         # the whole run's seconds (every session's), the commit of the session that extended it
         note_training(folder, started, state.get("train_seconds"), code, replace=True)
     note_model(folder, trained, int(state["step"]))
-    points = {s: _point_file(folder, s) for s in steps if _point_file(folder, s).exists()}
+    points = {s: _point_file(folder, s) for s in todo if _point_file(folder, s).exists()}
     return StudyRun(spec, folder, model_cfg, cfg.batch_size, points, list(state["history"]))
 
 
@@ -237,10 +237,11 @@ def run_study(
     progress: bool = False,
     until: int | None = None,
 ) -> Study:
-    """Train every run of ``params`` (or of ``envs``; up to ``until`` tokens), then evaluate
-    every kept point."""
+    """Train every run of ``params`` (or of ``envs``; up to ``until`` tokens, by default the
+    preset's ``train_up_to``), then evaluate every kept point up to there."""
     models = results_dir("compute_study", params["preset"]) / "models"
     specs = [s for s in run_specs(params) if envs is None or s.env in envs]
+    until = params.get("train_up_to") if until is None else until
     runs = [train_run(spec, params, models, progress, until) for spec in specs]
     histories = [
         history_frame(
@@ -277,7 +278,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     ap.add_argument("--preset", default="cpu")
     ap.add_argument("--only", nargs="*", default=None, metavar="ENV", help="e.g. hopper")
     ap.add_argument("--train-only", action="store_true", help="train and keep weights only")
-    ap.add_argument("--until", type=float, default=None, help="train only to points <= N tokens")
+    ap.add_argument(
+        "--until",
+        type=float,
+        default=None,
+        help="train no point beyond N tokens (default: the preset's train_up_to)",
+    )
     ap.add_argument("--log", default=None, help="append progress to this file")
     args = ap.parse_args(argv)
     logging.basicConfig(
