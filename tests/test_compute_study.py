@@ -124,7 +124,7 @@ def tiny_params(**kw) -> dict:
         "tokens": [1000, 2000], "second_seed_envs": ["hopper"], "second_seed_tokens": [1000],
         "large_envs": ["hopper"], "large_n_embd": 32, "equal_flops_tokens": [2000],
         "horizon": 1, "beam_width": 2, "episodes": 2, "max_episode_steps": 3,
-        "baseline_steps": 5, "seed": 0,
+        "baseline_steps": 5, "seed": 0, "train_up_to": None, "paper_search_at": None,
     }  # fmt: skip
     return {**params, **kw}
 
@@ -196,6 +196,25 @@ def test_study_evaluates_every_kept_point_once_and_reuses_its_episodes(tmp_path,
     monkeypatch.setattr(episodes_module, "evaluate", no_planning)
     again = cs.run_study(tiny_params())
     pd.testing.assert_frame_equal(again.episodes, study.episodes)
+    assert study.paper_search.empty  # paper_search_at: None
+
+
+def test_paper_search_replans_the_base_runs_listed_point_with_the_originals_search(
+    tmp_path, monkeypatch, synthetic_data
+):
+    monkeypatch.setattr(cs, "results_dir", lambda name, preset: tmp_path)
+    monkeypatch.setattr(cs, "data_episode_scores",
+                        lambda params: pd.DataFrame({"env": ["hopper"], "kind": ["medium-replay"],
+                                                     "episode": [0], "score": [1.0]}))  # fmt: skip
+    study = cs.run_study(tiny_params(paper_search_at=[2000], max_episode_steps=2))
+    again = study.paper_search
+    # only seed 0 of the 1 x 16 model, at its 2000-token point; Hopper medium-replay's search
+    assert set(again["model"]) == {"1×16"} and set(again["train_seed"]) == {0}
+    assert set(again["step"]) == {3} and len(again) == 2
+    assert set(again["horizon"]) == {15} and set(again["beam_width"]) == {128}
+    table = report.paper_search_table(again, study.episodes, tiny_params())
+    assert len(table) == 1 and table["preset's search"].iloc[0].endswith("(H1/B2)")
+    assert table["original's search"].iloc[0].endswith("(H15/B128)")
 
 
 # ------------------------------------------------------------------ the notebook

@@ -220,3 +220,35 @@ def plot_equal_flops(points: pd.DataFrame, models: tuple[str, str]):
         ax.legend(frameon=False, fontsize="small", loc="upper left", bbox_to_anchor=(1.0, 1.0))
     fig.tight_layout()
     return fig
+
+
+def paper_search_table(again: pd.DataFrame, episodes: pd.DataFrame, params: dict) -> pd.DataFrame:
+    """Points planned with the preset's search and again with the original's, paired over the
+    same reset seeds: original minus preset, in bold when at least two standard errors."""
+    from ttlib.experiments.d4rl_table import planner_config
+
+    rows = []
+    keys = ["env", "kind", "model", "train_seed", "step"]
+    for key, big in again.groupby(keys, sort=False):
+        env, kind = key[0], key[1]
+        mask = np.logical_and.reduce([episodes[k] == v for k, v in zip(keys, key, strict=True)])
+        small = episodes[mask]
+        pair = pd.concat(
+            [big.set_index("seed")["score"], small.set_index("seed")["score"]],
+            axis=1,
+            join="inner",
+        )
+        d = paper.paired_difference(pair.iloc[:, 0], pair.iloc[:, 1])
+        ours = planner_config(env, kind, params)
+        rows.append(
+            {
+                "Dataset": dataset_label(env, kind),
+                "tokens": tokens_text(int(big["tokens"].iloc[0])),
+                "preset's search": paper.cell(*mean_se(pair.iloc[:, 1].to_numpy()), len(pair))
+                + f" (H{ours.horizon}/B{ours.beam_width})",
+                "original's search": paper.cell(*mean_se(pair.iloc[:, 0].to_numpy()), len(pair))
+                + f" (H{big['horizon'].iloc[0]}/B{big['beam_width'].iloc[0]})",
+                "original − ours": f"**{d.text()}**" if d.clear else d.text(),
+            }
+        )
+    return pd.DataFrame(rows)

@@ -181,11 +181,19 @@ def train_run(
     return StudyRun(spec, folder, model_cfg, cfg.batch_size, points, list(state["history"]))
 
 
-def evaluate_point(run: StudyRun, step: int, params: dict) -> list[dict]:
+# The original's own search (its horizon and beam width per dataset): planner_config scales a
+# preset's planner by the preset's horizon and beam width over these
+PAPER_SEARCH = {"horizon": 15, "beam_width": 128}
+
+
+def evaluate_point(
+    run: StudyRun, step: int, params: dict, search: dict | None = None
+) -> list[dict]:
     """Episodes of the fp16 weights kept at ``step`` (the committed files, so a fresh checkout
-    plans with exactly the weights the published scores came from)."""
+    plans with exactly the weights the published scores came from), planned with the D4RL
+    table's planner, or with ``search`` (horizon, beam width) in its place."""
     model, discretizer, _ = load_checkpoint(run.points[step], device="cpu")
-    planner = planner_config(run.spec.env, run.spec.kind, params)
+    planner = planner_config(run.spec.env, run.spec.kind, {**params, **(search or {})})
     key = {
         "run": run.folder.name,
         "step": step,
@@ -228,6 +236,35 @@ class Study:
     episodes: pd.DataFrame  # one row per evaluation episode of a kept point (seed: its reset)
     references: pd.DataFrame  # data, BC and IQL episodes per dataset
     histories: pd.DataFrame  # training losses of every run, long format
+    paper_search: pd.DataFrame  # episodes of points planned again with the original's search
+
+
+def _labels(r: StudyRun, step: int) -> dict:
+    flops = train_flops_per_token(r.model_cfg)
+    labels = {"env": r.spec.env, "kind": r.spec.kind, "model": r.label}
+    labels["train_seed"] = r.spec.seed
+    labels |= {"step": step, "tokens": r.tokens(step), "flops": r.tokens(step) * flops}
+    labels["paper_tokens"] = paper_tokens(r.spec.env, r.spec.kind, r.model_cfg.block_size)
+    return labels
+
+
+def paper_search_episodes(runs: Sequence[StudyRun], params: dict) -> pd.DataFrame:
+    """The base runs' points at the preset's ``paper_search_at`` tokens planned again with the
+    original's horizon and beam width (a preset cuts them to save CPU time): how much of the
+    gap to the paper the smaller search accounts for. Same reset seeds as the points' own
+    episodes, so the two pair up."""
+    rows = []
+    for r in runs:
+        if (r.spec.seed, r.spec.n_embd) != (int(params["seed"]), int(params["n_embd"])):
+            continue
+        per_step = r.batch_size * r.model_cfg.block_size  # as train_run places the points
+        wanted = {max(1, round(t / per_step)) for t in params.get("paper_search_at") or ()}
+        for step in sorted(wanted & set(r.points)):
+            planner = planner_config(r.spec.env, r.spec.kind, {**params, **PAPER_SEARCH})
+            search = {"horizon": planner.horizon, "beam_width": planner.beam_width}
+            for i, ep in enumerate(evaluate_point(r, step, params, PAPER_SEARCH)):
+                rows.append({**_labels(r, step), **search, "episode": i, **ep})
+    return pd.DataFrame(rows)
 
 
 def run_study(
@@ -251,20 +288,16 @@ def run_study(
     ]
     rows, refs = [], []
     for r in runs if not train_only else []:
-        flops = train_flops_per_token(r.model_cfg)
         for step in sorted(r.points):
-            labels = {"env": r.spec.env, "kind": r.spec.kind, "model": r.label}
-            labels["train_seed"] = r.spec.seed
-            labels |= {"step": step, "tokens": r.tokens(step), "flops": r.tokens(step) * flops}
-            labels["paper_tokens"] = paper_tokens(r.spec.env, r.spec.kind, r.model_cfg.block_size)
             for i, ep in enumerate(evaluate_point(r, step, params)):
-                rows.append({**labels, "episode": i, **ep})
+                rows.append({**_labels(r, step), "episode": i, **ep})
     for env, kind in dict.fromkeys((s.env, s.kind) for s in specs) if not train_only else []:
         refs.append(reference_scores(env, kind, params))
     return Study(
         pd.DataFrame(rows),
         pd.concat(refs, ignore_index=True) if refs else pd.DataFrame(),
         pd.concat(histories, ignore_index=True) if histories else pd.DataFrame(),
+        paper_search_episodes(runs, params) if not train_only else pd.DataFrame(),
     )
 
 
