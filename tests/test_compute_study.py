@@ -124,7 +124,8 @@ def tiny_params(**kw) -> dict:
         "tokens": [1000, 2000], "second_seed_envs": ["hopper"], "second_seed_tokens": [1000],
         "large_envs": ["hopper"], "large_n_embd": 32, "equal_flops_tokens": [2000],
         "horizon": 1, "beam_width": 2, "episodes": 2, "max_episode_steps": 3,
-        "baseline_steps": 5, "seed": 0, "train_up_to": None, "paper_search_at": None,
+        "baseline_steps": 5, "seed": 0, "train_up_to": None, "paper_search_envs": None,
+        "paper_search_at": None,
     }  # fmt: skip
     return {**params, **kw}
 
@@ -206,7 +207,8 @@ def test_paper_search_replans_the_base_runs_listed_point_with_the_originals_sear
     monkeypatch.setattr(cs, "data_episode_scores",
                         lambda params: pd.DataFrame({"env": ["hopper"], "kind": ["medium-replay"],
                                                      "episode": [0], "score": [1.0]}))  # fmt: skip
-    study = cs.run_study(tiny_params(paper_search_at=[2000], max_episode_steps=2))
+    params = tiny_params(paper_search_envs=["hopper"], paper_search_at=[2000], max_episode_steps=2)
+    study = cs.run_study(params)
     again = study.paper_search
     # only seed 0 of the 1 x 16 model, at its 2000-token point; Hopper medium-replay's search
     assert set(again["model"]) == {"1×16"} and set(again["train_seed"]) == {0}

@@ -249,13 +249,15 @@ def _labels(r: StudyRun, step: int) -> dict:
 
 
 def paper_search_episodes(runs: Sequence[StudyRun], params: dict) -> pd.DataFrame:
-    """The base runs' points at the preset's ``paper_search_at`` tokens planned again with the
-    original's horizon and beam width (a preset cuts them to save CPU time): how much of the
-    gap to the paper the smaller search accounts for. Same reset seeds as the points' own
-    episodes, so the two pair up."""
+    """The base runs' points (on the preset's ``paper_search_envs``) at its ``paper_search_at``
+    tokens planned again with the original's horizon and beam width (a preset cuts them to
+    save CPU time): how much of the gap to the paper the smaller search accounts for. Same
+    reset seeds as the points' own episodes, so the two pair up."""
     rows = []
     for r in runs:
         if (r.spec.seed, r.spec.n_embd) != (int(params["seed"]), int(params["n_embd"])):
+            continue
+        if r.spec.env not in (params.get("paper_search_envs") or ()):
             continue
         per_step = r.batch_size * r.model_cfg.block_size  # as train_run places the points
         wanted = {max(1, round(t / per_step)) for t in params.get("paper_search_at") or ()}
