@@ -35,6 +35,7 @@ PAGES = {
     "experiments/d4rl.html": "D4RL locomotion: the offline-RL table",
     "experiments/maze_q.html": "Q-guided beam search on sparse-reward mazes",
     "compute.html": "How much compute does TT need?",
+    "experiments/compute_study.html": "Score against training tokens",
 }
 FIGURES = ("tokenisation.svg", "discretizers.svg", "beam_search.svg")
 MATHJAX = "_static/mathjax/tex-svg-full.js"
