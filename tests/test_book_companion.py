@@ -20,16 +20,10 @@ from pathlib import Path
 
 import pytest
 
+from ttlib.experiments.presets import EXPERIMENTS  # every experiment page
+
 ROOT = Path(os.environ.get("TTLIB_BOOK_TEST_ROOT", Path(__file__).resolve().parent.parent))
-EXPERIMENTS = (
-    "prediction",
-    "attention",
-    "imitation",
-    "goal_reaching",
-    "d4rl",
-    "maze_q",
-    "compute_study",
-)
+
 VERDICTS = ("reproduced", "partly", "not at this scale")
 MAX_COLUMNS = 6  # a table of at most six columns fits the content column at 1280 px
 BOX_TITLE = "The paper’s claim and this run"  # smart quotes are on in the book
