@@ -23,7 +23,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ttlib.errors import ConfigError
-from ttlib.kvcache import KVCache, shared_prefix_attention
+from ttlib.kvcache import KVCache, shared_prefix_attention, value_keys
 
 
 @dataclass
@@ -77,12 +77,10 @@ MIN_QUERY_SPLIT = 32
 def causal_attention_in_halves(q, k, v, allowed: torch.Tensor, dropout_p: float = 0.0):
     """SDPA of a whole window (no cache) in two query halves; ``allowed`` (T, T) is causal.
 
-    The CPU kernels (flash without dropout, math with it) compute every query against every
-    key and mask afterwards: at the training window (249 tokens) a key block of 512 covers the
-    whole window, so the causal upper triangle costs as much as the lower one. The first half
-    of the queries cannot see the second half of the keys, so it is computed against the
-    first half only: 3/8 instead of 1/2 of the score matrix is wasted. Same result up to
-    float rounding (the softmax sums run over fewer masked zeros).
+    The CPU kernels compute every query against every key and mask afterwards, so the causal
+    upper triangle costs as much as the lower one. The first half of the queries cannot see
+    the second half of the keys: computing it against the first half only wastes 3/8 instead
+    of 1/2 of the score matrix. Same result up to float rounding.
     """
     h = q.shape[2] // 2
     first = F.scaled_dot_product_attention(
@@ -186,9 +184,6 @@ class TrajectoryGPT(nn.Module):
                 nn.init.zeros_(module.bias)
         elif isinstance(module, nn.Embedding):
             nn.init.normal_(module.weight, mean=0.0, std=0.02)
-        elif isinstance(module, nn.LayerNorm):
-            nn.init.ones_(module.weight)
-            nn.init.zeros_(module.bias)
 
     @property
     def n_params(self) -> int:
@@ -198,24 +193,13 @@ class TrajectoryGPT(nn.Module):
         p = self.pos_emb
         return KVCache(self.config, batch_size, device=p.device, dtype=p.dtype)
 
-    # ------------------------------------------------------------------ masks
     def attention_mask(self, start: int, n_new: int, device=None) -> torch.Tensor:
-        """Boolean (n_new, start + n_new) mask: True where a query may attend to a key.
-
-        Causal, and (if ``mask_values``) no query sees a value-token key: V_t is a sum of
-        future rewards, so attending to it would leak the future during training.
-        """
-        c = self.config
+        """Boolean (n_new, start + n_new) mask: True where a query may attend to a key (causal,
+        value tokens hidden: :func:`ttlib.kvcache.value_keys`)."""
         q = torch.arange(start, start + n_new, device=device)[:, None]
         k = torch.arange(start + n_new, device=device)[None, :]
-        allowed = k <= q
-        if c.mask_values:
-            traj = k - c.goal_dim
-            is_value = (traj >= 0) & (traj % c.transition_dim == c.transition_dim - 1)
-            allowed = allowed & ~is_value
-        return allowed
+        return (k <= q) & ~value_keys(self.config, k)
 
-    # ---------------------------------------------------------------- forward
     def forward(
         self,
         idx: torch.Tensor,
@@ -291,14 +275,10 @@ class TrajectoryGPT(nn.Module):
         if T == 1:  # one decoded token (beam search): a single matrix-vector product
             return x @ self.head[t0 % td].T
         lead = t0 % td
-        total = lead + T
-        pad_back = (-total) % td
-        x = F.pad(x, (0, 0, lead, pad_back))
-        x = x.view(B, -1, td, E)
+        x = F.pad(x, (0, 0, lead, (-(lead + T)) % td)).view(B, -1, td, E)
         logits = torch.einsum("bnte,tve->bntv", x, self.head)
         return logits.reshape(B, -1, self.config.n_bins + 1)[:, lead : lead + T]
 
-    # ----------------------------------------------------------- optimiser
     def configure_optimizer(self, lr: float, weight_decay: float, betas=(0.9, 0.95)):
         """AdamW with decay on weight matrices (linear layers, heads) only, like minGPT."""
         decay, no_decay = [], []
@@ -311,7 +291,6 @@ class TrajectoryGPT(nn.Module):
         ]
         return torch.optim.AdamW(groups, lr=lr, betas=betas)
 
-    # --------------------------------------------------------------- analysis
     @torch.no_grad()
     def attention_maps(self, idx: torch.Tensor, goal: torch.Tensor | None = None) -> torch.Tensor:
         """Attention weights (n_layer, B, n_head, T, T) for a full forward pass of ``idx``."""
