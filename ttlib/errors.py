@@ -44,6 +44,12 @@ class OutputError(TTLibError, OSError):
     """An output location that cannot be written (a file where a folder is needed, read-only)."""
 
 
+def summary(err: BaseException) -> str:
+    """``Type: first line`` of an exception (library errors can run to many lines)."""
+    first = (str(err).strip().splitlines() or [""])[0]
+    return f"{type(err).__name__}: {first}" if first else type(err).__name__
+
+
 # ------------------------------------------------------------ range checks for config fields
 def is_int(value) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)

@@ -13,7 +13,7 @@ from typing import Any
 
 import torch
 
-from ttlib.errors import CheckpointError, CheckpointNotFoundError, OutputError
+from ttlib.errors import CheckpointError, CheckpointNotFoundError, OutputError, summary
 
 
 def _atomic(path: Path, write) -> Path:
@@ -133,7 +133,4 @@ def model_file_errors(path: str | Path, what: str):
     except CheckpointError:
         raise
     except (KeyError, TypeError, ValueError, AttributeError, IndexError, RuntimeError) as err:
-        first = (str(err).strip().splitlines() or [""])[0]
-        raise CheckpointError(
-            f"{path} is not a valid {what} ({type(err).__name__}: {first}); remake it"
-        ) from err
+        raise CheckpointError(f"{path} is not a valid {what} ({summary(err)}); remake it") from err
