@@ -55,6 +55,19 @@ def save_model(module: torch.nn.Module, fmt: str, path: str | Path) -> Path:
     return save_torch(state, path)
 
 
+def load_model(cls, config_cls, fmt: str, path: str | Path, what: str):
+    """The ``cls(obs_dim, act_dim, config)`` that :func:`save_model` wrote as ``fmt``, in eval
+    mode; a file that is not one is a CheckpointError naming it."""
+    state = load_torch_file(path, what)
+    if not isinstance(state, dict) or state.get("format") != fmt:
+        raise CheckpointError(f"{path} is not a {what} file (format {fmt})")
+    with model_file_errors(path, what):
+        config = config_cls(**dict(state["config"]) | {"hidden": tuple(state["config"]["hidden"])})
+        model = cls(int(state["obs_dim"]), int(state["act_dim"]), config)
+        model.load_state_dict(state["state_dict"])
+    return model.eval()
+
+
 def save_json(obj: Any, path: str | Path) -> Path:
     data = (json.dumps(obj, indent=2, sort_keys=False, default=str) + "\n").encode()
     return _atomic(Path(path), lambda f: f.write(data))
