@@ -20,9 +20,7 @@ from ttlib.memory import parse_bytes
 from ttlib.search import MODES
 
 
-# ---------------------------------------------------------------- option types
-# Each checks its range when the command line is parsed, before any work, so a bad value is
-# one line naming the option and what it allows (argparse adds "argument --name: ").
+# Option types check their range when the command line is parsed, before any work.
 def _number(convert, ok, allowed: str):
     """An option type: ``convert(text)`` if it converts and passes ``ok``, else an error."""
 
@@ -61,7 +59,6 @@ def _check_model_shape(args: argparse.Namespace) -> None:
         )
 
 
-# ---------------------------------------------------------------- make-policies
 def _run_make_policies(args: argparse.Namespace) -> int:
     from ttlib.datagen import policies
     from ttlib.io import check_output_dir
@@ -98,43 +95,26 @@ def _run_make_policies(args: argparse.Namespace) -> int:
 
 
 def add_make_policies(sub) -> argparse.ArgumentParser:
-    p = sub.add_parser(
-        "make-policies", help="train SAC behaviour policies (resumable) and pick medium/expert"
-    )
+    p = sub.add_parser("make-policies", help="train SAC behaviour policies, pick medium/expert")
     envs = list(LOCOMOTION_ENVS)
     p.add_argument("--env", nargs="+", default=envs, help=f"locomotion envs ({', '.join(envs)})")
     p.add_argument("--total-steps", type=_positive_int, default=200_000)
     p.add_argument("--checkpoint-every", type=_positive_int, default=10_000)
-    p.add_argument(
-        "--stop-score",
-        type=float,
-        default=None,
-        help="stop training once a checkpoint's D4RL-normalised return (x100) reaches this",
-    )
+    p.add_argument("--stop-score", type=float, help="stop at this D4RL-normalised return x100")
     p.add_argument("--seed", type=_count, default=0)
     p.add_argument("--cache-dir", default="cache/policies", help="big resumable checkpoints")
     p.add_argument("--out-dir", default="results/policies", help="small committed policy files")
-    p.add_argument(
-        "--finalize-only",
-        action="store_true",
-        help="skip training; select and evaluate from the checkpoints that exist",
-    )
-    p.add_argument(
-        "--train-only",
-        action="store_true",
-        help="train (or resume) only; choose medium/expert later with --finalize-only",
-    )
+    p.add_argument("--finalize-only", action="store_true", help="choose from existing chunks")
+    p.add_argument("--train-only", action="store_true", help="train; choose with --finalize-only")
     p.add_argument(
         "--save-early",
         action="store_true",
-        help="copy from the local cache what --finalize-only needs on a fresh machine "
-        "(replay prefix, early and best actors) into OUT_DIR/<env>/early/, then stop",
+        help="copy what --finalize-only needs on a fresh machine into OUT_DIR/<env>/early/",
     )
     p.set_defaults(func=_run_make_policies, command="make-policies")
     return p
 
 
-# ---------------------------------------------------------------- make-data, data-summary
 def _run_make_data(args: argparse.Namespace) -> int:
     from ttlib.data import minari_root
     from ttlib.datagen.datasets_gen import GenConfig, make_datasets
@@ -155,15 +135,11 @@ def _run_make_data(args: argparse.Namespace) -> int:
 
 def add_make_data(sub) -> argparse.ArgumentParser:
     p = sub.add_parser(
-        "make-data", help="generate D4RL-style Minari datasets into MINARI_DATASETS_PATH"
+        "make-data", help="generate D4RL-style Minari datasets (MINARI_DATASETS_PATH)"
     )
     p.add_argument("--env", nargs="+", default=None, help="env names (default: all)")
-    p.add_argument(
-        "--kind", nargs="+", default=None, help="dataset kinds (default: all kinds of each env)"
-    )
-    p.add_argument(
-        "--transitions", type=_positive_int, default=100_000, help="transitions per dataset"
-    )
+    p.add_argument("--kind", nargs="+", help="dataset kinds (default: all kinds of each env)")
+    p.add_argument("--transitions", type=_positive_int, default=100_000, help="per dataset")
     p.add_argument("--seed", type=_count, default=0)
     p.add_argument("--policy-dir", default="results/policies")
     p.add_argument("--overwrite", action="store_true", help="replace datasets that exist")
@@ -194,7 +170,6 @@ def add_data_summary(sub) -> argparse.ArgumentParser:
     return p
 
 
-# ---------------------------------------------------------------- train
 def _run_train(args: argparse.Namespace) -> int:
     from ttlib.data import DataConfig, SequenceDataset, load_episodes
     from ttlib.io import check_output_dir
@@ -254,7 +229,6 @@ def add_train(sub) -> argparse.ArgumentParser:
     return p
 
 
-# ---------------------------------------------------------------- plan
 def _check_model_fits(model, ckpt: dict, args: argparse.Namespace, obs_keys: list[str]) -> None:
     """Everything that can be checked before the first env step: dims, block, mode."""
     from ttlib.envs import make_env
@@ -328,13 +302,9 @@ def _run_plan(args: argparse.Namespace) -> int:
         if path:
             check_output_file(path, option)
     config = PlannerConfig(
-        mode=args.mode,
-        horizon=args.horizon,
-        beam_width=args.beam_width,
-        n_expand=args.n_expand,
+        **{k: getattr(args, k) for k in ("mode", "horizon", "beam_width", "n_expand", "k_act")},
         max_context_transitions=args.context,
         cdf_act=None if args.cdf_act <= 0 else args.cdf_act,
-        k_act=args.k_act,
         seed=args.seed,
     ).validate()
     if args.threads is not None:
@@ -360,15 +330,11 @@ def _run_plan(args: argparse.Namespace) -> int:
     )
     print(f"{args.env} ({args.mode}): {_describe(result)}")
     if args.out:
-        record = result.summary() | {
-            "returns": result.returns.tolist(),
-            "lengths": result.lengths.tolist(),
-            "scores": None if result.scores is None else result.scores.tolist(),
-            "success": None if result.success is None else result.success.tolist(),
-            "planner": vars(config),
-            "checkpoint": str(args.checkpoint),
-        }
-        save_json(record, args.out)
+        per_episode = ("returns", "lengths", "scores", "success")
+        record = {k: getattr(result, k) for k in per_episode}
+        record = {k: None if v is None else v.tolist() for k, v in record.items()}
+        record |= {"planner": vars(config), "checkpoint": str(args.checkpoint)}
+        save_json(result.summary() | record, args.out)
     if args.video and result.frames:
         print(f"video: {save_video(result.frames[0], args.video)}")
     return 0
@@ -390,18 +356,12 @@ def add_plan(sub) -> argparse.ArgumentParser:
     p.add_argument("--seed", type=_count, default=0)
     p.add_argument("--q-checkpoint", default=None, help="IQL model for --mode q")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
-    p.add_argument(
-        "--threads",
-        type=_positive_int,
-        default=None,
-        help="torch CPU threads; 1 is much faster when other jobs share the cores",
-    )
+    p.add_argument("--threads", type=_positive_int, help="torch CPU threads (1 on busy cores)")
     p.add_argument(
         "--memory-limit",
         type=_memory_size,
-        default=None,
-        help="refuse settings estimated above this (e.g. 8G); default: "
-        "$TTLIB_MEMORY_LIMIT or 3/4 of the memory available",
+        help="refuse settings estimated above this (e.g. 8G); default $TTLIB_MEMORY_LIMIT or 3/4 "
+        "of the memory available",
     )
     p.add_argument("--out", default=None, help="write the results as JSON here")
     p.add_argument("--video", default=None, help="save episode 0 as a GIF here")
@@ -410,7 +370,6 @@ def add_plan(sub) -> argparse.ArgumentParser:
     return p
 
 
-# ---------------------------------------------------------------- reproduce
 def _run_reproduce(args: argparse.Namespace) -> int:
     from ttlib.experiments.reproduce import executed_dir, reproduce
     from ttlib.io import check_output_dir
@@ -429,7 +388,6 @@ def add_reproduce(sub) -> argparse.ArgumentParser:
     return p
 
 
-# ---------------------------------------------------------------- the entry point
 COMMANDS = (add_make_policies, add_make_data, add_data_summary, add_train, add_plan, add_reproduce)
 
 # The exceptions that bad input causes. Each is reported as one line,
@@ -470,9 +428,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"ttlib {args.command}: error: {message}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print(
-            f"ttlib {args.command}: interrupted; rerun the same command to resume", file=sys.stderr
-        )
+        print(f"ttlib {args.command}: interrupted; rerun it to resume", file=sys.stderr)
         return 130
 
 
