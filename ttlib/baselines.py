@@ -1,13 +1,9 @@
 """What the Trajectory Transformer is compared with: behaviour cloning and a one-step model.
 
-* :class:`BehaviourCloning`: an MLP policy fit to the data's actions (MSE, or a Gaussian
-  likelihood), the paper's BC row.
-* :class:`ProbabilisticDynamics`: a single-step Gaussian MLP over (Δs, r) given (s, a), the
-  PETS/MBPO-style model of the paper's long-horizon prediction figure. ``rollout`` feeds its
-  own mean predictions back open-loop, which is where compounding errors show.
-
-Both standardise inputs and targets with the training data's statistics internally, so they
-take and return raw values; both save as tensors + plain dicts (``weights_only=True``).
+:class:`BehaviourCloning` is the paper's BC row (MSE or Gaussian likelihood);
+:class:`ProbabilisticDynamics` the PETS/MBPO-style Gaussian MLP over (Δs, r) of the paper's
+long-horizon prediction figure, whose open-loop ``rollout`` shows compounding errors. Both
+standardise with the training data's statistics internally, so they take raw values.
 """
 
 from __future__ import annotations

@@ -1,11 +1,9 @@
 """From Minari datasets to token windows for the Trajectory Transformer.
 
-The pipeline follows the paper's code: episodes → joined transitions [s, a, r, V] with a
-terminal penalty and discounted reward-to-go V → one discretizer fit on all of them →
-fixed-length windows of ``n_transitions`` starting at every step but an episode's last,
-padded with the stop token after the episode ends. As in the original, the model is trained
-on those stop tokens (that is how it learns that an episode can end, e.g. when Hopper falls);
-only positions past ``max_path_length`` carry no loss.
+As the paper's code: episodes → transitions [s, a, r, V] (terminal penalty, discounted
+reward-to-go V) → one discretizer fit on all → windows of ``n_transitions`` padded with stop
+tokens, which are trained on (that is how the model learns that an episode can end); only
+positions past ``max_path_length`` carry no loss.
 """
 
 from __future__ import annotations

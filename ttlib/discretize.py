@@ -178,12 +178,8 @@ class UniformDiscretizer(Discretizer):
 
 
 class QuantileDiscretizer(Discretizer):
-    """K equal-mass bins: edge i is the (i/K)-th order statistic, the last edge the maximum.
-
-    When n is a multiple of K this is exactly the original code's ``sort(x)[::n/K]`` plus
-    the maximum. Dimensions with few distinct values get repeated edges; a value then falls
-    in the last of the tied bins, which keeps encode/decode consistent.
-    """
+    """K equal-mass bins: edge i is the (i/K)-th order statistic (the original's
+    ``sort(x)[::n/K]``), the last edge the maximum; a value on tied edges takes the last bin."""
 
     kind = "quantile"
 

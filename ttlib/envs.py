@@ -85,11 +85,8 @@ def maze_map(name: str) -> list[list[int]]:
 
 
 def make_env(name: str, **kw) -> gym.Env:
-    """Build the gymnasium env behind a ttlib env name; `kw` goes to `gym.make`.
-
-    Maze envs are PointMaze with a sparse reward and `continuing_task=False`, so an episode
-    terminates when the goal is reached, like D4RL's goal-reaching tasks.
-    """
+    """The gymnasium env behind a ttlib env name (`kw` to `gym.make`); mazes are PointMaze with
+    a sparse reward, ending when the goal is reached like D4RL's goal-reaching tasks."""
     check_env_name(name)
     if name in LOCOMOTION_ENVS:
         if kw.get("render_mode") == "rgb_array":  # frames follow the body (the XML's camera)

@@ -56,10 +56,8 @@ def is_int(value) -> bool:
 
 
 def check_positive(where: str, **values) -> None:
-    """ConfigError unless every given value (None skipped) is an integer >= 1.
-
-    ``where`` names the owner (``TrainConfig``, ``--steps``) so the message says what to fix.
-    """
+    """ConfigError naming ``where`` (``TrainConfig``) unless every value (None skipped) is an
+    integer >= 1."""
     for name, value in values.items():
         if value is not None and not (is_int(value) and value >= 1):
             raise ConfigError(f"{where} {name}={value!r}: must be an integer >= 1")

@@ -87,12 +87,8 @@ def _writable(folder: Path) -> bool:
 
 
 def check_output_dir(path: str | Path, what: str, shown: Path | None = None) -> Path:
-    """Raise OutputError unless ``path`` is, or could be created as, a writable folder.
-
-    Called before any work, so a run does not find out at its end that it cannot save.
-    Creates nothing: a folder that does not exist yet is judged by its nearest existing parent.
-    ``what`` names the option (``--out``) in the message, with ``shown`` (default ``path``).
-    """
+    """OutputError unless ``path`` is, or could be made as, a writable folder: checked before
+    any work, creating nothing. ``what`` names the option (``--out``), ``shown`` the path."""
     path = Path(path)
     shown = shown or path
     if shown == path and path.exists() and not path.is_dir():
@@ -117,9 +113,8 @@ def check_output_file(path: str | Path, what: str) -> Path:
 
 
 def load_torch_file(path: str | Path, what: str, error: type[CheckpointError] = CheckpointError):
-    """:func:`load_torch` for user-given files: a missing, truncated or unsafe file becomes one
-    ``error`` line naming the file. torch's own message is left out: it is many lines, and for
-    a file with pickled objects it suggests ``weights_only=False``, which runs arbitrary code."""
+    """:func:`load_torch` for user-given files: a bad one is one ``error`` line naming it
+    (torch's own message is many lines and suggests ``weights_only=False``, which is unsafe)."""
     path = Path(path)
     if not path.exists():
         raise CheckpointNotFoundError(f"no {what} at {path}")
@@ -138,9 +133,8 @@ def load_torch_file(path: str | Path, what: str, error: type[CheckpointError] = 
 
 @contextmanager
 def model_file_errors(path: str | Path, what: str):
-    """Turn what a well-formed torch file with the wrong contents raises while a model is built
-    from it (a missing key, a tensor of another shape, a config field of the wrong type) into
-    one CheckpointError line naming the file."""
+    """What a torch file with the wrong contents raises while a model is built from it, as one
+    CheckpointError line naming the file."""
     try:
         yield
     except CheckpointError:

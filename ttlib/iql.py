@@ -84,11 +84,8 @@ class Transitions:
 
 
 def transitions_from_episodes(episodes: list[Episode]) -> Transitions:
-    """Consecutive steps of every episode; s' of a true terminal is irrelevant (done = 1).
-
-    Episodes store no observation after their last action, so the last step of a time-limited
-    episode has no s' and is dropped (as D4RL's q-learning datasets drop it).
-    """
+    """Consecutive steps of every episode (done = 1 at a true terminal); a time-limited
+    episode's last step has no s' and is dropped, as in D4RL's q-learning datasets."""
     obs, act, rew, nxt, done = [], [], [], [], []
     for ep in episodes:
         T = len(ep)

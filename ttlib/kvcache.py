@@ -77,12 +77,9 @@ class KVCache:
         return self._spare.pop(shape, None) or (new(), new())
 
     def select(self, index: torch.Tensor) -> KVCache:
-        """Keep rows ``index`` (may repeat rows or change the batch size), in place.
-
-        Copies only the positions in use, into buffers kept from an earlier reorder of the same
-        shape (beam search alternates between two batch sizes; reuse avoids page faults). With
-        a shared prefix every new row must come from a row of its own group.
-        """
+        """Keep rows ``index`` (repeats allowed) in place, copying only the positions in use into
+        spare buffers of the same shape (reuse avoids page faults); with a shared prefix every
+        row must come from its own group."""
         L, B, H, cap, hd = self.k.shape
         n_new = index.shape[0]
         if self.shared:

@@ -1,16 +1,11 @@
 """The Trajectory Transformer: a GPT over discretised transitions [s, a, r, V].
 
-Reads like minGPT, with four additions the paper needs:
-
-* every dimension of the transition has its own K-token vocabulary (token id = bin + K·index),
-  plus one shared stop token;
-* one output head per position-in-transition (a batched linear layer, as in the original);
-* attention *to* value tokens is masked, because V is a return-to-go that leaks the future;
-* a KV cache (:mod:`ttlib.kvcache`), so beam search appends one token per forward pass
-  instead of re-running the whole window for every sampled token as the original code does.
-
-Token ids given to the model are *raw* bins in [0, K] (K = stop); the model adds the offsets.
-An optional goal prefix (``goal_dim`` tokens) sits before the trajectory for goal reaching.
+minGPT plus what the paper needs: every dimension of the transition has its own K-token
+vocabulary (token id = bin + K·index) and one shared stop token; one output head per
+position-in-transition; attention *to* value tokens is masked (V leaks the future); a KV cache
+(:mod:`ttlib.kvcache`), so beam search appends one token per forward pass instead of re-running
+the window for every token as the original does. Inputs are *raw* bins in [0, K] (K = stop);
+an optional goal prefix (``goal_dim`` tokens) sits before the trajectory.
 """
 
 from __future__ import annotations
@@ -178,12 +173,10 @@ class TrajectoryGPT(nn.Module):
 
     @staticmethod
     def _init_weights(module):
-        if isinstance(module, nn.Linear):
+        if isinstance(module, nn.Linear | nn.Embedding):
             nn.init.normal_(module.weight, mean=0.0, std=0.02)
-            if module.bias is not None:
-                nn.init.zeros_(module.bias)
-        elif isinstance(module, nn.Embedding):
-            nn.init.normal_(module.weight, mean=0.0, std=0.02)
+        if isinstance(module, nn.Linear) and module.bias is not None:
+            nn.init.zeros_(module.bias)
 
     @property
     def n_params(self) -> int:
@@ -231,23 +224,17 @@ class TrajectoryGPT(nn.Module):
                 "crop the context (the planner does this automatically)"
             )
         pos = torch.arange(t0, t0 + T, device=idx.device)
-        if T == 1 and cache is not None and not x_parts:  # one decoded token: fewer small ops
-            offset = (t0 % c.transition_dim) * c.n_bins
-            tok = torch.where(idx >= c.n_bins, c.vocab_size - 1, idx + offset)
-            x = self.drop(self.tok_emb(tok) + self.pos_emb[:, t0 : t0 + 1])
-            # The shared-prefix path adds the mask to its scores; the other one takes booleans.
-            if cache.shared:
-                allowed = cache.key_bias[: start + 1]
-            else:
-                allowed = cache.visible[None, : start + 1]
-        else:
-            dim_index = pos % c.transition_dim
-            tok = torch.where(
-                idx >= c.n_bins, torch.full_like(idx, c.vocab_size - 1), idx + dim_index * c.n_bins
-            )
-            x_parts.append(self.tok_emb(tok) + self.pos_emb[:, t0 : t0 + T])
-            x = self.drop(torch.cat(x_parts, dim=1) if len(x_parts) > 1 else x_parts[0])
+        decoding = T == 1 and cache is not None and not x_parts  # one token: fewer small ops
+        offset = (t0 % c.transition_dim if decoding else pos % c.transition_dim) * c.n_bins
+        tok = torch.where(idx >= c.n_bins, c.vocab_size - 1, idx + offset)
+        x_parts.append(self.tok_emb(tok) + self.pos_emb[:, t0 : t0 + T])
+        x = self.drop(torch.cat(x_parts, dim=1) if len(x_parts) > 1 else x_parts[0])
+        if not decoding:
             allowed = self.attention_mask(start, x.shape[1], device=idx.device)
+        elif cache.shared:  # the shared-prefix path adds the mask to its scores
+            allowed = cache.key_bias[: start + 1]
+        else:
+            allowed = cache.visible[None, : start + 1]
         for i, block in enumerate(self.blocks):
             x = block(x, allowed, cache, i)
         if cache is not None:

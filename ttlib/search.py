@@ -167,9 +167,6 @@ def beam_search(
     table = torch.as_tensor(discretizer.centres, dtype=anchor.dtype, device=anchor.device)
     r_dim, v_dim = [td - 2], [td - 1]
 
-    def expectation(probs: torch.Tensor, dims: list[int]) -> torch.Tensor:
-        return discretizer.expectation(probs[:, None, :], dims)[:, 0]
-
     def action_token(logits: torch.Tensor, rank: torch.Tensor | None):
         return choose_tokens(
             filter_top_k(filter_cdf(logits, cfg.cdf_act), cfg.k_act), rank, generator
@@ -198,6 +195,14 @@ def beam_search(
             return
         log_prob = log_prob + logits.log_softmax(-1).gather(-1, tok[:, None]).squeeze(-1)
 
+    def read(logits: torch.Tensor, dims: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Reward or value: its expectation under the raw distribution scores the candidate;
+        the most likely token continues the sequence (top-1, as in the original)."""
+        probs = logits.softmax(-1)
+        tok = probs.argmax(-1)
+        add_log_prob(logits, tok)
+        return discretizer.expectation(probs[:, None, :], dims)[:, 0], tok
+
     for t in range(H):
         if t > 0:  # expand: every surviving beam gets X copies
             rows = torch.arange(R, device=logits.device).repeat_interleave(X)
@@ -216,17 +221,9 @@ def beam_search(
             add_log_prob(logits, tok)
             logits = window.feed(tok[:, None])
 
-        # Reward and value: expectations under the raw distributions score the candidate;
-        # the most likely tokens continue the sequence (top-1, as in the original).
-        probs = logits.softmax(-1)
-        r = expectation(probs, r_dim)
-        r_tok = probs.argmax(-1)
-        add_log_prob(logits, r_tok)
+        r, r_tok = read(logits, r_dim)
         logits = window.feed(r_tok[:, None])
-        probs = logits.softmax(-1)
-        v = expectation(probs, v_dim)
-        v_tok = probs.argmax(-1)
-        add_log_prob(logits, v_tok)
+        v, v_tok = read(logits, v_dim)
 
         if cfg.mode == "reward":
             score = cum_reward + gamma**t * r + gamma ** (t + 1) * v
