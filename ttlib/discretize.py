@@ -67,11 +67,6 @@ class Discretizer:
         e = self._check_fitted()
         return 0.5 * (e[:, :-1] + e[:, 1:])
 
-    @property
-    def widths(self) -> np.ndarray:
-        e = self._check_fitted()
-        return e[:, 1:] - e[:, :-1]
-
     def encode(self, x: np.ndarray, dims: Sequence[int] | slice | None = None) -> np.ndarray:
         """Bin ids in [0, K-1] of values (..., D') of dimensions ``dims``: the last edge each
         value reaches, clipped (below the minimum: bin 0; above the maximum: bin K-1)."""
@@ -159,12 +154,6 @@ class Discretizer:
         disc.edges = edges.numpy().astype(np.float64)
         disc.bin_means = means.numpy().astype(np.float64)
         return disc
-
-    def fingerprint(self) -> str:
-        """A short hash of the edges, to tell discretizers fit on different data apart."""
-        import hashlib
-
-        return hashlib.sha1(self._check_fitted().tobytes()).hexdigest()[:12]
 
 
 class UniformDiscretizer(Discretizer):
