@@ -75,10 +75,6 @@ class EvalResult:
     seconds: float
     frames: list[np.ndarray] = field(default_factory=list)  # (T, H, W, 3) per recorded episode
 
-    @property
-    def env_steps_per_s(self) -> float:
-        return float(self.lengths.sum() / max(self.seconds, 1e-9))
-
     def summary(self) -> dict:
         out = {"env": self.env_name, "episodes": len(self.returns)}
         out["return_mean"], out["return_se"] = mean_se(self.returns)
@@ -87,7 +83,7 @@ class EvalResult:
         if self.success is not None:
             out["success_mean"], out["success_se"] = mean_se(self.success.astype(float))
         out["env_steps"] = int(self.lengths.sum())
-        out["env_steps_per_s"] = self.env_steps_per_s
+        out["env_steps_per_s"] = float(self.lengths.sum() / max(self.seconds, 1e-9))
         return out
 
 
