@@ -211,15 +211,8 @@ def evaluate(
     for e in envs:
         e.close()
     scores = normalized_score(env_name, returns) if env_name in REF_SCORES else None
-    return EvalResult(
-        env_name=env_name,
-        returns=returns,
-        lengths=lengths,
-        scores=scores,
-        success=success,
-        seconds=seconds,
-        frames=[np.stack(f) for f in frames if f],
-    )
+    videos = [np.stack(f) for f in frames if f]
+    return EvalResult(env_name, returns, lengths, scores, success, seconds, videos)
 
 
 def save_video(frames: np.ndarray, path: str | Path, fps: int = 30) -> Path:
