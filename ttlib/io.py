@@ -60,7 +60,7 @@ def load_model(cls, config_cls, fmt: str, path: str | Path, what: str):
     mode; a file that is not one is a CheckpointError naming it."""
     state = load_torch_file(path, what)
     if not isinstance(state, dict) or state.get("format") != fmt:
-        raise CheckpointError(f"{path} is not a {what} file (format {fmt})")
+        raise CheckpointError(f"{path} is not a {fmt} file ({what})")
     with model_file_errors(path, what):
         config = config_cls(**dict(state["config"]) | {"hidden": tuple(state["config"]["hidden"])})
         model = cls(int(state["obs_dim"]), int(state["act_dim"]), config)
