@@ -22,7 +22,7 @@ def test_quantile_bins_hold_equal_mass():
 def test_uniform_bins_have_equal_width():
     x = skewed()
     d = UniformDiscretizer(100).fit(x)
-    w = d.widths
+    w = np.diff(d.edges, axis=1)
     np.testing.assert_allclose(w, w[:, :1].repeat(100, 1), rtol=1e-9)
     np.testing.assert_allclose(d.edges[:, 0], x.min(0))
     np.testing.assert_allclose(d.edges[:, -1], x.max(0))
@@ -34,7 +34,7 @@ def test_roundtrip_error_within_half_a_bin(kind):
     d = make_discretizer(kind, 100).fit(x)
     ids = d.encode(x)
     err = np.abs(d.decode(ids) - x)
-    bound = 0.5 * np.take_along_axis(d.widths.T, ids, axis=0)
+    bound = 0.5 * np.take_along_axis(np.diff(d.edges, axis=1).T, ids, axis=0)
     assert np.all(err <= bound + 1e-9)
 
 
@@ -73,13 +73,12 @@ def test_expectation_of_a_bin_distribution():
     assert float(d.expectation(probs_stop, dims=[0])) == 0.0
 
 
-def test_state_dict_roundtrip_and_fingerprint():
+def test_state_dict_roundtrip_encodes_alike():
     x = skewed(5000)
     d = QuantileDiscretizer(50).fit(x)
     d2 = type(d).from_state_dict(d.state_dict())
     np.testing.assert_array_equal(d.encode(x), d2.encode(x))
-    assert d.fingerprint() == d2.fingerprint()
-    assert QuantileDiscretizer(50).fit(x + 1).fingerprint() != d.fingerprint()
+    np.testing.assert_array_equal(d.edges, d2.edges)
 
 
 def test_nan_input_is_rejected_with_the_dimension():

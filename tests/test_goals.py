@@ -6,9 +6,9 @@ import torch
 
 from ttlib.data import Episode
 from ttlib.datagen.datasets_gen import GenConfig, maze_episodes
-from ttlib.datagen.maze_controller import WaypointController
+from ttlib.datagen.maze_controller import WaypointController, bfs_distances, cell_to_xy, xy_to_cell
 from ttlib.discretize import UniformDiscretizer
-from ttlib.envs import bfs_distances, cell_to_xy, make_env, maze_map, xy_to_cell
+from ttlib.envs import make_env, maze_map
 from ttlib.experiments.goals import (
     GREEDY,
     ControllerAgent,

@@ -5,12 +5,23 @@ import pytest
 import torch
 
 from ttlib.data import Episode
-from ttlib.iql import IQL, IQLConfig, expectile, train_iql, transitions_from_episodes
+from ttlib.iql import IQL, IQLConfig, train_iql, transitions_from_episodes
 
 ACTIONS = np.array([0.0, 0.5, 1.0])
 REWARDS = np.array([0.0, 1.0, 2.0])  # r(s1, a) for the three actions in the data
 GAMMA = 0.9
 S0, S1 = [1.0, 0.0], [0.0, 1.0]
+
+
+def expectile(values: np.ndarray, tau: float, iters: int = 100) -> float:
+    """The τ-expectile of a sample: the m solving τ·E(x-m)₊ = (1-τ)·E(m-x)₊ (bisection)."""
+    x = np.asarray(values, dtype=np.float64).ravel()
+    lo, hi = float(x.min()), float(x.max())
+    for _ in range(iters):
+        m = 0.5 * (lo + hi)
+        grad = tau * np.clip(x - m, 0, None).sum() - (1 - tau) * np.clip(m - x, 0, None).sum()
+        lo, hi = (m, hi) if grad > 0 else (lo, m)
+    return 0.5 * (lo + hi)
 
 
 def two_step_episodes(n=300, seed=0):

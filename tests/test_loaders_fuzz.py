@@ -158,7 +158,7 @@ def test_discretizer_states_that_are_not_one_are_refused():
     for bad in bad_states:
         with pytest.raises(CheckpointError):
             Discretizer.from_state_dict(bad)
-    assert Discretizer.from_state_dict(state).fingerprint() == good.fingerprint()
+    np.testing.assert_array_equal(Discretizer.from_state_dict(state).edges, good.edges)
 
 
 def test_model_files_with_wrong_contents_fail_with_a_checkpoint_error(tmp_path):

@@ -6,7 +6,8 @@ import pandas as pd
 import pytest
 import torch
 
-from ttlib.envs import bfs_distances, cell_to_xy, make_env, maze_map
+from ttlib.datagen.maze_controller import bfs_distances, cell_to_xy
+from ttlib.envs import make_env, maze_map
 from ttlib.evaluate import evaluate
 from ttlib.experiments import maze_q
 from ttlib.experiments import maze_q_report as report

@@ -1,13 +1,9 @@
 """What the Trajectory Transformer is compared with: behaviour cloning and a one-step model.
 
-* :class:`BehaviourCloning`: an MLP policy fit to the data's actions (MSE, or a Gaussian
-  likelihood), the paper's BC row.
-* :class:`ProbabilisticDynamics`: a single-step Gaussian MLP over (Δs, r) given (s, a), the
-  PETS/MBPO-style model of the paper's long-horizon prediction figure. ``rollout`` feeds its
-  own mean predictions back open-loop, which is where compounding errors show.
-
-Both standardise inputs and targets with the training data's statistics internally, so they
-take and return raw values; both save as tensors + plain dicts (``weights_only=True``).
+:class:`BehaviourCloning` is the paper's BC row (MSE or Gaussian likelihood);
+:class:`ProbabilisticDynamics` the PETS/MBPO-style Gaussian MLP over (Δs, r) of the paper's
+long-horizon prediction figure, whose open-loop ``rollout`` shows compounding errors. Both
+standardise with the training data's statistics internally, so they take raw values.
 """
 
 from __future__ import annotations
@@ -22,34 +18,29 @@ import torch.nn.functional as F
 from tqdm import tqdm  # plain bars: tqdm.auto warns in kernels without ipywidgets
 
 from ttlib.data import Episode
-from ttlib.errors import CheckpointError
-from ttlib.io import load_torch_file, model_file_errors, save_model
+from ttlib.io import load_model, save_model
 from ttlib.iql import mlp
 
 BC_FORMAT = "ttlib-bc-v1"
 DYNAMICS_FORMAT = "ttlib-dynamics-v1"
 
 
-def _minibatches(n: int, batch_size: int, steps: int, seed: int):
-    gen = torch.Generator().manual_seed(seed)
-    for _ in range(steps):
-        yield torch.randint(n, (batch_size,), generator=gen)
-
-
 def _stats(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return x.mean(0), x.std(0).clamp_min(1e-6)
 
 
-def _load(path: str | Path, fmt: str) -> dict:
-    state = load_torch_file(path, f"{fmt} checkpoint")
-    if not isinstance(state, dict) or state.get("format") != fmt:
-        raise CheckpointError(f"{path} is not a {fmt} checkpoint")
-    with model_file_errors(path, f"{fmt} checkpoint"):
-        state["config"]["hidden"] = tuple(state["config"]["hidden"])
-    return state
+def _fit(model: nn.Module, opt, loss, n: int, cfg, desc: str, progress: bool):
+    """``cfg.steps`` optimiser steps on ``loss(index)`` of minibatches drawn from n samples."""
+    gen = torch.Generator().manual_seed(cfg.seed)
+    model.train()
+    for _ in tqdm(range(cfg.steps), disable=not progress, desc=desc, unit="step"):
+        value = loss(torch.randint(n, (cfg.batch_size,), generator=gen))
+        opt.zero_grad(set_to_none=True)
+        value.backward()
+        opt.step()
+    return model.eval()
 
 
-# ------------------------------------------------------------------ behaviour cloning
 @dataclass
 class BCConfig:
     hidden: tuple[int, ...] = (256, 256)
@@ -102,11 +93,7 @@ class BehaviourCloning(nn.Module):
 
     @classmethod
     def load(cls, path: str | Path) -> BehaviourCloning:
-        state = _load(path, BC_FORMAT)
-        with model_file_errors(path, f"{BC_FORMAT} checkpoint"):
-            model = cls(state["obs_dim"], state["act_dim"], BCConfig(**state["config"]))
-            model.load_state_dict(state["state_dict"])
-        return model.eval()
+        return load_model(cls, BCConfig, BC_FORMAT, path, "BC model")
 
 
 def train_bc(
@@ -120,17 +107,9 @@ def train_bc(
     model.obs_mean, model.obs_std = _stats(s)
     model.act_mean, model.act_std = _stats(a)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
-    model.train()
-    batches = _minibatches(len(s), cfg.batch_size, cfg.steps, cfg.seed)
-    for i in tqdm(batches, total=cfg.steps, disable=not progress, desc="bc", unit="step"):
-        loss = model.loss(s[i], a[i])
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-    return model.eval()
+    return _fit(model, opt, lambda i: model.loss(s[i], a[i]), len(s), cfg, "bc", progress)
 
 
-# ------------------------------------------------------------------ dynamics model
 @dataclass
 class DynamicsConfig:
     hidden: tuple[int, ...] = (200, 200, 200)
@@ -202,11 +181,7 @@ class ProbabilisticDynamics(nn.Module):
 
     @classmethod
     def load(cls, path: str | Path) -> ProbabilisticDynamics:
-        state = _load(path, DYNAMICS_FORMAT)
-        with model_file_errors(path, f"{DYNAMICS_FORMAT} checkpoint"):
-            model = cls(state["obs_dim"], state["act_dim"], DynamicsConfig(**state["config"]))
-            model.load_state_dict(state["state_dict"])
-        return model.eval()
+        return load_model(cls, DynamicsConfig, DYNAMICS_FORMAT, path, "dynamics model")
 
 
 def dynamics_pairs(episodes: list[Episode]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -234,11 +209,5 @@ def train_dynamics(
     model.in_mean, model.in_std = _stats(torch.cat([s, a], 1))
     model.out_mean, model.out_std = _stats(y)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    model.train()
-    batches = _minibatches(len(s), cfg.batch_size, cfg.steps, cfg.seed)
-    for i in tqdm(batches, total=cfg.steps, disable=not progress, desc="dynamics", unit="step"):
-        loss = model.loss(s[i], a[i], y[i])
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-    return model.eval()
+    loss = lambda i: model.loss(s[i], a[i], y[i])  # noqa: E731
+    return _fit(model, opt, loss, len(s), cfg, "dynamics", progress)

@@ -1,9 +1,7 @@
 """The `ttlib` command: make-policies, make-data, data-summary, train, plan, reproduce.
 
-Each `add_*` function registers one sub-command and binds `func=` to a runner that takes the
-parsed args and returns an exit code. Runners raise on bad input and never print errors;
-:func:`main` reports the exceptions of :data:`USER_ERRORS` as one line with exit code 2.
-Heavy imports happen inside the runners, so `ttlib --help` is fast.
+Each `add_*` registers a sub-command whose runner returns an exit code and raises on bad input;
+:func:`main` reports :data:`USER_ERRORS` as one line, exit code 2. Runners import what is heavy.
 """
 
 from __future__ import annotations
@@ -20,9 +18,7 @@ from ttlib.memory import parse_bytes
 from ttlib.search import MODES
 
 
-# ---------------------------------------------------------------- option types
-# Each checks its range when the command line is parsed, before any work, so a bad value is
-# one line naming the option and what it allows (argparse adds "argument --name: ").
+# Option types check their range when the command line is parsed, before any work.
 def _number(convert, ok, allowed: str):
     """An option type: ``convert(text)`` if it converts and passes ``ok``, else an error."""
 
@@ -53,6 +49,11 @@ def _memory_size(text: str) -> int:
         raise argparse.ArgumentTypeError(str(err)) from None
 
 
+def _options(args: argparse.Namespace, *names: str) -> dict:
+    """Parsed options as keyword arguments of the config field of the same name."""
+    return {name: getattr(args, name) for name in names}
+
+
 def _check_model_shape(args: argparse.Namespace) -> None:
     if args.n_embd % args.n_head:
         raise ConfigError(
@@ -61,7 +62,6 @@ def _check_model_shape(args: argparse.Namespace) -> None:
         )
 
 
-# ---------------------------------------------------------------- make-policies
 def _run_make_policies(args: argparse.Namespace) -> int:
     from ttlib.datagen import policies
     from ttlib.io import check_output_dir
@@ -71,12 +71,8 @@ def _run_make_policies(args: argparse.Namespace) -> int:
     check_output_dir(args.cache_dir, "--cache-dir")
     check_output_dir(args.out_dir, "--out-dir")
     base = policies.PolicyConfig(
-        total_steps=args.total_steps,
-        checkpoint_every=args.checkpoint_every,
-        stop_score=args.stop_score,
-        seed=args.seed,
-        cache_dir=args.cache_dir,
-        out_dir=args.out_dir,
+        **_options(args, "total_steps", "checkpoint_every", "stop_score", "seed"),
+        **_options(args, "cache_dir", "out_dir"),
         command="ttlib " + shlex.join(sys.argv[1:]),
     )
     for cfg in (replace(base, env=env) for env in args.env):
@@ -97,78 +93,48 @@ def _run_make_policies(args: argparse.Namespace) -> int:
     return 0
 
 
-def add_make_policies(sub) -> argparse.ArgumentParser:
-    p = sub.add_parser(
-        "make-policies", help="train SAC behaviour policies (resumable) and pick medium/expert"
-    )
+def add_make_policies(sub) -> None:
+    p = sub.add_parser("make-policies", help="train SAC behaviour policies, pick medium/expert")
     envs = list(LOCOMOTION_ENVS)
     p.add_argument("--env", nargs="+", default=envs, help=f"locomotion envs ({', '.join(envs)})")
     p.add_argument("--total-steps", type=_positive_int, default=200_000)
     p.add_argument("--checkpoint-every", type=_positive_int, default=10_000)
-    p.add_argument(
-        "--stop-score",
-        type=float,
-        default=None,
-        help="stop training once a checkpoint's D4RL-normalised return (x100) reaches this",
-    )
+    p.add_argument("--stop-score", type=float, help="stop at this D4RL-normalised return x100")
     p.add_argument("--seed", type=_count, default=0)
     p.add_argument("--cache-dir", default="cache/policies", help="big resumable checkpoints")
     p.add_argument("--out-dir", default="results/policies", help="small committed policy files")
-    p.add_argument(
-        "--finalize-only",
-        action="store_true",
-        help="skip training; select and evaluate from the checkpoints that exist",
-    )
-    p.add_argument(
-        "--train-only",
-        action="store_true",
-        help="train (or resume) only; choose medium/expert later with --finalize-only",
-    )
+    p.add_argument("--finalize-only", action="store_true", help="choose from existing chunks")
+    p.add_argument("--train-only", action="store_true", help="train; choose with --finalize-only")
     p.add_argument(
         "--save-early",
         action="store_true",
-        help="copy from the local cache what --finalize-only needs on a fresh machine "
-        "(replay prefix, early and best actors) into OUT_DIR/<env>/early/, then stop",
+        help="copy what --finalize-only needs on a fresh machine into OUT_DIR/<env>/early/",
     )
     p.set_defaults(func=_run_make_policies, command="make-policies")
-    return p
 
 
-# ---------------------------------------------------------------- make-data, data-summary
 def _run_make_data(args: argparse.Namespace) -> int:
     from ttlib.data import minari_root
     from ttlib.datagen.datasets_gen import GenConfig, make_datasets
     from ttlib.io import check_output_dir
 
     check_output_dir(minari_root(), "MINARI_DATASETS_PATH")
-    cfg = GenConfig(
-        transitions=args.transitions,
-        seed=args.seed,
-        policy_dir=args.policy_dir,
-        overwrite=args.overwrite,
-        progress=True,
-    )
+    options = _options(args, "transitions", "seed", "policy_dir", "overwrite")
+    cfg = GenConfig(**options, progress=True)
     for dataset_id in make_datasets(args.env, args.kind, cfg):
         print(dataset_id)
     return 0
 
 
-def add_make_data(sub) -> argparse.ArgumentParser:
-    p = sub.add_parser(
-        "make-data", help="generate D4RL-style Minari datasets into MINARI_DATASETS_PATH"
-    )
+def add_make_data(sub) -> None:
+    p = sub.add_parser("make-data", help="generate D4RL-style Minari datasets")
     p.add_argument("--env", nargs="+", default=None, help="env names (default: all)")
-    p.add_argument(
-        "--kind", nargs="+", default=None, help="dataset kinds (default: all kinds of each env)"
-    )
-    p.add_argument(
-        "--transitions", type=_positive_int, default=100_000, help="transitions per dataset"
-    )
+    p.add_argument("--kind", nargs="+", help="dataset kinds (default: all kinds of each env)")
+    p.add_argument("--transitions", type=_positive_int, default=100_000, help="per dataset")
     p.add_argument("--seed", type=_count, default=0)
     p.add_argument("--policy-dir", default="results/policies")
     p.add_argument("--overwrite", action="store_true", help="replace datasets that exist")
     p.set_defaults(func=_run_make_data, command="make-data")
-    return p
 
 
 def _run_data_summary(args: argparse.Namespace) -> int:
@@ -186,15 +152,13 @@ def _run_data_summary(args: argparse.Namespace) -> int:
     return 0
 
 
-def add_data_summary(sub) -> argparse.ArgumentParser:
+def add_data_summary(sub) -> None:
     p = sub.add_parser("data-summary", help="table of the local ttlib datasets")
     p.add_argument("--ids", nargs="+", default=None, help="dataset ids (default: all ttlib/ ids)")
     p.add_argument("--out", default="results/data/summary.csv")
     p.set_defaults(func=_run_data_summary, command="data-summary")
-    return p
 
 
-# ---------------------------------------------------------------- train
 def _run_train(args: argparse.Namespace) -> int:
     from ttlib.data import DataConfig, SequenceDataset, load_episodes
     from ttlib.io import check_output_dir
@@ -204,33 +168,19 @@ def _run_train(args: argparse.Namespace) -> int:
     _check_model_shape(args)
     resolve_device(args.device)
     check_output_dir(args.out, "--out")
-    cfg = TrainConfig(
-        max_steps=args.steps,
-        batch_size=args.batch_size,
-        lr=args.lr,
-        seed=args.seed,
-        device=args.device,
-        checkpoint_every=args.checkpoint_every,
-    )
-    data_cfg = DataConfig(
-        dataset_id=args.dataset,
-        discretizer=args.discretizer,
-        n_bins=args.n_bins,
-        n_transitions=args.n_transitions,
-        max_transitions=args.max_transitions,
-        goal_dims=args.goal_dims,
-    )
+    options = _options(args, "batch_size", "lr", "seed", "device", "checkpoint_every")
+    cfg = TrainConfig(max_steps=args.steps, **options)
+    options = _options(args, "discretizer", "n_bins", "n_transitions", "max_transitions")
+    data_cfg = DataConfig(args.dataset, **options, goal_dims=args.goal_dims)
     dataset = SequenceDataset(load_episodes(data_cfg, download=args.download), data_cfg)
-    model_cfg = gpt_config_for(
-        dataset, n_layer=args.n_layer, n_head=args.n_head, n_embd=args.n_embd, dropout=args.dropout
-    )
+    model_cfg = gpt_config_for(dataset, **_options(args, "n_layer", "n_head", "n_embd", "dropout"))
     res = train(dataset, model_cfg, cfg, out_dir=args.out)
     loss = res.history[-1]["loss"] if res.history else float("nan")
     print(f"trained {res.steps_run} steps in {res.seconds:.0f}s; loss {loss:.3f}; {res.checkpoint}")
     return 0
 
 
-def add_train(sub) -> argparse.ArgumentParser:
+def add_train(sub) -> None:
     p = sub.add_parser("train", help="train a Trajectory Transformer on a Minari dataset")
     p.add_argument("--dataset", required=True, help="Minari id, e.g. ttlib/hopper/medium-v0")
     p.add_argument("--out", required=True, help="output folder (resumes if it has a checkpoint)")
@@ -251,10 +201,8 @@ def add_train(sub) -> argparse.ArgumentParser:
     p.add_argument("--checkpoint-every", type=_positive_int, default=500)
     p.add_argument("--download", action="store_true", help="fetch a remote Minari id (network)")
     p.set_defaults(func=_run_train, command="train")
-    return p
 
 
-# ---------------------------------------------------------------- plan
 def _check_model_fits(model, ckpt: dict, args: argparse.Namespace, obs_keys: list[str]) -> None:
     """Everything that can be checked before the first env step: dims, block, mode."""
     from ttlib.envs import make_env
@@ -272,13 +220,11 @@ def _check_model_fits(model, ckpt: dict, args: argparse.Namespace, obs_keys: lis
             f"{c.action_dim} but env {args.env!r} has {n_obs}/{n_act}: it was trained on "
             f"another env ({source}); plan in that env or train a model for {args.env!r}"
         )
-    # a plan longer than one transition needs a block that holds at least two of them
     if args.horizon > 1 and c.n_transitions < 2:
         raise CheckpointError(
             f"the model's block size ({c.block_size} tokens, n_transitions {c.n_transitions}) "
-            f"holds less than two transitions of {c.transition_dim} tokens, so it cannot plan "
-            f"{args.horizon} transitions ahead; use --horizon 1 or a model trained with "
-            "--n-transitions 2 or more"
+            f"holds less than two transitions, so it cannot plan {args.horizon} ahead; use "
+            "--horizon 1 or a model trained with --n-transitions 2 or more"
         )
     if args.mode == "goal" and c.goal_dim == 0:
         raise ValueError(
@@ -315,6 +261,8 @@ def _describe(result) -> str:
 
 
 def _run_plan(args: argparse.Namespace) -> int:
+    import torch
+
     from ttlib.envs import check_env_name
     from ttlib.evaluate import evaluate, save_video
     from ttlib.io import check_output_file, save_json
@@ -328,18 +276,11 @@ def _run_plan(args: argparse.Namespace) -> int:
         if path:
             check_output_file(path, option)
     config = PlannerConfig(
-        mode=args.mode,
-        horizon=args.horizon,
-        beam_width=args.beam_width,
-        n_expand=args.n_expand,
+        **_options(args, "mode", "horizon", "beam_width", "n_expand", "k_act", "seed"),
         max_context_transitions=args.context,
         cdf_act=None if args.cdf_act <= 0 else args.cdf_act,
-        k_act=args.k_act,
-        seed=args.seed,
     ).validate()
     if args.threads is not None:
-        import torch
-
         torch.set_num_threads(args.threads)
     model, discretizer, ckpt = load_checkpoint(args.checkpoint, device=args.device)
     data_cfg = ckpt.get("data_config", {})
@@ -360,21 +301,17 @@ def _run_plan(args: argparse.Namespace) -> int:
     )
     print(f"{args.env} ({args.mode}): {_describe(result)}")
     if args.out:
-        record = result.summary() | {
-            "returns": result.returns.tolist(),
-            "lengths": result.lengths.tolist(),
-            "scores": None if result.scores is None else result.scores.tolist(),
-            "success": None if result.success is None else result.success.tolist(),
-            "planner": vars(config),
-            "checkpoint": str(args.checkpoint),
-        }
-        save_json(record, args.out)
+        per_episode = ("returns", "lengths", "scores", "success")
+        record = {k: getattr(result, k) for k in per_episode}
+        record = {k: None if v is None else v.tolist() for k, v in record.items()}
+        record |= {"planner": vars(config), "checkpoint": str(args.checkpoint)}
+        save_json(result.summary() | record, args.out)
     if args.video and result.frames:
         print(f"video: {save_video(result.frames[0], args.video)}")
     return 0
 
 
-def add_plan(sub) -> argparse.ArgumentParser:
+def add_plan(sub) -> None:
     p = sub.add_parser("plan", help="evaluate a trained model with beam-search planning")
     p.add_argument("--checkpoint", required=True, help="checkpoint.pt or its directory")
     p.add_argument("--env", required=True, help="ttlib env name, e.g. halfcheetah or fourrooms")
@@ -390,27 +327,14 @@ def add_plan(sub) -> argparse.ArgumentParser:
     p.add_argument("--seed", type=_count, default=0)
     p.add_argument("--q-checkpoint", default=None, help="IQL model for --mode q")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
-    p.add_argument(
-        "--threads",
-        type=_positive_int,
-        default=None,
-        help="torch CPU threads; 1 is much faster when other jobs share the cores",
-    )
-    p.add_argument(
-        "--memory-limit",
-        type=_memory_size,
-        default=None,
-        help="refuse settings estimated above this (e.g. 8G); default: "
-        "$TTLIB_MEMORY_LIMIT or 3/4 of the memory available",
-    )
+    p.add_argument("--threads", type=_positive_int, help="torch CPU threads (1 on busy cores)")
+    p.add_argument("--memory-limit", type=_memory_size, help="e.g. 8G; default $TTLIB_MEMORY_LIMIT")
     p.add_argument("--out", default=None, help="write the results as JSON here")
     p.add_argument("--video", default=None, help="save episode 0 as a GIF here")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_run_plan, command="plan")
-    return p
 
 
-# ---------------------------------------------------------------- reproduce
 def _run_reproduce(args: argparse.Namespace) -> int:
     from ttlib.experiments.reproduce import executed_dir, reproduce
     from ttlib.io import check_output_dir
@@ -421,20 +345,17 @@ def _run_reproduce(args: argparse.Namespace) -> int:
     return 0
 
 
-def add_reproduce(sub) -> argparse.ArgumentParser:
+def add_reproduce(sub) -> None:
     p = sub.add_parser("reproduce", help="run the experiment notebooks with papermill")
     p.add_argument("--preset", choices=PRESETS, default="smoke")
     p.add_argument("--only", nargs="+", default=None, help="experiment names")
     p.set_defaults(func=_run_reproduce, command="reproduce")
-    return p
 
 
-# ---------------------------------------------------------------- the entry point
 COMMANDS = (add_make_policies, add_make_data, add_data_summary, add_train, add_plan, add_reproduce)
 
-# The exceptions that bad input causes. Each is reported as one line,
-# "ttlib <command>: error: <message>", with exit code 2 and no traceback; anything else is a
-# bug and keeps its traceback.
+# The exceptions that bad input causes, reported as one line "ttlib <command>: error: ..." with
+# exit code 2; anything else is a bug and keeps its traceback.
 USER_ERRORS: tuple[type[BaseException], ...] = (
     TTLibError,  # the library's own (ttlib.errors): config, dataset, checkpoint, output, memory
     ValueError,  # any other bad value: env name, dataset kind, mode, option combination
@@ -470,9 +391,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"ttlib {args.command}: error: {message}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print(
-            f"ttlib {args.command}: interrupted; rerun the same command to resume", file=sys.stderr
-        )
+        print(f"ttlib {args.command}: interrupted; rerun it to resume", file=sys.stderr)
         return 130
 
 

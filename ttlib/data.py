@@ -1,11 +1,9 @@
 """From Minari datasets to token windows for the Trajectory Transformer.
 
-The pipeline follows the paper's code: episodes → joined transitions [s, a, r, V] with a
-terminal penalty and discounted reward-to-go V → one discretizer fit on all of them →
-fixed-length windows of ``n_transitions`` starting at every step but an episode's last,
-padded with the stop token after the episode ends. As in the original, the model is trained
-on those stop tokens (that is how it learns that an episode can end, e.g. when Hopper falls);
-only positions past ``max_path_length`` carry no loss.
+As the paper's code: episodes → transitions [s, a, r, V] (terminal penalty, discounted
+reward-to-go V) → one discretizer fit on all → windows of ``n_transitions`` padded with stop
+tokens, which are trained on (that is how the model learns that an episode can end); only
+positions past ``max_path_length`` carry no loss.
 """
 
 from __future__ import annotations
@@ -26,6 +24,7 @@ from ttlib.errors import (  # DatasetError is defined there and importable from 
     check_interval,
     check_positive,
     is_int,
+    summary,
 )
 
 
@@ -84,7 +83,6 @@ class DataConfig:
         return d
 
 
-# ---------------------------------------------------------------- loading
 def minari_root() -> Path:
     """Minari's data folder (as ``minari.storage.get_dataset_path`` finds it), not created."""
     path = os.environ.get("MINARI_DATASETS_PATH")
@@ -102,11 +100,10 @@ def local_dataset_ids() -> list[str]:
 
 
 def _unreadable(dataset_id: str, err: BaseException) -> DatasetError:
-    first = (str(err).strip().splitlines() or [""])[0]
     return DatasetError(
         f"dataset {dataset_id!r} in {minari_root() / dataset_id} exists but cannot be read "
-        f"({type(err).__name__}: {first}); delete that folder (or `minari delete "
-        f"{dataset_id}`) and generate it again"
+        f"({summary(err)}); delete that folder (or `minari delete {dataset_id}`) and generate "
+        "it again"
     )
 
 
@@ -127,12 +124,8 @@ def _open_local(dataset_id: str):
 
 
 def load_minari(dataset_id: str, download: bool = False):
-    """Load a Minari dataset by id: the local copy first, the remote one only if asked.
-
-    Remote ids (``mujoco/halfcheetah/medium-v0``, ``D4RL/antmaze/umaze-v1``) download with
-    ``download=True`` and need network; local ids (``ttlib/<env>/<kind>-v0``) are made by
-    ``ttlib make-data``.
-    """
+    """A Minari dataset by id: the local copy, else (``download=True``, needs network) the
+    remote one; local ids (``ttlib/<env>/<kind>-v0``) are made by ``ttlib make-data``."""
     import minari
 
     local = local_dataset_ids()
@@ -143,8 +136,7 @@ def load_minari(dataset_id: str, download: bool = False):
         try:
             minari.download_dataset(dataset_id)
         except Exception as err:
-            first = str(err).strip().splitlines()[0] if str(err).strip() else ""
-            why = f"{type(err).__name__}: {first}" if first else type(err).__name__
+            why = summary(err)
             if isinstance(err, ImportError):
                 why = "downloading needs the optional package huggingface_hub, minari[hf]"
             raise DatasetError(
@@ -232,13 +224,9 @@ def load_episodes(cfg: DataConfig, download: bool = False) -> list[Episode]:
     return episodes
 
 
-# ----------------------------------------------------------- transitions
 def data_fingerprint(episodes: list[Episode]) -> dict:
-    """A cheap identity of the data behind a cache entry.
-
-    Cache keys hold it next to the configs, so a dataset regenerated under the same id (other
-    policy, other seed) trains anew instead of silently reusing a model fit on the old data.
-    """
+    """A cheap identity of the data behind a cache entry: a dataset regenerated under the same
+    id trains anew instead of silently reusing a model fit on the old data."""
     rewards = np.concatenate([ep.rewards for ep in episodes])
     return {
         "episodes": len(episodes),
@@ -252,9 +240,9 @@ def returns_to_go(
 ) -> np.ndarray:
     """V_t = sum_{k>=1} discount^(k-1) r_{t+k}: the discounted reward *after* step t.
 
-    Summed as the original sums it, over the rewards zero-padded to ``max_path_length``
-    (numpy's pairwise sum groups terms by the padded length), so V comes out bit for bit and
-    quantile edges, which are data values, bin it as the original does.
+    Summed over the rewards zero-padded to ``max_path_length`` as the original does (numpy's
+    pairwise sum groups terms by the padded length), so V and its quantile edges match bit for
+    bit.
     """
     n = len(rewards)
     P = max(n, max_path_length or n)
@@ -283,19 +271,14 @@ def joined_transitions(
     )
 
 
-# ---------------------------------------------------------------- dataset
-class SequenceDataset(torch.utils.data.Dataset):
+class SequenceDataset:
     """Token windows of ``n_transitions`` transitions, built as the original builds them.
 
-    A window starts at every step t < T - 1 of an episode of T steps (the original's
-    ``range(path_length - 1)``: none at the last step). Window positions after the episode's
-    end are stop tokens, whether it ended by termination or by a time limit. Each item is
-    ``(x, y, mask)`` with x = window[:-1], y = window[1:] as raw bins; ``mask`` is the
-    original's: a token's mask is 0 when its transition's time step is >= ``max_path_length``,
-    and it is aligned with x (the original's ``mask[:-1]``), so the target after the last kept
-    token, the first stop token past ``max_path_length``, is still trained. Goal-conditioned
-    datasets add a hindsight goal (a later state of the same episode, its ``goal_dims``
-    encoded; ``cfg.goal_sampling`` says which) as a fourth element.
+    A window starts at every step but an episode's last; positions after the episode's end are
+    stop tokens (termination or time limit alike). :meth:`batch` gives ``(x, y, mask)``, x =
+    window[:-1] and y = window[1:] as raw bins; ``mask`` is the original's: 0 from time step
+    ``max_path_length`` on, aligned with x (``mask[:-1]``), so the first stop token past it is
+    still a target. Goal-conditioned data adds a hindsight goal (``cfg.goal_sampling``).
     """
 
     def __init__(
@@ -388,6 +371,3 @@ class SequenceDataset(torch.utils.data.Dataset):
                 pick = lo + (u * (hi - lo + 1).float()).long().clamp_max(hi - lo)
             out.append(self._goal_tokens[pick])
         return tuple(out)
-
-    def __getitem__(self, i: int):
-        return tuple(t[0] for t in self.batch(torch.tensor([i])))

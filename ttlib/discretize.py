@@ -1,14 +1,9 @@
 """Per-dimension discretizers that turn continuous transitions into tokens.
 
-Every dimension of the joined transition [s, a, r, V] gets its own K bins. Two ways to
-place the bin edges are provided, the two the paper compares:
-
-* ``UniformDiscretizer``: K equal-width bins between the per-dimension min and max.
-* ``QuantileDiscretizer``: K equal-mass bins, so every bin holds about N/K training points.
-
-Out-of-range values are clipped into the first or last bin (planning can visit states a
-little outside the data; clipping keeps every token valid). A constant dimension has K
-zero-width bins that all decode to the constant, so it never produces NaN.
+Every dimension of the joined transition [s, a, r, V] gets its own K bins, placed as the paper
+compares: equal-width (:class:`UniformDiscretizer`) or equal-mass (:class:`QuantileDiscretizer`).
+Out-of-range values are clipped into the first or last bin (planning can visit states a little
+outside the data); a constant dimension decodes to the constant, never to NaN.
 """
 
 from __future__ import annotations
@@ -35,7 +30,6 @@ class Discretizer:
         self.edges: np.ndarray | None = None  # (D, K+1), non-decreasing per row
         self.bin_means: np.ndarray | None = None  # (D, K) mean of the training data per bin
 
-    # ----------------------------------------------------------------- fitting
     def _edges(self, x: np.ndarray) -> np.ndarray:
         raise NotImplementedError
 
@@ -59,7 +53,6 @@ class Discretizer:
         self.bin_means = np.where(counts > 0, sums / np.maximum(counts, 1), centres)
         return self
 
-    # ------------------------------------------------------------- properties
     def _check_fitted(self) -> np.ndarray:
         if self.edges is None:
             raise RuntimeError(f"{type(self).__name__} is not fitted; call fit(data) first")
@@ -74,18 +67,9 @@ class Discretizer:
         e = self._check_fitted()
         return 0.5 * (e[:, :-1] + e[:, 1:])
 
-    @property
-    def widths(self) -> np.ndarray:
-        e = self._check_fitted()
-        return e[:, 1:] - e[:, :-1]
-
-    # ------------------------------------------------------ encode / decode
     def encode(self, x: np.ndarray, dims: Sequence[int] | slice | None = None) -> np.ndarray:
-        """Map values (..., D') to bin ids in [0, K-1]; ``dims`` selects which columns they are.
-
-        The id is the last edge that ``x`` reaches, so values below the minimum land in
-        bin 0 and values above the maximum in bin K-1 (clipping).
-        """
+        """Bin ids in [0, K-1] of values (..., D') of dimensions ``dims``: the last edge each
+        value reaches, clipped (below the minimum: bin 0; above the maximum: bin K-1)."""
         edges = self._check_fitted()
         if dims is not None:
             edges = edges[dims]
@@ -113,10 +97,8 @@ class Discretizer:
         dims: Sequence[int] | slice | None = None,
         statistic: str = "centre",
     ) -> np.ndarray:
-        """Map bin ids (..., D') back to values: bin centres, or the training mean per bin.
-
-        Ids equal to K (the stop token) are clipped to the last bin.
-        """
+        """Values of bin ids (..., D'): bin centres, or the training mean per bin; the stop
+        token K decodes as the last bin."""
         table = self._table(statistic)
         if dims is not None:
             table = table[dims]
@@ -130,18 +112,14 @@ class Discretizer:
     def expectation(
         self, probs: torch.Tensor, dims: Sequence[int] | slice, statistic: str = "centre"
     ) -> torch.Tensor:
-        """E[value] under a categorical over bins, for reward / value tokens in the planner.
-
-        ``probs`` is (..., D', K) or (..., D', K+1). With K+1 classes the stop-token mass is
-        dropped without renormalising, as the original code does: a model that believes the
-        episode ends then predicts a smaller expected reward.
-        """
+        """E[value] under a categorical (..., D', K or K+1) over bins. The stop-token mass is
+        dropped without renormalising, as in the original: a model that believes the episode
+        ends predicts a smaller expected reward."""
         table = torch.as_tensor(
             self._table(statistic)[dims], dtype=probs.dtype, device=probs.device
         )
         return (probs[..., : self.n_bins] * table).sum(-1)
 
-    # ------------------------------------------------------- serialisation
     def state_dict(self) -> dict:
         """Tensors and plain types only, so checkpoints load with ``weights_only=True``."""
         self._check_fitted()
@@ -154,8 +132,8 @@ class Discretizer:
 
     @staticmethod
     def from_state_dict(state: dict) -> Discretizer:
-        """Rebuild a discretizer; a state that is not one is a CheckpointError (it comes from a
-        file), not a KeyError or a discretizer that fails at its first encode."""
+        """Rebuild a discretizer; a state that is not one (it comes from a file) is a
+        CheckpointError, not a KeyError or a discretizer that fails at its first encode."""
         if not isinstance(state, dict) or not {"kind", "n_bins", "edges", "bin_means"} <= set(
             state
         ):
@@ -163,29 +141,19 @@ class Discretizer:
         cls = DISCRETIZERS.get(state["kind"]) if isinstance(state["kind"], str) else None
         if cls is None:
             raise CheckpointError(f"unknown discretizer kind {state['kind']!r}")
-        edges, means = state["edges"], state["bin_means"]
+        edges, means, n_bins = state["edges"], state["bin_means"], state["n_bins"]
         if not (isinstance(edges, torch.Tensor) and isinstance(means, torch.Tensor)):
             raise CheckpointError("discretizer state: edges and bin_means must be tensors")
-        n_bins = state["n_bins"]
-        if not isinstance(n_bins, int) or n_bins < 2 or edges.ndim != 2 or edges.shape[1] < 2:
+        fits = isinstance(n_bins, int) and n_bins >= 2 and edges.ndim == 2 and edges.shape[1] >= 2
+        if not fits or tuple(means.shape) != (edges.shape[0], n_bins):
             raise CheckpointError(
-                f"discretizer state: n_bins {n_bins!r} with edges of shape {tuple(edges.shape)}"
-            )
-        if tuple(means.shape) != (edges.shape[0], n_bins):
-            raise CheckpointError(
-                f"discretizer state: bin_means of shape {tuple(means.shape)} for edges "
-                f"{tuple(edges.shape)} and {n_bins} bins"
+                f"discretizer state: n_bins {n_bins!r} with edges of shape {tuple(edges.shape)} "
+                f"and bin_means of shape {tuple(means.shape)}"
             )
         disc = cls(n_bins)
         disc.edges = edges.numpy().astype(np.float64)
         disc.bin_means = means.numpy().astype(np.float64)
         return disc
-
-    def fingerprint(self) -> str:
-        """A short hash of the edges, to tell discretizers fit on different data apart."""
-        import hashlib
-
-        return hashlib.sha1(self._check_fitted().tobytes()).hexdigest()[:12]
 
 
 class UniformDiscretizer(Discretizer):
@@ -199,12 +167,8 @@ class UniformDiscretizer(Discretizer):
 
 
 class QuantileDiscretizer(Discretizer):
-    """K equal-mass bins: edge i is the (i/K)-th order statistic, the last edge the maximum.
-
-    When n is a multiple of K this is exactly the original code's ``sort(x)[::n/K]`` plus
-    the maximum. Dimensions with few distinct values get repeated edges; a value then falls
-    in the last of the tied bins, which keeps encode/decode consistent.
-    """
+    """K equal-mass bins: edge i is the (i/K)-th order statistic (the original's
+    ``sort(x)[::n/K]``), the last edge the maximum; a value on tied edges takes the last bin."""
 
     kind = "quantile"
 

@@ -9,8 +9,6 @@ from __future__ import annotations
 import contextlib
 import difflib
 import io
-from collections import deque
-from collections.abc import Sequence
 
 import gymnasium as gym
 import numpy as np
@@ -87,11 +85,8 @@ def maze_map(name: str) -> list[list[int]]:
 
 
 def make_env(name: str, **kw) -> gym.Env:
-    """Build the gymnasium env behind a ttlib env name; `kw` goes to `gym.make`.
-
-    Maze envs are PointMaze with a sparse reward and `continuing_task=False`, so an episode
-    terminates when the goal is reached, like D4RL's goal-reaching tasks.
-    """
+    """The gymnasium env behind a ttlib env name (`kw` to `gym.make`); mazes are PointMaze with
+    a sparse reward, ending when the goal is reached like D4RL's goal-reaching tasks."""
     check_env_name(name)
     if name in LOCOMOTION_ENVS:
         if kw.get("render_mode") == "rgb_array":  # frames follow the body (the XML's camera)
@@ -114,45 +109,6 @@ def normalized_score(env_name: str, returns: np.ndarray | float) -> np.ndarray:
         )
     lo, hi = REF_SCORES[env_name]
     return 100.0 * (np.asarray(returns, dtype=np.float64) - lo) / (hi - lo)
-
-
-# ---------------------------------------------------------------- maze geometry
-# Cells are (row, col) of a layout (1 = wall); positions are PointMaze's (x, y), with cells of
-# size ``scaling`` and (0, 0) at the centre of the layout, row 0 at the top.
-def bfs_distances(layout: Sequence[Sequence[int]], source: tuple[int, int]) -> np.ndarray:
-    """Fewest moves between 4-neighbouring free cells from ``source`` to every cell; -1 where
-    no path exists (and on walls)."""
-    free = np.asarray(layout, dtype=int) == 0
-    rows, cols = free.shape
-    if not (0 <= source[0] < rows and 0 <= source[1] < cols and free[source]):
-        raise ValueError(f"source cell {source} is a wall or outside the layout")
-    dist = np.full(free.shape, -1, dtype=int)
-    dist[source] = 0
-    queue = deque([source])
-    while queue:
-        r, c = queue.popleft()
-        for nr, nc in ((r + 1, c), (r - 1, c), (r, c + 1), (r, c - 1)):
-            if 0 <= nr < rows and 0 <= nc < cols and free[nr, nc] and dist[nr, nc] < 0:
-                dist[nr, nc] = dist[r, c] + 1
-                queue.append((nr, nc))
-    return dist
-
-
-def xy_to_cell(layout: Sequence[Sequence[int]], xy, scaling: float = 1.0) -> np.ndarray:
-    """(row, col) of positions xy (..., 2), as gymnasium-robotics' ``Maze.cell_xy_to_rowcol``."""
-    rows, cols = np.shape(layout)
-    xy = np.asarray(xy, dtype=np.float64) / scaling
-    r = np.floor(rows / 2 - xy[..., 1]).astype(int)
-    c = np.floor(xy[..., 0] + cols / 2).astype(int)
-    return np.stack([r, c], axis=-1)
-
-
-def cell_to_xy(layout: Sequence[Sequence[int]], cell, scaling: float = 1.0) -> np.ndarray:
-    """Positions of cell centres (..., 2), as gymnasium-robotics' ``Maze.cell_rowcol_to_xy``."""
-    rows, cols = np.shape(layout)
-    cell = np.asarray(cell, dtype=np.float64)
-    xy = np.stack([cell[..., 1] + 0.5 - cols / 2, rows / 2 - cell[..., 0] - 0.5], axis=-1)
-    return xy * scaling
 
 
 # Local datasets are named ttlib/<env>/<kind>-v0 (`ttlib make-data` writes them).

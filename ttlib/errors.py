@@ -44,16 +44,20 @@ class OutputError(TTLibError, OSError):
     """An output location that cannot be written (a file where a folder is needed, read-only)."""
 
 
+def summary(err: BaseException) -> str:
+    """``Type: first line`` of an exception (library errors can run to many lines)."""
+    first = (str(err).strip().splitlines() or [""])[0]
+    return f"{type(err).__name__}: {first}" if first else type(err).__name__
+
+
 # ------------------------------------------------------------ range checks for config fields
 def is_int(value) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
 def check_positive(where: str, **values) -> None:
-    """ConfigError unless every given value (None skipped) is an integer >= 1.
-
-    ``where`` names the owner (``TrainConfig``, ``--steps``) so the message says what to fix.
-    """
+    """ConfigError naming ``where`` (``TrainConfig``) unless every value (None skipped) is an
+    integer >= 1."""
     for name, value in values.items():
         if value is not None and not (is_int(value) and value >= 1):
             raise ConfigError(f"{where} {name}={value!r}: must be an integer >= 1")

@@ -37,36 +37,26 @@ class Agent(Protocol):
 
 
 class StatelessAgent:
-    """Wraps a memoryless policy ``act(observations (B, N)) -> actions (B, M)`` as an Agent."""
+    """A memoryless policy (``act(observations) -> actions``, or a callable) as an Agent."""
 
     def __init__(self, policy):
-        self.policy = policy.act if hasattr(policy, "act") else policy
+        self.act_fn = getattr(policy, "act", policy)
+        if not callable(self.act_fn):
+            raise TypeError(f"cannot evaluate a {type(policy).__name__}: it has no act() method")
 
     def reset(self, n_episodes: int, goals: np.ndarray | None = None) -> None:
         pass
 
     def act(self, observations: np.ndarray, index: np.ndarray) -> np.ndarray:
-        return np.asarray(self.policy(observations))
+        return np.asarray(self.act_fn(observations))
 
     def observe(self, rewards: np.ndarray, index: np.ndarray) -> None:
         pass
 
 
-def as_agent(policy) -> Agent:
-    """An Agent as is, or a stateless policy (object with ``act`` or a callable) wrapped."""
-    if all(hasattr(policy, m) for m in ("reset", "act", "observe")):
-        return policy
-    if hasattr(policy, "act") or callable(policy):
-        return StatelessAgent(policy)
-    raise TypeError(f"cannot evaluate a {type(policy).__name__}: it has no act() method")
-
-
 def mean_se(x: np.ndarray) -> tuple[float, float]:
-    """Mean and sample standard error s/√n with s the ddof=1 standard deviation.
-
-    The original's read_results divides the population std (ddof=0), which understates the
-    error of a few episodes (by 18 % at n = 3); one value has no standard error (nan).
-    """
+    """Mean and standard error s/√n, s with ddof=1 (the original's read_results uses ddof=0,
+    which understates the error of a few episodes: 18 % at n = 3); nan where undefined."""
     x = np.asarray(x, dtype=np.float64)
     if len(x) == 0:
         return float("nan"), float("nan")
@@ -85,10 +75,6 @@ class EvalResult:
     seconds: float
     frames: list[np.ndarray] = field(default_factory=list)  # (T, H, W, 3) per recorded episode
 
-    @property
-    def env_steps_per_s(self) -> float:
-        return float(self.lengths.sum() / max(self.seconds, 1e-9))
-
     def summary(self) -> dict:
         out = {"env": self.env_name, "episodes": len(self.returns)}
         out["return_mean"], out["return_se"] = mean_se(self.returns)
@@ -97,7 +83,7 @@ class EvalResult:
         if self.success is not None:
             out["success_mean"], out["success_se"] = mean_se(self.success.astype(float))
         out["env_steps"] = int(self.lengths.sum())
-        out["env_steps_per_s"] = self.env_steps_per_s
+        out["env_steps_per_s"] = float(self.lengths.sum() / max(self.seconds, 1e-9))
         return out
 
 
@@ -147,17 +133,17 @@ def evaluate(
     """Run ``policy`` (an Agent, or a stateless ``act(obs)``) in ``n_episodes`` envs at once.
 
     ``env`` is a ttlib env name or a factory ``env(**kwargs) -> gym.Env``. Episode i resets
-    with seed ``seed + i`` (and ``reset_options[i]``) and ends when it terminates, is
-    truncated, or after ``max_steps`` steps. The first ``video_episodes`` episodes are rendered
-    (rgb_array) every ``frame_every`` steps; if rendering is impossible they are skipped.
-    A planner whose beam search for ``n_episodes`` at once would need more memory than
-    ``memory_limit`` (see :func:`ttlib.memory.memory_limit`) is refused before any env starts.
+    with seed ``seed + i`` and ``reset_options[i]``; it ends when it terminates, is truncated,
+    or after ``max_steps``. The first ``video_episodes`` are rendered every ``frame_every``
+    steps where rendering works. A planner above ``memory_limit`` is refused before any env
+    starts (:func:`ttlib.memory.check_planning_memory`).
     """
     if n_episodes < 1:
         raise ValueError(f"n_episodes must be >= 1, got {n_episodes}")
     if max_steps is not None and max_steps < 1:
         raise ValueError(f"max_steps must be >= 1 or None, got {max_steps}")
-    agent = as_agent(policy)
+    is_agent = all(hasattr(policy, m) for m in ("reset", "act", "observe"))
+    agent = policy if is_agent else StatelessAgent(policy)
     if hasattr(agent, "memory_limit"):  # a TTPlanner
         if memory_limit is not None:
             agent.memory_limit = memory_limit  # the planner's own check in reset() uses it too
@@ -193,12 +179,8 @@ def evaluate(
     if limit is None:
         spec_limits = [e.spec.max_episode_steps for e in envs if e.spec is not None]
         limit = spec_limits[0] if spec_limits and spec_limits[0] else None
-    bar = tqdm(
-        total=n_episodes * limit if limit else None,
-        disable=not progress,
-        desc="evaluate",
-        unit="step",
-    )
+    total = n_episodes * limit if limit else None
+    bar = tqdm(total=total, disable=not progress, desc="evaluate", unit="step")
     start = time.perf_counter()
     while active.any():
         index = np.flatnonzero(active)
@@ -229,15 +211,8 @@ def evaluate(
     for e in envs:
         e.close()
     scores = normalized_score(env_name, returns) if env_name in REF_SCORES else None
-    return EvalResult(
-        env_name=env_name,
-        returns=returns,
-        lengths=lengths,
-        scores=scores,
-        success=success,
-        seconds=seconds,
-        frames=[np.stack(f) for f in frames if f],
-    )
+    videos = [np.stack(f) for f in frames if f]
+    return EvalResult(env_name, returns, lengths, scores, success, seconds, videos)
 
 
 def save_video(frames: np.ndarray, path: str | Path, fps: int = 30) -> Path:

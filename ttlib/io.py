@@ -13,7 +13,7 @@ from typing import Any
 
 import torch
 
-from ttlib.errors import CheckpointError, CheckpointNotFoundError, OutputError
+from ttlib.errors import CheckpointError, CheckpointNotFoundError, OutputError, summary
 
 
 def _atomic(path: Path, write) -> Path:
@@ -55,6 +55,19 @@ def save_model(module: torch.nn.Module, fmt: str, path: str | Path) -> Path:
     return save_torch(state, path)
 
 
+def load_model(cls, config_cls, fmt: str, path: str | Path, what: str):
+    """The ``cls(obs_dim, act_dim, config)`` that :func:`save_model` wrote as ``fmt``, in eval
+    mode; a file that is not one is a CheckpointError naming it."""
+    state = load_torch_file(path, what)
+    if not isinstance(state, dict) or state.get("format") != fmt:
+        raise CheckpointError(f"{path} is not a {fmt} file ({what})")
+    with model_file_errors(path, what):
+        config = config_cls(**dict(state["config"]) | {"hidden": tuple(state["config"]["hidden"])})
+        model = cls(int(state["obs_dim"]), int(state["act_dim"]), config)
+        model.load_state_dict(state["state_dict"])
+    return model.eval()
+
+
 def save_json(obj: Any, path: str | Path) -> Path:
     data = (json.dumps(obj, indent=2, sort_keys=False, default=str) + "\n").encode()
     return _atomic(Path(path), lambda f: f.write(data))
@@ -74,12 +87,8 @@ def _writable(folder: Path) -> bool:
 
 
 def check_output_dir(path: str | Path, what: str, shown: Path | None = None) -> Path:
-    """Raise OutputError unless ``path`` is, or could be created as, a writable folder.
-
-    Called before any work, so a run does not find out at its end that it cannot save.
-    Creates nothing: a folder that does not exist yet is judged by its nearest existing parent.
-    ``what`` names the option (``--out``) in the message, with ``shown`` (default ``path``).
-    """
+    """OutputError unless ``path`` is, or could be made as, a writable folder: checked before
+    any work, creating nothing. ``what`` names the option (``--out``), ``shown`` the path."""
     path = Path(path)
     shown = shown or path
     if shown == path and path.exists() and not path.is_dir():
@@ -104,9 +113,8 @@ def check_output_file(path: str | Path, what: str) -> Path:
 
 
 def load_torch_file(path: str | Path, what: str, error: type[CheckpointError] = CheckpointError):
-    """:func:`load_torch` for user-given files: a missing, truncated or unsafe file becomes one
-    ``error`` line naming the file. torch's own message is left out: it is many lines, and for
-    a file with pickled objects it suggests ``weights_only=False``, which runs arbitrary code."""
+    """:func:`load_torch` for user-given files: a bad one is one ``error`` line naming it
+    (torch's own message is many lines and suggests ``weights_only=False``, which is unsafe)."""
     path = Path(path)
     if not path.exists():
         raise CheckpointNotFoundError(f"no {what} at {path}")
@@ -125,15 +133,11 @@ def load_torch_file(path: str | Path, what: str, error: type[CheckpointError] = 
 
 @contextmanager
 def model_file_errors(path: str | Path, what: str):
-    """Turn what a well-formed torch file with the wrong contents raises while a model is built
-    from it (a missing key, a tensor of another shape, a config field of the wrong type) into
-    one CheckpointError line naming the file."""
+    """What a torch file with the wrong contents raises while a model is built from it, as one
+    CheckpointError line naming the file."""
     try:
         yield
     except CheckpointError:
         raise
     except (KeyError, TypeError, ValueError, AttributeError, IndexError, RuntimeError) as err:
-        first = (str(err).strip().splitlines() or [""])[0]
-        raise CheckpointError(
-            f"{path} is not a valid {what} ({type(err).__name__}: {first}); remake it"
-        ) from err
+        raise CheckpointError(f"{path} is not a valid {what} ({summary(err)}); remake it") from err

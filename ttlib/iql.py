@@ -25,8 +25,7 @@ import torch.nn.functional as F
 from tqdm import tqdm  # plain bars: tqdm.auto warns in kernels without ipywidgets
 
 from ttlib.data import Episode
-from ttlib.errors import CheckpointError
-from ttlib.io import load_torch_file, model_file_errors, save_model
+from ttlib.io import load_model, save_model
 
 IQL_FORMAT = "ttlib-iql-v1"
 
@@ -70,17 +69,6 @@ def expectile_loss(diff: torch.Tensor, tau: float) -> torch.Tensor:
     return (weight * diff.pow(2)).mean()
 
 
-def expectile(values: np.ndarray, tau: float, iters: int = 100) -> float:
-    """The τ-expectile of a sample: the m solving τ·E(x-m)₊ = (1-τ)·E(m-x)₊ (bisection)."""
-    x = np.asarray(values, dtype=np.float64).ravel()
-    lo, hi = float(x.min()), float(x.max())
-    for _ in range(iters):
-        m = 0.5 * (lo + hi)
-        grad = tau * np.clip(x - m, 0, None).sum() - (1 - tau) * np.clip(m - x, 0, None).sum()
-        lo, hi = (m, hi) if grad > 0 else (lo, m)
-    return 0.5 * (lo + hi)
-
-
 @dataclass
 class Transitions:
     """Flat (s, a, r, s', done) arrays from episodes."""
@@ -96,11 +84,8 @@ class Transitions:
 
 
 def transitions_from_episodes(episodes: list[Episode]) -> Transitions:
-    """Consecutive steps of every episode; s' of a true terminal is irrelevant (done = 1).
-
-    Episodes store no observation after their last action, so the last step of a time-limited
-    episode has no s' and is dropped (as D4RL's q-learning datasets drop it).
-    """
+    """Consecutive steps of every episode (done = 1 at a true terminal); a time-limited
+    episode's last step has no s' and is dropped, as in D4RL's q-learning datasets."""
     obs, act, rew, nxt, done = [], [], [], [], []
     for ep in episodes:
         T = len(ep)
@@ -145,7 +130,6 @@ class IQL(nn.Module):
         self.register_buffer("act_low", -torch.ones(act_dim))
         self.register_buffer("act_high", torch.ones(act_dim))
 
-    # ------------------------------------------------------------- networks
     def _norm(self, s: torch.Tensor) -> torch.Tensor:
         return (s - self.obs_mean) / self.obs_std
 
@@ -180,7 +164,6 @@ class IQL(nn.Module):
         out = self._pi_mean(s.reshape(-1, self.obs_dim)).numpy()
         return out.reshape(*np.shape(obs)[:-1], self.act_dim)
 
-    # ---------------------------------------------------------------- losses
     def losses(self, s, a, r, s2, done) -> dict[str, torch.Tensor]:
         cfg = self.config
         with torch.no_grad():
@@ -211,22 +194,13 @@ class IQL(nn.Module):
             for p, pt in zip(net.parameters(), tgt.parameters(), strict=True):
                 pt.lerp_(p, rate)
 
-    # ----------------------------------------------------------- save / load
     def save(self, path: str | Path) -> Path:
         """Tensors and plain dicts only: loads with ``torch.load(weights_only=True)``."""
         return save_model(self, IQL_FORMAT, path)
 
     @classmethod
     def load(cls, path: str | Path) -> IQL:
-        state = load_torch_file(path, "IQL model")
-        if not isinstance(state, dict) or state.get("format") != IQL_FORMAT:
-            raise CheckpointError(f"{path} is not an IQL checkpoint (format {IQL_FORMAT})")
-        with model_file_errors(path, "IQL model"):
-            cfg = dict(state["config"])
-            cfg["hidden"] = tuple(cfg["hidden"])
-            model = cls(int(state["obs_dim"]), int(state["act_dim"]), IQLConfig(**cfg))
-            model.load_state_dict(state["state_dict"])
-        return model.eval()
+        return load_model(cls, IQLConfig, IQL_FORMAT, path, "IQL model")
 
 
 def train_iql(

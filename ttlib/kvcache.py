@@ -10,20 +10,22 @@ from __future__ import annotations
 import torch
 
 
+def value_keys(config, pos: torch.Tensor) -> torch.Tensor:
+    """Which positions (goal prefix included) hold value tokens, hidden from every query when
+    ``config.mask_values``: V_t is a sum of future rewards, so it would leak the future."""
+    traj = pos - config.goal_dim
+    hidden = (traj >= 0) & (traj % config.transition_dim == config.transition_dim - 1)
+    return hidden if config.mask_values else torch.zeros_like(hidden)
+
+
 class KVCache:
-    """Preallocated keys and values of every layer, for incremental decoding.
+    """Preallocated keys and values of every layer of a :class:`ttlib.model.GPTConfig` model.
 
-    ``config`` is the model's :class:`ttlib.model.GPTConfig` (read, not imported: the model
-    imports this module).
-
-    ``length`` counts the tokens stored (goal prefix included). Beam search reorders rows
-    with :meth:`select` after it ranks and prunes candidates.
-
-    After :meth:`share_prefix` the first ``shared`` positions are stored once per *group* of
-    consecutive rows (``prefix_k``, ``prefix_v``: layer, group, head, position, dim) and the
-    row buffers ``k``, ``v`` hold positions ``shared, shared + 1, ...`` from index 0: the
-    context that all beams of an episode start from is kept (and read) once per episode, not
-    once per beam, and reordering beams copies only what they generated.
+    ``length`` counts the tokens stored (goal prefix included). After :meth:`share_prefix` the
+    first ``shared`` positions are stored once per *group* of consecutive rows (``prefix_k``,
+    ``prefix_v``) and the row buffers ``k``, ``v`` hold positions ``shared, ...`` from index 0:
+    an episode's context is kept (and read) once, not once per beam, and reordering beams
+    copies only what they generated.
     """
 
     def __init__(self, config, batch_size: int, device=None, dtype=torch.float32):
@@ -36,12 +38,9 @@ class KVCache:
         self.v = torch.empty(shape, device=device, dtype=dtype)
         self.length = 0
         self.shared = 0
-        # Which keys any query may see, by position (all but value tokens), as a boolean mask
-        # and as an additive bias: one new token at position p sees keys [0, p] of these.
-        pos = torch.arange(self.max_len, device=device)
-        traj = pos - config.goal_dim
-        hidden = (traj >= 0) & (traj % config.transition_dim == config.transition_dim - 1)
-        self.visible = ~hidden if config.mask_values else torch.ones_like(hidden)
+        # Which keys any query may see, as a boolean mask and as an additive bias: one new
+        # token at position p sees keys [0, p] of these.
+        self.visible = ~value_keys(config, torch.arange(self.max_len, device=device))
         self.key_bias = torch.zeros(self.max_len, device=device, dtype=dtype).masked_fill(
             ~self.visible, float("-inf")
         )
@@ -59,42 +58,28 @@ class KVCache:
         return self.prefix_k.shape[1] if self.shared else self.batch_size
 
     def share_prefix(self, copies: int) -> KVCache:
-        """Make every row ``copies`` consecutive rows that share what is stored so far.
-
-        Equivalent to ``select(arange(batch).repeat_interleave(copies))``, without copying
-        the stored keys and values: they become the shared prefix of each group.
-        """
+        """``select(arange(batch).repeat_interleave(copies))`` without copying what is stored:
+        it becomes the shared prefix of each group."""
         if self.shared:
             raise ValueError("this cache already has a shared prefix")
         n = self.length
         self.prefix_k = self.k[:, :, :, :n].clone()
         self.prefix_v = self.v[:, :, :, :n].clone()
         L, B, H, cap, hd = self.k.shape
-        # The row buffers keep their full capacity (positions past max_len - n stay unused),
-        # so the memory taken is what :meth:`bytes_needed` says.
+        # full capacity (positions past max_len - n stay unused): what bytes_needed says
         self.k, self.v = self._buffers((L, B * copies, H, cap, hd))
         self.shared = n
         return self
 
     def _buffers(self, shape: tuple) -> tuple[torch.Tensor, torch.Tensor]:
         """Uninitialised key and value buffers: the spare pair of this shape, or new ones."""
-        spare = self._spare.pop(shape, None)
-        if spare is not None:
-            return spare
-        return (
-            torch.empty(shape, device=self.k.device, dtype=self.k.dtype),
-            torch.empty(shape, device=self.k.device, dtype=self.k.dtype),
-        )
+        new = lambda: torch.empty(shape, device=self.k.device, dtype=self.k.dtype)  # noqa: E731
+        return self._spare.pop(shape, None) or (new(), new())
 
     def select(self, index: torch.Tensor) -> KVCache:
-        """Keep rows ``index`` (may repeat rows or change the batch size), in place.
-
-        Copies only the positions in use, into buffers kept from an earlier reorder of the
-        same shape where there is one (beam search alternates between two batch sizes, and
-        reusing memory avoids the page faults of fresh allocations). With a shared prefix
-        every new row must come from a row of the same group: groups stay in order, and
-        each keeps ``len(index) / n_groups`` rows.
-        """
+        """Keep rows ``index`` (repeats allowed) in place, copying only the positions in use into
+        spare buffers of the same shape (reuse avoids page faults); with a shared prefix every
+        row must come from its own group."""
         L, B, H, cap, hd = self.k.shape
         n_new = index.shape[0]
         if self.shared:
@@ -124,9 +109,7 @@ class KVCache:
         return self
 
     def keys_values(self, layer: int, used: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """Keys and values (B, H, shared + used, hd) of one layer: the first ``used``
-        positions of the row buffers, after the shared prefix (repeated for every row of its
-        group)."""
+        """Keys and values (B, H, shared + used, hd) of one layer, the prefix repeated."""
         k, v = self.k[layer, :, :, :used], self.v[layer, :, :, :used]
         if self.shared:
             copies = self.batch_size // self.n_groups
@@ -152,11 +135,8 @@ def shared_prefix_attention(
 ) -> torch.Tensor:
     """Attention of one new token per row (q: B, H, 1, hd) over a cache with a shared prefix.
 
-    The prefix scores of all rows of a group are one matrix product per head (queries of the
-    group against its prefix keys), the rest a product per row; one softmax over both, as
-    over the concatenated keys. The keys are the prefix and the first ``used`` positions of
-    the row buffers (the new token's own key included); ``bias`` (shared + used,) is 0 where a
-    key may be seen and -inf where not.
+    A group's prefix scores are one matrix product per head, the rest one per row; one softmax
+    over both. ``bias`` (shared + used,) is 0 where a key may be seen and -inf where not.
     """
     B, H, _, hd = q.shape
     G, P = cache.n_groups, cache.shared

@@ -1,27 +1,13 @@
 """How much memory beam-search planning needs, checked before any planning starts.
 
-Beam search keeps every candidate of every episode as one row of a batch, so memory grows with
-``episodes × beam_width × n_expand``. A setting that does not fit would otherwise run for a
-while and then die from an out-of-memory error (or swap the machine to a standstill); the
-check here refuses it up front, with the estimate and the limit in the message.
-
-What is counted, for R = episodes × beam_width × n_expand rows (the widest batch):
-
-* KV caches. The model preallocates keys and values for its whole block (goal prefix plus
-  ``block_size`` tokens) whatever the context and horizon, since the window slides over
-  longer plans. Every expansion makes an R-row cache from the E·W-row one and pruning
-  copies it back into E·W rows, so both live together (briefly, or for the whole plan where
-  spare buffers are kept for reuse); after a window jump the cache is rebuilt with R rows.
-* One full-window forward pass over T tokens of R rows, run when the window jumps and its
-  cache is rebuilt, next to the R-row cache it fills: per row, the logits and a copy of them
-  (2 × T × (n_bins + 1)), the attention scores and their softmax (2 × heads × T², as the
-  unfused CPU kernel holds them; fused GPU kernels need less) and ten hidden vectors per token
-  (residual stream, layer norm, q/k/v, the MLP's 4× layer and its activation).
-* The model's weights.
-
-The peak is the weights plus the larger of the two phases. Everything is float32 unless
-``bytes_per_element`` says otherwise. The cache part is exact (the same sizes the model
-allocates); the pass is meant as an upper bound: on CPU its peak RSS measured 55-95 % of it.
+Every candidate of every episode is a row of one batch, so memory grows with R = episodes ×
+beam_width × n_expand. A setting that does not fit would run for a while and then die (or swap
+the machine to a standstill); :func:`check_planning_memory` refuses it up front. Counted, in
+``bytes_per_element`` (float32): the KV caches (the whole block is preallocated; expanding and
+pruning keep an R-row and an E·W-row cache together), one full-window forward pass of R rows
+when the window jumps (logits and a copy, attention scores and softmax as the unfused CPU kernel
+holds them, ten hidden vectors per token), and the weights. The cache part is exact; the pass
+is an upper bound (on CPU its peak RSS measured 55-95 % of it).
 """
 
 from __future__ import annotations
@@ -84,12 +70,8 @@ def parse_bytes(text: str | int) -> int:
 def estimate_planning_memory(
     model_config, planner_config, n_episodes: int = 1, bytes_per_element: int = 4
 ) -> PlanningMemory:
-    """Estimate the peak memory of planning ``n_episodes`` episodes at once.
-
-    ``model_config`` is a :class:`ttlib.model.GPTConfig`, ``planner_config`` a
-    :class:`ttlib.search.PlannerConfig` (only ``beam_width`` and ``n_expand`` matter: the
-    cache covers the model's whole block, whatever the context and horizon).
-    """
+    """The peak memory of planning ``n_episodes`` at once (of the planner config only
+    ``beam_width`` and ``n_expand`` matter: the cache covers the model's whole block)."""
     from ttlib.kvcache import KVCache
 
     c = model_config
@@ -118,16 +100,14 @@ def estimate_planning_memory(
 def _n_params(c) -> int:
     """Parameters of a TrajectoryGPT with config ``c`` (counted, not built)."""
     E = c.n_embd
-    per_block = 2 * 2 * E + (3 * E * E + 3 * E) + (E * E + E) + (4 * E * E + 4 * E)
-    per_block += 4 * E * E + E
+    per_block = 12 * E * E + 13 * E  # two layer norms, qkv, proj, the MLP out and back
     goal = (c.n_bins * c.goal_dim + c.goal_dim) * E if c.goal_dim > 0 else 0
     head = c.transition_dim * (c.n_bins + 1) * E
     return c.vocab_size * E + c.block_size * E + goal + c.n_layer * per_block + 2 * E + head
 
 
 def available_memory(device=None) -> int | None:
-    """Bytes free now: on a CUDA device its free memory, else the system's available RAM
-    (None where /proc/meminfo cannot be read)."""
+    """Bytes free now on a CUDA ``device``, else available RAM (None if unreadable)."""
     import torch
 
     device = torch.device(device) if device is not None else torch.device("cpu")
@@ -162,10 +142,7 @@ def check_planning_memory(
     limit: int | str | None = None,
     device=None,
 ) -> PlanningMemory:
-    """Raise :class:`PlanningMemoryError` if planning would need more than the limit.
-
-    Returns the estimate when it fits. See :func:`memory_limit` for the default limit.
-    """
+    """The estimate, or a :class:`PlanningMemoryError` if it is above :func:`memory_limit`."""
     estimate = estimate_planning_memory(model_config, planner_config, n_episodes)
     cap = memory_limit(limit, device)
     if cap is not None and estimate.total > cap:

@@ -1,16 +1,11 @@
 """The Trajectory Transformer: a GPT over discretised transitions [s, a, r, V].
 
-Reads like minGPT, with four additions the paper needs:
-
-* every dimension of the transition has its own K-token vocabulary (token id = bin + K·index),
-  plus one shared stop token;
-* one output head per position-in-transition (a batched linear layer, as in the original);
-* attention *to* value tokens is masked, because V is a return-to-go that leaks the future;
-* a KV cache (:mod:`ttlib.kvcache`), so beam search appends one token per forward pass
-  instead of re-running the whole window for every sampled token as the original code does.
-
-Token ids given to the model are *raw* bins in [0, K] (K = stop); the model adds the offsets.
-An optional goal prefix (``goal_dim`` tokens) sits before the trajectory for goal reaching.
+minGPT plus what the paper needs: every dimension of the transition has its own K-token
+vocabulary (token id = bin + K·index) and one shared stop token; one output head per
+position-in-transition; attention *to* value tokens is masked (V leaks the future); a KV cache
+(:mod:`ttlib.kvcache`), so beam search appends one token per forward pass instead of re-running
+the window for every token as the original does. Inputs are *raw* bins in [0, K] (K = stop);
+an optional goal prefix (``goal_dim`` tokens) sits before the trajectory.
 """
 
 from __future__ import annotations
@@ -23,7 +18,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ttlib.errors import ConfigError
-from ttlib.kvcache import KVCache, shared_prefix_attention
+from ttlib.kvcache import KVCache, shared_prefix_attention, value_keys
 
 
 @dataclass
@@ -77,12 +72,10 @@ MIN_QUERY_SPLIT = 32
 def causal_attention_in_halves(q, k, v, allowed: torch.Tensor, dropout_p: float = 0.0):
     """SDPA of a whole window (no cache) in two query halves; ``allowed`` (T, T) is causal.
 
-    The CPU kernels (flash without dropout, math with it) compute every query against every
-    key and mask afterwards: at the training window (249 tokens) a key block of 512 covers the
-    whole window, so the causal upper triangle costs as much as the lower one. The first half
-    of the queries cannot see the second half of the keys, so it is computed against the
-    first half only: 3/8 instead of 1/2 of the score matrix is wasted. Same result up to
-    float rounding (the softmax sums run over fewer masked zeros).
+    The CPU kernels compute every query against every key and mask afterwards, so the causal
+    upper triangle costs as much as the lower one. The first half of the queries cannot see
+    the second half of the keys: computing it against the first half only wastes 3/8 instead
+    of 1/2 of the score matrix. Same result up to float rounding.
     """
     h = q.shape[2] // 2
     first = F.scaled_dot_product_attention(
@@ -180,14 +173,9 @@ class TrajectoryGPT(nn.Module):
 
     @staticmethod
     def _init_weights(module):
-        if isinstance(module, nn.Linear):
+        if isinstance(module, nn.Linear | nn.Embedding):
             nn.init.normal_(module.weight, mean=0.0, std=0.02)
-            if module.bias is not None:
-                nn.init.zeros_(module.bias)
-        elif isinstance(module, nn.Embedding):
-            nn.init.normal_(module.weight, mean=0.0, std=0.02)
-        elif isinstance(module, nn.LayerNorm):
-            nn.init.ones_(module.weight)
+        if isinstance(module, nn.Linear) and module.bias is not None:
             nn.init.zeros_(module.bias)
 
     @property
@@ -198,24 +186,13 @@ class TrajectoryGPT(nn.Module):
         p = self.pos_emb
         return KVCache(self.config, batch_size, device=p.device, dtype=p.dtype)
 
-    # ------------------------------------------------------------------ masks
     def attention_mask(self, start: int, n_new: int, device=None) -> torch.Tensor:
-        """Boolean (n_new, start + n_new) mask: True where a query may attend to a key.
-
-        Causal, and (if ``mask_values``) no query sees a value-token key: V_t is a sum of
-        future rewards, so attending to it would leak the future during training.
-        """
-        c = self.config
+        """Boolean (n_new, start + n_new) mask: True where a query may attend to a key (causal,
+        value tokens hidden: :func:`ttlib.kvcache.value_keys`)."""
         q = torch.arange(start, start + n_new, device=device)[:, None]
         k = torch.arange(start + n_new, device=device)[None, :]
-        allowed = k <= q
-        if c.mask_values:
-            traj = k - c.goal_dim
-            is_value = (traj >= 0) & (traj % c.transition_dim == c.transition_dim - 1)
-            allowed = allowed & ~is_value
-        return allowed
+        return (k <= q) & ~value_keys(self.config, k)
 
-    # ---------------------------------------------------------------- forward
     def forward(
         self,
         idx: torch.Tensor,
@@ -247,23 +224,17 @@ class TrajectoryGPT(nn.Module):
                 "crop the context (the planner does this automatically)"
             )
         pos = torch.arange(t0, t0 + T, device=idx.device)
-        if T == 1 and cache is not None and not x_parts:  # one decoded token: fewer small ops
-            offset = (t0 % c.transition_dim) * c.n_bins
-            tok = torch.where(idx >= c.n_bins, c.vocab_size - 1, idx + offset)
-            x = self.drop(self.tok_emb(tok) + self.pos_emb[:, t0 : t0 + 1])
-            # The shared-prefix path adds the mask to its scores; the other one takes booleans.
-            if cache.shared:
-                allowed = cache.key_bias[: start + 1]
-            else:
-                allowed = cache.visible[None, : start + 1]
-        else:
-            dim_index = pos % c.transition_dim
-            tok = torch.where(
-                idx >= c.n_bins, torch.full_like(idx, c.vocab_size - 1), idx + dim_index * c.n_bins
-            )
-            x_parts.append(self.tok_emb(tok) + self.pos_emb[:, t0 : t0 + T])
-            x = self.drop(torch.cat(x_parts, dim=1) if len(x_parts) > 1 else x_parts[0])
+        decoding = T == 1 and cache is not None and not x_parts  # one token: fewer small ops
+        offset = (t0 % c.transition_dim if decoding else pos % c.transition_dim) * c.n_bins
+        tok = torch.where(idx >= c.n_bins, c.vocab_size - 1, idx + offset)
+        x_parts.append(self.tok_emb(tok) + self.pos_emb[:, t0 : t0 + T])
+        x = self.drop(torch.cat(x_parts, dim=1) if len(x_parts) > 1 else x_parts[0])
+        if not decoding:
             allowed = self.attention_mask(start, x.shape[1], device=idx.device)
+        elif cache.shared:  # the shared-prefix path adds the mask to its scores
+            allowed = cache.key_bias[: start + 1]
+        else:
+            allowed = cache.visible[None, : start + 1]
         for i, block in enumerate(self.blocks):
             x = block(x, allowed, cache, i)
         if cache is not None:
@@ -291,14 +262,10 @@ class TrajectoryGPT(nn.Module):
         if T == 1:  # one decoded token (beam search): a single matrix-vector product
             return x @ self.head[t0 % td].T
         lead = t0 % td
-        total = lead + T
-        pad_back = (-total) % td
-        x = F.pad(x, (0, 0, lead, pad_back))
-        x = x.view(B, -1, td, E)
+        x = F.pad(x, (0, 0, lead, (-(lead + T)) % td)).view(B, -1, td, E)
         logits = torch.einsum("bnte,tve->bntv", x, self.head)
         return logits.reshape(B, -1, self.config.n_bins + 1)[:, lead : lead + T]
 
-    # ----------------------------------------------------------- optimiser
     def configure_optimizer(self, lr: float, weight_decay: float, betas=(0.9, 0.95)):
         """AdamW with decay on weight matrices (linear layers, heads) only, like minGPT."""
         decay, no_decay = [], []
@@ -311,7 +278,6 @@ class TrajectoryGPT(nn.Module):
         ]
         return torch.optim.AdamW(groups, lr=lr, betas=betas)
 
-    # --------------------------------------------------------------- analysis
     @torch.no_grad()
     def attention_maps(self, idx: torch.Tensor, goal: torch.Tensor | None = None) -> torch.Tensor:
         """Attention weights (n_layer, B, n_head, T, T) for a full forward pass of ``idx``."""

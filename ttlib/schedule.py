@@ -10,35 +10,24 @@ original counts (:class:`LRSchedule`). ``"run_length"`` fits both to ``max_steps
 from __future__ import annotations
 
 import math
-from typing import Protocol
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from ttlib.train import TrainConfig
 
 ORIGINAL_FINAL_EPOCHS = 20  # the original's final_tokens = 20 x warmup_tokens
-
-
-class ScheduleSettings(Protocol):
-    """What the schedule reads of a :class:`ttlib.train.TrainConfig`."""
-
-    schedule: str
-    lr: float
-    min_lr_frac: float
-    warmup_frac: float
-    warmup_tokens: int
-    batch_size: int
-    max_steps: int
 
 
 class LRSchedule:
     """The learning rate of every step, as the original's trainer sets it.
 
-    The original counts the targets of each batch that are not the stop token (masked ones
-    included) and sets the rate *after* each optimiser step from the count so far, so step k
-    uses the count of steps 0..k-1 and step 0 runs at the full rate the optimiser was built
-    with. ``warmup_tokens`` = windows x block_size (one epoch of tokens, stop tokens
-    included, so an epoch's count stays a little below it). With ``schedule="run_length"``
-    the rate follows :func:`lr_at` instead and the count is only kept.
+    The original counts each batch's targets that are not the stop token (masked ones
+    included) and sets the rate *after* each optimiser step, so step k uses the count of steps
+    0..k-1 and step 0 runs at the full rate. ``warmup_tokens`` = windows x block_size (one
+    epoch of tokens, stop tokens included). The other schedules only keep the count.
     """
 
-    def __init__(self, cfg: ScheduleSettings, n_windows: int, block_size: int, tokens: int = 0):
+    def __init__(self, cfg: TrainConfig, n_windows: int, block_size: int, tokens: int = 0):
         self.cfg = cfg
         self.tokens_per_step = cfg.batch_size * block_size
         self.warmup_tokens = n_windows * block_size
@@ -67,7 +56,7 @@ class LRSchedule:
         self.tokens += n_tokens
 
 
-def lr_at(step: int, cfg: ScheduleSettings) -> float:
+def lr_at(step: int, cfg: TrainConfig) -> float:
     """The "run_length" schedule: linear warm-up over ``warmup_frac`` of the run, then a
     cosine from ``lr`` to ``min_lr_frac * lr`` that ends at ``max_steps``."""
     warmup = max(1, int(cfg.warmup_frac * cfg.max_steps))
@@ -78,7 +67,7 @@ def lr_at(step: int, cfg: ScheduleSettings) -> float:
     return cfg.lr * (floor + (1 - floor) * 0.5 * (1.0 + math.cos(math.pi * progress)))
 
 
-def constant_lr(step: int, cfg: ScheduleSettings, tokens_per_step: int) -> float:
+def constant_lr(step: int, cfg: TrainConfig, tokens_per_step: int) -> float:
     """The "constant" schedule: linear warm-up to ``lr`` over the steps that hold
     ``warmup_tokens`` (steps x batch x block), then ``lr``. It never reads ``max_steps``."""
     warmup = math.ceil(cfg.warmup_tokens / tokens_per_step)

@@ -69,7 +69,6 @@ class Plan:
     score: torch.Tensor  # (E,) the score the plan won with
 
 
-# ------------------------------------------------------------------ token choice
 def filter_top_k(logits: torch.Tensor, k: int | None) -> torch.Tensor:
     """Keep the ``k`` largest logits of every row, set the rest to -inf."""
     if k is None or k >= logits.shape[-1]:
@@ -81,10 +80,9 @@ def filter_top_k(logits: torch.Tensor, k: int | None) -> torch.Tensor:
 def filter_cdf(logits: torch.Tensor, threshold: float | None) -> torch.Tensor:
     """Drop the least likely tokens that together hold less than ``threshold`` of the mass.
 
-    As the original ``filter_cdf``: sort probabilities ascending, find p*, the largest one whose
-    cumulative mass is still below ``threshold``, and remove every token with p ≤ p*. With 0.6
-    the kept tokens are the most likely ones, covering the top ~40 % of the mass. The most
-    likely token always stays (the original then falls back to uniform over all tokens).
+    As the original ``filter_cdf``: p* is the largest probability whose ascending cumulative
+    mass is below ``threshold``; every token with p ≤ p* goes. The most likely token always
+    stays (the original then falls back to uniform over all tokens).
     """
     if threshold is None or threshold <= 0.0:
         return logits
@@ -100,12 +98,9 @@ Generators = torch.Generator | Sequence[torch.Generator] | None
 
 
 def sample_rows(probs: torch.Tensor, generator: Generators) -> torch.Tensor:
-    """One token per row of ``probs`` (R, V), drawn from ``generator``.
-
-    A list of E generators draws the rows of episode e (the e-th of E equal, consecutive
-    blocks: beam search keeps its rows episode-major) from generator e alone, so an episode's
-    samples do not depend on which other episodes share the batch.
-    """
+    """One token per row of ``probs`` (R, V). A list of E generators draws the e-th of E
+    equal blocks of rows (an episode's beams) from generator e alone, so an episode's samples
+    do not depend on which other episodes share the batch."""
     if generator is None or isinstance(generator, torch.Generator):
         return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
     blocks = probs.view(len(generator), -1, probs.shape[-1])
@@ -118,12 +113,9 @@ def choose_tokens(
     rank: torch.Tensor | None,
     generator: Generators,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """One token per row from filtered logits (R, V), and whether that choice is valid.
-
-    Sampled (:func:`sample_rows`), or in deterministic mode the ``rank``-th most likely
-    allowed token; a rank beyond the allowed tokens is invalid (its candidate is dropped), so
-    copies of a beam explore distinct tokens instead of filling the beam with duplicates.
-    """
+    """One token per row from filtered logits (R, V), and whether that choice is valid:
+    sampled, or (deterministic mode) the ``rank``-th most likely allowed token, invalid past
+    the allowed ones, so copies of a beam explore distinct tokens instead of duplicates."""
     if rank is None:
         tokens = sample_rows(logits.softmax(-1), generator)
         return tokens, torch.ones_like(tokens, dtype=torch.bool)
@@ -133,7 +125,6 @@ def choose_tokens(
     return order.gather(-1, pick[:, None]).squeeze(-1), rank < n_allowed
 
 
-# ------------------------------------------------------------------ beam search
 def _decode(table: torch.Tensor, tokens: torch.Tensor, dims: slice) -> torch.Tensor:
     """Bin centres of tokens (R, D') for transition dimensions ``dims``; stop → last bin."""
     t = table[dims]
@@ -153,10 +144,9 @@ def beam_search(
 ) -> Plan:
     """Plan ``config.horizon`` transitions for E episodes at once and return the best of each.
 
-    ``context`` (E, n·td + N) holds raw bins: n whole transitions [s, a, r, V] followed by the
-    current observation, the same n for every row. ``goal`` (E, goal_dim) bins for
-    goal-conditioned models; ``q_function(s, a) -> (R,)`` on continuous inputs for mode ``q``.
-    ``generator``: one for all samples, or a list of E, one per episode (:func:`sample_rows`).
+    ``context`` (E, n·td + N) raw bins: n whole transitions then the current observation.
+    ``goal`` (E, goal_dim) bins for goal-conditioned models; ``q_function(s, a) -> (R,)`` on
+    continuous inputs for mode ``q``; ``generator`` one, or one per episode.
     """
     cfg = config.validate()
     c = model.config
@@ -176,9 +166,6 @@ def beam_search(
     anchor = next(model.parameters())  # the model's dtype and device
     table = torch.as_tensor(discretizer.centres, dtype=anchor.dtype, device=anchor.device)
     r_dim, v_dim = [td - 2], [td - 1]
-
-    def expectation(probs: torch.Tensor, dims: list[int]) -> torch.Tensor:
-        return discretizer.expectation(probs[:, None, :], dims)[:, 0]
 
     def action_token(logits: torch.Tensor, rank: torch.Tensor | None):
         return choose_tokens(
@@ -208,6 +195,14 @@ def beam_search(
             return
         log_prob = log_prob + logits.log_softmax(-1).gather(-1, tok[:, None]).squeeze(-1)
 
+    def read(logits: torch.Tensor, dims: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Reward or value: its expectation under the raw distribution scores the candidate;
+        the most likely token continues the sequence (top-1, as in the original)."""
+        probs = logits.softmax(-1)
+        tok = probs.argmax(-1)
+        add_log_prob(logits, tok)
+        return discretizer.expectation(probs[:, None, :], dims)[:, 0], tok
+
     for t in range(H):
         if t > 0:  # expand: every surviving beam gets X copies
             rows = torch.arange(R, device=logits.device).repeat_interleave(X)
@@ -226,17 +221,9 @@ def beam_search(
             add_log_prob(logits, tok)
             logits = window.feed(tok[:, None])
 
-        # Reward and value: expectations under the raw distributions score the candidate;
-        # the most likely tokens continue the sequence (top-1, as in the original).
-        probs = logits.softmax(-1)
-        r = expectation(probs, r_dim)
-        r_tok = probs.argmax(-1)
-        add_log_prob(logits, r_tok)
+        r, r_tok = read(logits, r_dim)
         logits = window.feed(r_tok[:, None])
-        probs = logits.softmax(-1)
-        v = expectation(probs, v_dim)
-        v_tok = probs.argmax(-1)
-        add_log_prob(logits, v_tok)
+        v, v_tok = read(logits, v_dim)
 
         if cfg.mode == "reward":
             score = cum_reward + gamma**t * r + gamma ** (t + 1) * v
@@ -282,20 +269,14 @@ def beam_search(
     )
 
 
-# ------------------------------------------------------------------ the agent
 class TTPlanner:
     """A Trajectory Transformer agent: context buffers for E episodes and replanning each step.
 
-    ``reset(E)`` starts E episodes; ``act(obs)`` plans for them (episodes that finished are
-    left out via ``index``) and returns the first action of every best plan; ``observe(r)``
-    stores the executed transition [s, a, r, V placeholder] as context for the next plan.
-
-    By default every sample comes from one generator seeded ``config.seed``, so an episode's
-    plans depend on the other episodes planned with it. ``episode_seeds`` (one per episode of
-    each reset) gives episode i its own generator seeded ``episode_seeds[i]``: it then plans
-    what a fresh planner with ``seed = episode_seeds[i]`` planning it alone would (up to the
-    float rounding of batched matrix products), so episodes planned together can be cached
-    one by one.
+    ``reset(E)`` starts E episodes; ``act(obs, index)`` plans for those still running and
+    returns the first action of every best plan; ``observe(r, index)`` stores the executed
+    transition as context. ``episode_seeds`` gives episode i its own generator: it then plans
+    what a planner with ``seed = episode_seeds[i]`` planning it alone would (up to float
+    rounding), so episodes planned together can be cached one by one.
     """
 
     def __init__(
@@ -309,9 +290,7 @@ class TTPlanner:
         episode_seeds: Sequence[int] | None = None,
     ):
         self.model = model.eval()
-        # The limit reset() checks against (None: $TTLIB_MEMORY_LIMIT or a share of free RAM);
-        # evaluate(memory_limit=...) sets it so that its early check and reset() agree.
-        self.memory_limit = memory_limit
+        self.memory_limit = memory_limit  # reset()'s (and evaluate()'s early check's)
         self.discretizer = discretizer
         self.config = (config or PlannerConfig()).validate()
         self.goal_dims = list(goal_dims) if goal_dims is not None else None
@@ -330,16 +309,10 @@ class TTPlanner:
             raise ValueError("this model is goal-conditioned: pass goal_dims (the data config's)")
         self.plans: list[Plan] = []
         self.n_episodes = 0
-        self.context: list[list[np.ndarray]] = []
-        self._pending: dict[int, np.ndarray] = {}
-        self.goal_tokens: torch.Tensor | None = None
 
     def reset(self, n_episodes: int, goals: np.ndarray | None = None) -> None:
-        """Forget all context; ``goals`` (E, G) are goal states for goal-conditioned models.
-
-        Fails at once (:class:`ttlib.memory.PlanningMemoryError`, with the estimate) when
-        planning ``n_episodes`` together would not fit in memory, instead of dying mid-plan.
-        """
+        """Forget all context; ``goals`` (E, G) for goal-conditioned models. A
+        :class:`ttlib.errors.PlanningMemoryError` now if the plans would not fit in memory."""
         check_planning_memory(
             self.model.config, self.config, n_episodes, self.memory_limit, device=self.device
         )
@@ -355,7 +328,7 @@ class TTPlanner:
         self.n_episodes = n_episodes
         self.context: list[list[np.ndarray]] = [[] for _ in range(n_episodes)]
         self._pending: dict[int, np.ndarray] = {}
-        self.goal_tokens = None
+        self.goal_tokens: torch.Tensor | None = None
         if self.model.config.goal_dim > 0:
             if goals is None:
                 raise ValueError("this model is goal-conditioned: reset(n_episodes, goals=...)")
@@ -393,13 +366,7 @@ class TTPlanner:
             if self.episode_seeds is not None:
                 generator = [self.generators[index[r]] for r in rows]
             plan = beam_search(
-                self.model,
-                self.discretizer,
-                context,
-                self.config,
-                goal,
-                self.q_function,
-                generator,
+                self.model, self.discretizer, context, self.config, goal, self.q_function, generator
             )
             self.plans.append(plan)
             actions[rows] = plan.action.float().cpu().numpy()

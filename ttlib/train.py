@@ -1,10 +1,9 @@
 """Training loop for :class:`TrajectoryGPT`, with checkpoints that resume bit-for-bit.
 
-AdamW (decay on weight matrices only), gradient clipping, and the original's learning-rate
-schedule (:mod:`ttlib.schedule`). A checkpoint holds the weights, the model / data / training
-configs, the fitted discretizer, the optimiser, the schedule's token count and both
-random-number streams, all as tensors and plain types, so it loads with
-``torch.load(weights_only=True)`` and an interrupted run continues exactly where it stopped.
+AdamW (decay on weight matrices only), gradient clipping and the original's learning-rate
+schedule (:mod:`ttlib.schedule`). A checkpoint holds weights, configs, discretizer, optimiser,
+the schedule's token count and both random streams as tensors and plain types, so it loads
+with ``weights_only=True`` and an interrupted run continues exactly where it stopped.
 """
 
 from __future__ import annotations
@@ -39,20 +38,15 @@ class TrainConfig:
     grad_clip: float = 1.0
     # "original": warm-up over one epoch of tokens, cosine to 20 epochs (LRSchedule);
     # "run_length": warm-up over warmup_frac of max_steps, cosine ending at the last step;
-    # "constant": warm-up over warmup_tokens, then lr for good. Its rate never depends on
-    # max_steps, so the weights at a step are the same however long the run is planned to
-    # be: a run can be extended bit-for-bit, and each of its checkpoints is a model "trained
-    # for that many tokens" (the compute study). No decay: a run that decays to the same
-    # point usually ends at a somewhat lower loss.
+    # "constant": warm-up over warmup_tokens (steps x batch x block), then lr. It never reads
+    # max_steps, so a run can be extended bit-for-bit and each checkpoint is a model "trained
+    # for that many tokens" (the compute study).
     schedule: str = "original"
     warmup_frac: float = 0.05  # "run_length" only: of max_steps
-    # "constant" only: tokens counted as steps x batch x block, the x-axis of the study
-    # (written into to_dict() only for this schedule, so the other runs keep their cache keys)
-    warmup_tokens: int = 0
+    warmup_tokens: int = 0  # "constant" only (and in to_dict() only then: older cache keys)
     min_lr_frac: float = 0.1  # the cosine's floor, a fraction of lr (0.1 in the original)
-    # "bf16": forward pass under torch.autocast(bfloat16); weights, gradients and the
-    # optimiser stay fp32. Faster on CPUs with native bf16 (avx512_bf16, AMX) but not the
-    # original's numerics (see benchmarks/README.md), so it is never the default.
+    # "bf16": forward pass under autocast(bfloat16), weights and optimiser fp32. Faster on
+    # CPUs with native bf16, but not the original's numerics, so never the default.
     precision: str = "fp32"
     seed: int = 42
     device: str = "auto"
@@ -146,10 +140,8 @@ def loss_by_kind(
 ):
     """Unweighted cross-entropy per token kind (state / action / reward / value), for curves."""
     dims = (torch.arange(targets.shape[1], device=targets.device) + 1) % config.transition_dim
-    kinds = torch.zeros_like(dims)
-    kinds[dims >= config.observation_dim] = 1
-    kinds[dims == config.transition_dim - 2] = 2
-    kinds[dims == config.transition_dim - 1] = 3
+    kinds = (dims >= config.observation_dim).long() + (dims >= config.transition_dim - 2).long()
+    kinds += (dims == config.transition_dim - 1).long()  # 0 state, 1 action, 2 reward, 3 value
     ce = F.cross_entropy(
         logits.reshape(-1, logits.shape[-1]), targets.reshape(-1), reduction="none"
     )
@@ -167,8 +159,7 @@ def held_out_loss(
     model: TrajectoryGPT, dataset: SequenceDataset, n_windows: int, cfg: TrainConfig, device
 ) -> dict:
     """Cross-entropy per token kind on ``n_windows`` fixed windows of ``dataset`` (``val_``
-    keys), in eval mode; the model is left in training mode, and no random stream of the
-    run is touched (the windows come from a generator of their own)."""
+    keys), in eval mode, from a random stream of its own (the run's are not touched)."""
     gen = torch.Generator().manual_seed(cfg.seed + 1)
     index = torch.randint(len(dataset), (n_windows,), generator=gen)
     model.eval()
@@ -183,7 +174,6 @@ def held_out_loss(
     return {f"val_{k}": v for k, v in loss_by_kind(logits, y, mask, model.config).items()}
 
 
-# ------------------------------------------------------------- checkpoints
 def checkpoint_dict(model, discretizer, data_cfg: DataConfig, train_cfg: TrainConfig, **extra):
     return {
         "format": CHECKPOINT_FORMAT,
@@ -289,7 +279,6 @@ def _check_resumable(ckpt: dict, model_cfg: GPTConfig, data_cfg: DataConfig, cfg
             )
 
 
-# -------------------------------------------------------------------- loop
 def train(
     dataset: SequenceDataset,
     model_cfg: GPTConfig,
@@ -302,12 +291,10 @@ def train(
 ) -> TrainResult:
     """Train (or resume) a model; ``out_dir/checkpoint.pt`` is written every few steps.
 
-    ``stop_at_step`` ends the run early after checkpointing, as an interruption would.
-    With ``schedule="constant"`` a finished run resumes with a larger ``max_steps``: the
-    longer run, bit for bit.
-    ``eval_dataset`` (held-out episodes, encoded with this run's discretizer): every logged
-    step also records the cross-entropy per token kind on the same ``eval_windows`` of it
-    (``val_loss_state``, ...). It uses its own random stream, so the weights do not change.
+    ``stop_at_step`` ends the run early after checkpointing, as an interruption would. With
+    ``schedule="constant"`` a finished run resumes with a larger ``max_steps``. Every logged
+    step also records :func:`held_out_loss` on ``eval_dataset`` (encoded with this run's
+    discretizer) where one is given.
     """
     device = resolve_device(cfg.device)
     torch.manual_seed(cfg.seed)

@@ -1,8 +1,4 @@
-"""The model's view of a growing token sequence, for the planner and the prediction experiment.
-
-Decoding feeds one token at a time through the model's KV cache; when the sequence outgrows
-the model's block, the window jumps forward and the cache is rebuilt (see :class:`Window`).
-"""
+"""The model's view of a growing token sequence, for the planner and the prediction experiment."""
 
 from __future__ import annotations
 
@@ -12,15 +8,12 @@ import torch
 class Window:
     """Token history of every row and the model's view of it (cached or recomputed).
 
-    The model sees at most ``block_size`` trajectory tokens. When a new token would not fit,
-    the window jumps forward to start at s^0 of the transition ``keep`` transitions before the
-    current one, and the cache is rebuilt with one batched forward pass of that window; then
-    decoding continues one token at a time. So the model sees between ``keep`` and
-    ``n_transitions - 1`` past transitions. The original planner instead re-runs the model on a
-    window cropped to ``max_context_transitions·td - 1`` tokens for *every* token (a sliding
-    window of 4-5 transitions, no cache); our window is never shorter and slides in jumps.
-    With ``use_cache=False`` the same windows are recomputed in full for every token: a slow
-    reference that must give the same logits.
+    When a new token would not fit the model's block, the window jumps forward to s^0 of the
+    transition ``keep`` transitions before the current one and the cache is rebuilt with one
+    forward pass; so the model sees between ``keep`` and ``n_transitions - 1`` past
+    transitions. The original re-runs a window cropped to ``keep`` transitions for *every*
+    token; ours is never shorter and slides in jumps. ``use_cache=False`` recomputes the same
+    windows for every token: a slow reference that must give the same logits.
     """
 
     def __init__(self, model, n_rows: int, goal: torch.Tensor | None, keep: int, use_cache: bool):
@@ -73,14 +66,9 @@ class Window:
             self.goal = self.goal[rows]
 
     def share(self, rows: torch.Tensor, copies: int) -> None:
-        """Repeat every row ``copies`` times (``rows`` says so: each index ``copies`` times in
-        a row); the cache keeps what they share once per row.
-
-        For the first expansion of the plan, when every row is an episode's context: the
-        copies are the beams of that episode, and decoding reads the context's keys and
-        values once per episode (``KVCache.share_prefix``). Only single tokens are fed after
-        this, until the window jumps and the cache is rebuilt (per row, nothing shared).
-        """
+        """Repeat every row ``copies`` times (``rows``: each index ``copies`` times in a row),
+        the cache keeping what they share once (``KVCache.share_prefix``): an episode's beams
+        read its context once, until the window jumps and the cache is rebuilt per row."""
         self._rows(rows)
         if self.cache is not None:
             self.cache.share_prefix(copies)

@@ -1,29 +1,18 @@
 """Behaviour policies for the locomotion datasets (`ttlib make-policies`), the D4RL recipe.
 
-D4RL trained one SAC agent per env and took the final policy as `expert`, an earlier checkpoint
-at roughly a third to a half of its return as `medium`, and the replay buffer up to that
-checkpoint as `medium-replay`. We do the same with stable-baselines3 SAC:
+D4RL trained one SAC agent per env: the final policy is `expert`, an earlier checkpoint at about
+a third of its return `medium`, the replay buffer up to it `medium-replay`. We do the same with
+stable-baselines3 SAC, in resumable chunks of `checkpoint_every` steps (full SB3 model and
+replay buffer in the git-ignored cache; every chunk's actor kept and evaluated with the
+*stochastic* policy, the way the datasets are collected). `finalize` picks expert and medium,
+evaluates both on fresh episodes and writes the small committed files under
+`results/policies/<env>/`: `{medium,expert}.pt` (actor state dicts), `medium_replay.npz`
+(float16 observations and actions under `replay_budget_mb`) and `policies.json`.
 
-* training runs in chunks of `checkpoint_every` steps; after each chunk the full SB3 model and
-  replay buffer go to a step-named folder under the (git-ignored) cache, so a killed run
-  resumes from the last chunk; the actor of every chunk is kept (small) for the selection;
-* each chunk's actor is evaluated with the *stochastic* policy, the way the datasets are
-  collected, so the returns in `policies.json` are the returns the datasets contain;
-* `finalize` picks `expert` (best evaluated chunk) and `medium` (the earlier chunk whose return
-  is closest to `medium_fraction` of the way from D4RL's random return to the best), evaluates both
-  on fresh episodes and writes the small files that are committed:
-  `results/policies/<env>/{medium,expert}.pt` (actor state dicts, load with weights_only=True),
-  `medium_replay.npz` (replay-buffer transitions up to the medium chunk, observations and
-  actions in float16 to keep it under `replay_budget_mb`; whole episodes are subsampled only if
-  it would still be larger) and `policies.json`.
-
-Runs longer than a session. The local cache (SB3 checkpoint, replay buffer, every chunk's
-actor) does not survive a fresh machine, so `save_early` copies next to the committed files
-what `finalize` will need from it: the replay buffer up to the first chunk whose normalised
-return reaches `prefix_score` (`early/replay_prefix.npz`, float16 — medium-replay is cut from
-it, since medium sits at about a third of the expert's return), the actors of the chunks up to
-there (`early/step_*.pt`, float16: the medium candidates) and the best actor so far
-(`early/best.pt`: the expert candidate). `train` calls it at every milestone.
+The local cache does not survive a fresh machine, so `save_early` (called at every milestone)
+copies next to the committed files what `finalize` needs from it: the replay buffer up to the
+first chunk that reaches `prefix_score` (`early/replay_prefix.npz`), the actors up to there
+(`early/step_*.pt`: the medium candidates) and the best actor so far (`early/best.pt`).
 """
 
 from __future__ import annotations
@@ -99,9 +88,6 @@ def check_locomotion(env: str) -> None:
         )
 
 
-# ---------------------------------------------------------------- training (resumable)
-
-
 def _env_cache(cfg: PolicyConfig) -> Path:
     return Path(cfg.cache_dir) / cfg.env
 
@@ -125,8 +111,7 @@ def _save_checkpoint(model, cache: Path, step: int) -> None:
 
 
 def _load_latest(cache: Path, env=None, replay: bool = True):
-    """The SB3 model of the newest local checkpoint (the folder named in `latest`, written by
-    `_save_checkpoint`), with its replay buffer if `replay`."""
+    """The SB3 model of the newest local checkpoint, with its replay buffer if `replay`."""
     from stable_baselines3 import SAC
 
     folder = cache / (cache / "latest").read_text().strip()
@@ -160,9 +145,16 @@ def _load_checkpoint(cfg: PolicyConfig, env):
     from stable_baselines3 import SAC
 
     cache = _env_cache(cfg)
-    if not (cache / "latest").exists():
-        if not _milestone(cfg).exists():
-            return None
+    if (cache / "latest").exists():
+        model = _load_latest(cache, env)
+        rb = model.replay_buffer
+        # The episode running at the kill is lost: close it as a time-out (bootstrapped, like a
+        # time limit); below, SB3 resets the fresh env instead of reusing the pickled last obs.
+        if rb.pos > 0 or rb.full:
+            last = (rb.pos - 1) % rb.buffer_size
+            rb.dones[last] = 1.0
+            rb.timeouts[last] = 1.0
+    elif _milestone(cfg).exists():
         model = SAC.load(_milestone(cfg), env=env, device="cpu")
         milestone = _milestone_info(cfg)
         save_json(milestone["evaluations"], cache / "evals.json")
@@ -171,19 +163,10 @@ def _load_checkpoint(cfg: PolicyConfig, env):
             f.write(
                 f"# resumed from {_milestone(cfg)} at step {model.num_timesteps}, empty buffer\n"
             )
-        model._last_obs = None
-        env.seed(cfg.seed + model.num_timesteps)
         # this buffer starts here, not at step 0: save_early must not cut a prefix from it
         (cache / "buffer_starts_at").write_text(str(model.num_timesteps))
-        return model
-    model = _load_latest(cache, env)
-    rb = model.replay_buffer
-    # The episode running at the kill is lost: close it as a time-out (bootstrapped, like a
-    # time limit) and make SB3 reset the fresh env instead of reusing the pickled last obs.
-    if rb.pos > 0 or rb.full:
-        last = (rb.pos - 1) % rb.buffer_size
-        rb.dones[last] = 1.0
-        rb.timeouts[last] = 1.0
+    else:
+        return None
     model._last_obs = None
     env.seed(cfg.seed + model.num_timesteps)
     return model
@@ -240,14 +223,9 @@ def train(cfg: PolicyConfig) -> Path:
         save_actor(actor, cache / "actors" / f"step_{step:07d}.pt")
         returns = evaluate(actor, cfg.env, cfg.eval_episodes, seed=cfg.seed + 1000)
         _save_checkpoint(model, cache, step)
-        evals = [e for e in evals if e["step"] < step] + [
-            {
-                "step": step,
-                "mean": float(returns.mean()),
-                "std": float(returns.std()),
-                "wall_s": round(time.time() - t0, 1),
-            }
-        ]
+        record = {"step": step, "mean": float(returns.mean()), "std": float(returns.std())}
+        record["wall_s"] = round(time.time() - t0, 1)
+        evals = [e for e in evals if e["step"] < step] + [record]
         save_json(evals, cache / "evals.json")
         if step % cfg.milestone_every == 0 or step >= cfg.total_steps:
             _save_milestone(cfg, model, evals)
@@ -346,9 +324,6 @@ def _actor_path(cfg: PolicyConfig, step: int) -> Path:
     raise FileNotFoundError(f"no actor of step {step} for {cfg.env!r} (local cache or early/)")
 
 
-# ---------------------------------------------------------------- selection and final files
-
-
 def select_checkpoints(
     evals: list[dict], env_name: str, fraction: float, min_step: int = 0
 ) -> tuple[int, int]:
@@ -389,12 +364,8 @@ def finalize(cfg: PolicyConfig) -> dict:
         actor = load_actor(_actor_path(cfg, step))
         save_actor(actor, out / f"{name}.pt")
         returns = evaluate(actor, cfg.env, cfg.final_eval_episodes, seed=cfg.seed + 2000)
-        info[name] = {
-            "step": step,
-            "return_mean": float(returns.mean()),
-            "return_std": float(returns.std()),
-            "episodes": len(returns),
-        }
+        stats = {"return_mean": float(returns.mean()), "return_std": float(returns.std())}
+        info[name] = {"step": step, **stats, "episodes": len(returns)}
     if (cache / "latest").exists():
         transitions = replay_transitions(_load_latest(cache), medium_step)
     else:  # a fresh machine: the committed prefix

@@ -25,8 +25,8 @@ import torch
 from ttlib.baselines import BCConfig, BehaviourCloning, train_bc
 from ttlib.data import DataConfig, Episode
 from ttlib.datagen.datasets_gen import GenConfig as ControllerConfig
-from ttlib.datagen.maze_controller import WaypointController
-from ttlib.envs import bfs_distances, make_env, maze_map, xy_to_cell
+from ttlib.datagen.maze_controller import WaypointController, bfs_distances, xy_to_cell
+from ttlib.envs import make_env, maze_map
 from ttlib.evaluate import EvalResult, evaluate, mean_se
 from ttlib.experiments.cache import train_config
 from ttlib.experiments.mazes import PathRecorder

@@ -25,7 +25,8 @@ import torch
 
 from ttlib.baselines import BCConfig, BehaviourCloning, train_bc
 from ttlib.data import DataConfig, Episode, data_fingerprint, load_minari
-from ttlib.envs import bfs_distances, make_env, maze_map
+from ttlib.datagen.maze_controller import bfs_distances
+from ttlib.envs import make_env, maze_map
 from ttlib.evaluate import evaluate
 from ttlib.experiments.cache import (
     TrainedTT,

@@ -16,7 +16,7 @@ import pandas as pd
 import torch
 
 from ttlib.data import Episode
-from ttlib.envs import bfs_distances, xy_to_cell
+from ttlib.datagen.maze_controller import bfs_distances, xy_to_cell
 from ttlib.evaluate import mean_se
 from ttlib.experiments import paper
 from ttlib.experiments.maze_q import METHODS

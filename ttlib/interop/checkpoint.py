@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from ttlib.discretize import QuantileDiscretizer
+from ttlib.errors import summary
 from ttlib.interop.d4rl_hdf5 import observation_keep, qlearning_with_timeouts, read_d4rl_hdf5
 from ttlib.interop.original import (
     OriginalCheckpointError,
@@ -229,11 +230,6 @@ def latest_epoch(directory: str | Path) -> int:
     return max(epochs)
 
 
-def _first_line(err: BaseException) -> str:
-    """torch's load_state_dict errors run to many lines; the first says what is wrong."""
-    return (str(err).strip().splitlines() or [""])[0]
-
-
 def load_original_checkpoint(
     directory: str | Path,
     dataset_source: str | Path | Mapping[str, np.ndarray] | None,
@@ -264,7 +260,7 @@ def load_original_checkpoint(
     except (AssertionError, ValueError, TypeError, RuntimeError) as err:  # e.g. n_head ∤ n_embd
         raise OriginalCheckpointError(
             f"{directory / 'model_config.pkl'} describes a model that cannot be built "
-            f"({type(err).__name__}: {_first_line(err)})"
+            f"({summary(err)})"
         ) from err
     if not isinstance(state, dict):
         raise OriginalCheckpointError(f"{state_path} holds a {type(state).__name__}, not weights")
@@ -272,7 +268,7 @@ def load_original_checkpoint(
         model.load_state_dict(convert_original_state_dict(state, gcfg), strict=True)
     except (KeyError, RuntimeError, TypeError, AttributeError) as err:
         raise OriginalCheckpointError(
-            f"{state_path} does not fit its model config ({type(err).__name__}: {_first_line(err)})"
+            f"{state_path} does not fit its model config ({summary(err)})"
         ) from err
     model.to(device).eval()
 
