@@ -83,7 +83,7 @@ def test_torchrun_trains_one_model_over_two_processes(tmp_path):
     args += ["--n-head", "2", "--n-embd", "16", "--dropout", "0", "--device", "cpu"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     launcher = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2"]
-    launcher += ["--master_port", "29517", "-m", "ttlib"]
+    launcher += ["--standalone", "-m", "ttlib"]  # --standalone: a free port of its own
     for cmd, out in (([sys.executable, "-m", "ttlib"], "one"), (launcher, "two")):
         r = subprocess.run(
             [*cmd, *args, "--out", str(tmp_path / out)],

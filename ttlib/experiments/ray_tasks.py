@@ -206,9 +206,11 @@ def _connect(address: str) -> bool:
     if ray.is_initialized():
         return False
     if address == "local":
-        ray.init(include_dashboard=False, object_store_memory=256 * 2**20)
+        ray.init(
+            include_dashboard=False, object_store_memory=256 * 2**20, logging_level=logging.WARNING
+        )
     else:
-        ray.init(address=address)
+        ray.init(address=address, logging_level=logging.WARNING)
     return True
 
 
