@@ -16,23 +16,11 @@ from ttlib.experiments import d4rl_table as dt
 from ttlib.experiments.cache import MODELS_USED, train_tt
 from ttlib.train import TrainConfig, load_checkpoint, train
 
-from conftest import hopper_like_episodes, linear_episodes, write_minari_dataset
+from conftest import hopper_like_episodes, linear_episodes, tiny_params, write_minari_dataset
 
 matplotlib.use("Agg")
 
 TINY_MODEL = {"n_layer": 1, "n_head": 1, "n_embd": 16}
-
-
-def tiny_params(**kw) -> dict:
-    params = {
-        "envs": ["hopper"], "kinds": ["medium"], "discretizers": ["uniform", "quantile"],
-        "dataset_namespace": "ttlib", "dataset_transitions": 180, "train_steps": 4,
-        "batch_size": 4, **TINY_MODEL, "horizon": 1, "beam_width": 2, "episodes": 2,
-        "max_episode_steps": 3, "baseline_steps": 5, "learning_curve": True,
-        "curve_env": "hopper", "curve_kind": "medium", "curve_episodes": 2, "seeds": 1,
-        "seed": 0,
-    }  # fmt: skip
-    return {**params, **kw}
 
 
 # ------------------------------------------------------------------ published numbers
@@ -274,16 +262,3 @@ def test_quiet_c_output_silences_both_file_descriptors(capfd):
     os.write(1, b"after\n")
     out, err = capfd.readouterr()
     assert (out, err) == ("after\n", "")
-
-
-def test_short_method_names_of_the_command_line():
-    names = ["uniform", "Quantile", "bc", "IQL", "TT (uniform)"]
-    assert [dt.method_name(n) for n in names] == [
-        "TT (uniform)",
-        "TT (quantile)",
-        "BC",
-        "IQL",
-        "TT (uniform)",
-    ]
-    with pytest.raises(ValueError, match="unknown method 'cql'"):
-        dt.method_name("cql")

@@ -7,6 +7,7 @@ Each `add_*` registers a sub-command whose runner returns an exit code and raise
 from __future__ import annotations
 
 import argparse
+import os
 import shlex
 import sys
 from dataclasses import replace
@@ -340,7 +341,12 @@ def _run_reproduce(args: argparse.Namespace) -> int:
     from ttlib.io import check_output_dir
 
     check_output_dir(executed_dir(args.preset), "the executed-notebook folder")
-    for path in reproduce(args.preset, args.only):
+    if args.ray_resources:  # the notebooks' kernels inherit it
+        from ttlib.experiments.ray_tasks import Resources
+
+        Resources.parse(args.ray_resources)
+        os.environ["TTLIB_RAY_RESOURCES"] = args.ray_resources
+    for path in reproduce(args.preset, args.only, ray=args.ray):
         print(f"wrote {path}")
     return 0
 
@@ -349,6 +355,13 @@ def add_reproduce(sub) -> None:
     p = sub.add_parser("reproduce", help="run the experiment notebooks with papermill")
     p.add_argument("--preset", choices=PRESETS, default="smoke")
     p.add_argument("--only", nargs="+", default=None, help="experiment names")
+    p.add_argument(
+        "--ray",
+        default=None,
+        metavar="ADDRESS",
+        help="the D4RL table's work as Ray tasks: 'local' (all cores) or a cluster's address",
+    )
+    p.add_argument("--ray-resources", default=None, metavar="SPEC", help="e.g. train_gpus=1")
     p.set_defaults(func=_run_reproduce, command="reproduce")
 
 

@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm  # plain bars: tqdm.auto warns in kernels without ipywidgets
 
+from ttlib import distributed
 from ttlib.data import DataConfig, SequenceDataset
 from ttlib.discretize import Discretizer
 from ttlib.errors import CheckpointError, ConfigError, check_interval, check_positive
@@ -297,8 +298,11 @@ def train(
     discretizer) where one is given.
     """
     device = resolve_device(cfg.device)
+    ranks = distributed.ranks(device, cfg.batch_size)  # several under torchrun (DDP)
+    device = ranks.device(device)
     torch.manual_seed(cfg.seed)
     model = TrajectoryGPT(model_cfg).to(device)
+    forward = ranks.wrap(model)  # DDP: gradients averaged over the ranks
     optimizer = model.configure_optimizer(cfg.lr, cfg.weight_decay, tuple(cfg.betas))
     gen = torch.Generator().manual_seed(cfg.seed)
     history: list[dict] = []
@@ -325,7 +329,7 @@ def train(
         prior_seconds = 0.0
 
     def save(at_step: int):
-        if ckpt_path is None:
+        if ckpt_path is None or not ranks.writes:
             return
         extra = {
             "optimizer": optimizer.state_dict(),
@@ -348,19 +352,20 @@ def train(
     model.train()
     while step < cfg.max_steps:
         index = torch.randint(len(dataset), (cfg.batch_size,), generator=gen)
-        batch = [t.to(device) for t in dataset.batch(index, generator=gen)]
+        full = dataset.batch(index, generator=gen)  # every rank draws the same full batch
+        batch = [t.to(device) for t in ranks.shard(full)]  # and trains on its slice of it
         x, y, mask = batch[:3]
         goal = batch[3] if len(batch) > 3 else None
         lr = schedule.lr(step)
         for group in optimizer.param_groups:
             group["lr"] = lr
-        with autocast(device, cfg.precision):
-            logits, loss = model(x, y, mask, goal=goal)
+        with autocast(device, cfg.precision), ranks.step_rng(cfg.seed, step):
+            logits, loss = forward(x, y, mask, goal=goal)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
         optimizer.step()
-        schedule.advance(int((y != model_cfg.stop_token).sum()))  # targets but stop tokens
+        schedule.advance(int((full[1] != model_cfg.stop_token).sum()))  # all but stop tokens
         step += 1
 
         if step % cfg.log_every == 0 or step == cfg.max_steps:
@@ -372,6 +377,7 @@ def train(
                 "lr": lr,
                 **loss_by_kind(logits.detach().float(), y, mask, model_cfg),
             }
+            rec = ranks.mean(rec)  # DDP: averaged over the ranks' slices
             if eval_dataset is not None:
                 rec.update(held_out_loss(model, eval_dataset, eval_windows, cfg, device))
             history.append(rec)
@@ -386,6 +392,7 @@ def train(
             save(step)
             break
     bar.close()
+    ranks.barrier()  # DDP: a next train() call of this rank reads the final checkpoint
     model.eval()
     return TrainResult(
         model=model,

@@ -1,19 +1,21 @@
 """Fill the D4RL table's caches (and its learning curve's) without running the notebook.
 
-``python -m ttlib.experiments.d4rl_fill --preset cpu --only hopper/medium`` trains and
-evaluates what the notebook would, dataset by dataset; several processes can share the work
-(``--only``, ``--methods``), and the notebook then renders the table from the caches.
+``python -m ttlib.experiments.d4rl_fill --preset cpu --ray local`` trains and evaluates what
+the notebook would as Ray tasks on every core of this machine (``--ray ADDRESS``: on a Ray
+cluster, :mod:`ttlib.experiments.ray_tasks`); without ``--ray``, dataset by dataset in this
+process. The notebook then renders the table from the caches.
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+import os
 from collections.abc import Sequence
 
 import torch
 
-from ttlib.experiments.d4rl_table import learning_curve, method_name, run_table, summarise
+from ttlib.experiments.d4rl_table import learning_curve, run_table, summarise
 from ttlib.experiments.runs import start
 
 log = logging.getLogger("ttlib.d4rl")
@@ -25,13 +27,6 @@ def main(argv: Sequence[str] | None = None) -> None:
         prog="python -m ttlib.experiments.d4rl_fill", description=main.__doc__
     )
     ap.add_argument("--preset", default="cpu")
-    ap.add_argument(
-        "--only",
-        nargs="*",
-        default=None,
-        metavar="ENV/KIND",
-        help="datasets to do, e.g. hopper/medium (default: the preset's, curve dataset first)",
-    )
     ap.add_argument("--curve", action="store_true", help="also the learning curve")
     ap.add_argument(
         "--train-only",
@@ -39,33 +34,41 @@ def main(argv: Sequence[str] | None = None) -> None:
         help="train and cache the models (TT, BC, IQL) without the evaluation episodes",
     )
     ap.add_argument(
-        "--methods",
-        nargs="*",
+        "--ray",
         default=None,
-        metavar="NAME",
-        help="only these methods: uniform, quantile (the TT discretizers), BC, IQL; lets two "
-        "processes share one dataset (default: all of the preset's)",
+        metavar="ADDRESS",
+        help="run the work as Ray tasks: 'local' (all of this machine's cores) or a Ray "
+        "cluster's address (pip install -e '.[ray]')",
+    )
+    ap.add_argument(
+        "--ray-resources",
+        default=None,
+        metavar="SPEC",
+        help="what each Ray task asks for, e.g. train_gpus=1,train_memory=16G "
+        "(ttlib.experiments.ray_tasks.Resources)",
     )
     ap.add_argument("--log", default=None, help="append progress to this file")
     args = ap.parse_args(argv)
-    methods = None if args.methods is None else [method_name(m) for m in args.methods]
     logging.basicConfig(
         level=logging.INFO, filename=args.log, format="%(asctime)s %(message)s", datefmt="%H:%M:%S"
     )
     torch.set_num_threads(1)
     params = start("d4rl", {"preset": args.preset}).params  # same data dirs as the notebook
     curve = (params["curve_env"], params["curve_kind"])
-    pairs = (
-        [tuple(x.split("/")) for x in args.only]
-        if args.only
-        else [(e, k) for e in params["envs"] for k in params["kinds"]]
-    )
+    if args.ray:
+        from ttlib.experiments.ray_tasks import Resources, fill_table
+
+        if args.ray_resources:
+            Resources.parse(args.ray_resources)  # a bad spec fails now, not in the first task
+            os.environ["TTLIB_RAY_RESOURCES"] = args.ray_resources
+        with_curve = args.curve and params["learning_curve"] and not args.train_only
+        fill_table(params, None, not args.train_only, with_curve, args.ray)
+    # serially, or (after Ray) loading what the tasks cached: a summary per dataset
+    pairs = [(e, k) for e in params["envs"] for k in params["kinds"]]
     pairs.sort(key=lambda pair: pair != curve)
     for env, kind in pairs:
         run = run_table(
-            {**params, "envs": [env], "kinds": [kind]},
-            methods=methods,
-            evaluate_agents=not args.train_only,
+            {**params, "envs": [env], "kinds": [kind]}, evaluate_agents=not args.train_only
         )
         if args.train_only:
             log.info("trained %s %s", env, kind)

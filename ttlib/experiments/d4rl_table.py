@@ -9,7 +9,8 @@ Everything expensive goes through :func:`ttlib.experiments.cache.cached`: traine
 (``cache/models``, shared with the other notebooks), baselines (``cache/d4rl/baselines``) and
 *single evaluation episodes* (``cache/d4rl/episodes``). A killed run therefore loses at most
 one episode, and the table can be filled over several sessions without the notebook
-(:mod:`ttlib.experiments.d4rl_fill`).
+(:mod:`ttlib.experiments.d4rl_fill`), and on all cores or a cluster with Ray
+(``params["ray"]``: :mod:`ttlib.experiments.ray_tasks`).
 """
 
 from __future__ import annotations
@@ -58,13 +59,9 @@ def tt_method(discretizer: str) -> str:
     return f"TT ({discretizer})"
 
 
-def method_name(short: str) -> str:
-    """A table method from a short command-line name: ``uniform``/``quantile`` (TT) or a
-    baseline (``bc``, ``IQL``, ...); case does not matter."""
-    for method in METHODS:
-        if short.lower() in (method.lower(), method.lower().removeprefix("tt (").rstrip(")")):
-            return method
-    raise ValueError(f"unknown method {short!r}; choose from uniform, quantile, BC, IQL")
+def tt_discretizer(method: str) -> str:
+    """The discretizer of a TT method: ``"TT (uniform)"`` -> ``"uniform"``."""
+    return method[len("TT (") : -1]
 
 
 # ------------------------------------------------------------------ planning
@@ -220,6 +217,15 @@ def evaluate_policy(
     )
 
 
+def evaluate_baseline(
+    policy, spec: BaselineSpec, data_cfg: DataConfig, data, env: str, params: dict, first_seed: int
+) -> list[dict]:
+    """Episodes of a baseline trained on ``data``, keyed by its spec and the data."""
+    policy_key = {**asdict(spec), "dataset_id": data_cfg.dataset_id}
+    policy_key["data"] = data_fingerprint(data)
+    return evaluate_policy(policy, spec.method, env, params, first_seed, policy_key)
+
+
 def train_table_tt(env: str, kind: str, disc: str, params: dict, seed: int, progress=False):
     """The table's TT model of one dataset and discretizer (with the learning curve's
     snapshots), loaded on the CPU where planning runs."""
@@ -246,6 +252,10 @@ def run_table(
     not depend on the planner, so it can run ahead of the planning episodes.
     """
     methods = list(methods or [*(tt_method(d) for d in params["discretizers"]), *BASELINES])
+    if params.get("ray"):  # every unit of work as a Ray task first: the loop below loads it
+        from ttlib.experiments.ray_tasks import fill_table
+
+        fill_table(params, methods, evaluate_agents, curve=bool(params.get("learning_curve")))
     episodes, histories, skipped = [], [], []
     for s in range(int(params["seeds"])):
         seed = int(params["seed"]) + s
@@ -263,7 +273,7 @@ def run_table(
                 data = load_episodes(base_cfg)
                 for method in methods:
                     if method.startswith("TT"):
-                        disc = method[len("TT (") : -1]
+                        disc = tt_discretizer(method)
                         trained = train_table_tt(env, kind, disc, params, seed, progress)
                         histories.append(history_frame(trained.history, **labels, method=method))
                         if not evaluate_agents:
@@ -275,9 +285,9 @@ def run_table(
                         policy = baseline_cached(spec, base_cfg, data, progress)
                         if not evaluate_agents:
                             continue
-                        policy_key = {**asdict(spec), "dataset_id": base_cfg.dataset_id}
-                        policy_key["data"] = data_fingerprint(data)
-                        rows = evaluate_policy(policy, method, env, params, first_seed, policy_key)
+                        rows = evaluate_baseline(
+                            policy, spec, base_cfg, data, env, params, first_seed
+                        )
                     episodes += [
                         {**labels, "method": method, "episode": i, **r} for i, r in enumerate(rows)
                     ]

@@ -12,6 +12,8 @@ from pathlib import Path
 from ttlib.experiments.presets import EXPERIMENTS, PRESETS, ConfigError, repo_root
 from ttlib.experiments.provenance import compute_summary
 
+RAY_EXPERIMENTS = ("d4rl",)  # the notebooks with a `ray` parameter (the others run as before)
+
 
 def executed_dir(preset: str) -> Path:
     """results/executed (cpu), results/executed-paper (paper), build/smoke/executed (smoke)."""
@@ -34,11 +36,15 @@ def notebooks(only: list[str] | None = None) -> list[Path]:
     return [p for p in paths if p.exists()]
 
 
-def reproduce(preset: str, only: list[str] | None = None, progress: bool = True) -> list[Path]:
+def reproduce(
+    preset: str, only: list[str] | None = None, progress: bool = True, ray: str | None = None
+) -> list[Path]:
     """Execute each notebook with ``-p preset <preset>``; returns the executed notebooks.
 
     Each notebook caches its trained models, so a rerun after an interruption resumes; the
     executed copy is written to a temporary name and moved into place only on success.
+    ``ray`` (``local`` or a cluster's address) is passed to the notebooks of
+    :data:`RAY_EXPERIMENTS`, which then run their work as Ray tasks.
     """
     import papermill as pm
 
@@ -48,13 +54,15 @@ def reproduce(preset: str, only: list[str] | None = None, progress: bool = True)
     out_dir.mkdir(parents=True, exist_ok=True)
     done = []
     for nb in notebooks(only):
-        os.environ["TTLIB_COMMAND"] = f"ttlib reproduce --preset {preset} --only {nb.stem}"
+        on_ray = ray is not None and nb.stem in RAY_EXPERIMENTS
+        command = f"ttlib reproduce --preset {preset} --only {nb.stem}"
+        os.environ["TTLIB_COMMAND"] = command + (f" --ray {ray}" if on_ray else "")
         with tempfile.TemporaryDirectory(dir=out_dir) as tmp:
             tmp_out = Path(tmp) / nb.name
             pm.execute_notebook(
                 str(nb),
                 str(tmp_out),
-                parameters={"preset": preset},
+                parameters={"preset": preset, **({"ray": ray} if on_ray else {})},
                 cwd=str(nb.parent),
                 progress_bar=progress,
                 kernel_name="python3",

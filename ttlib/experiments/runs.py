@@ -67,7 +67,8 @@ def default_command(experiment: str, params: dict) -> str:
     """The command that reproduces a notebook run (set TTLIB_COMMAND to record another)."""
     if "TTLIB_COMMAND" in os.environ:
         return os.environ["TTLIB_COMMAND"]
-    return f"ttlib reproduce --preset {params.get('preset', 'smoke')} --only {experiment}"
+    ray = f" --ray {params['ray']}" if params.get("ray") else ""
+    return f"ttlib reproduce --preset {params.get('preset', 'smoke')} --only {experiment}{ray}"
 
 
 @dataclass

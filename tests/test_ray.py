@@ -1,0 +1,193 @@
+"""The D4RL table on Ray: the tasks fill the serial run's caches with the serial run's numbers,
+and a task that fails is one error naming it, with nothing half-written in the cache."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+
+from ttlib.errors import ConfigError
+from ttlib.experiments import d4rl_table as dt
+from ttlib.experiments import ray_tasks
+from ttlib.experiments.cache import EPISODES_USED, MODELS_USED
+from ttlib.train import load_checkpoint
+
+from conftest import hopper_like_episodes, tiny_params, write_minari_dataset
+
+
+def hopper_data() -> None:
+    """ttlib/hopper/medium-v0 of 180 transitions: what tiny_params' dataset_config asks for."""
+    write_minari_dataset("ttlib/hopper/medium-v0", hopper_like_episodes())
+
+
+@pytest.fixture
+def local_ray():
+    ray = pytest.importorskip("ray")
+    ray.init(num_cpus=2, object_store_memory=200 * 2**20, include_dashboard=False)
+    yield ray
+    ray.shutdown()
+
+
+def files(root: Path) -> set[str]:
+    return {str(p.relative_to(root)) for p in root.rglob("*") if p.is_file()}
+
+
+def without_timing(df: pd.DataFrame) -> pd.DataFrame:
+    return df.drop(columns=["seconds"]).reset_index(drop=True)
+
+
+# ------------------------------------------------------------------ the tasks
+def test_table_tasks_train_each_model_once_and_batch_each_agents_episodes():
+    hopper_data()
+    params = tiny_params(episodes=3, curve_episodes=4, discretizers=["uniform"])
+    tasks = ray_tasks.table_tasks(params, ["TT (uniform)", "BC"], curve=True, together=2)
+    names = {t.name: t for t in tasks}
+    assert len(names) == len(tasks)
+    trainings = [t.name for t in tasks if t.kind != "eval"]
+    assert trainings == ["train TT (uniform) hopper/medium seed 0", "train BC hopper/medium seed 0"]
+    first = dt.EVAL_SEED
+    # the table's 3 episodes of the final weights and the curve's 4 share their first 3
+    prefix = "evaluate TT (uniform) hopper/medium seed 0 step 4 episodes"
+    final = [n for n in names if n.startswith(prefix)]
+    assert final == [f"{prefix} {first}-{first + 1}", f"{prefix} {first + 2}-{first + 3}"]
+    assert {names[n].after for n in final} == {(trainings[0],)}
+    bc = [n for n in names if n.startswith("evaluate BC")]
+    assert bc == [
+        f"evaluate BC hopper/medium seed 0 episodes {first}-{first + 1}",
+        f"evaluate BC hopper/medium seed 0 episodes {first + 2}-{first + 2}",
+    ]
+    steps = {n.split(" step ")[1].split()[0] for n in names if " step " in n}
+    assert steps == {"1", "2", "4"}  # the curve's snapshots
+    assert tasks.index(names[bc[0]]) > tasks.index(names[trainings[-1]])  # trainings first
+
+
+def test_resources_parse_sizes_and_name_the_bad_item():
+    res = ray_tasks.Resources.parse("train_gpus=0.5, train_memory=8G")
+    assert res.options("train") == {"num_cpus": 1, "num_gpus": 0.5, "memory": 8 * 2**30}
+    assert res.options("eval")["num_gpus"] == 0
+    with pytest.raises(ConfigError, match="'gpus=1'"):
+        ray_tasks.Resources.parse("gpus=1")
+
+
+def test_without_ray_installed_a_ray_run_says_how_to_get_it(monkeypatch):
+    monkeypatch.setitem(sys.modules, "ray", None)  # import ray raises ImportError
+    with pytest.raises(ConfigError, match=r'pip install -e "\.\[ray\]"'):
+        ray_tasks._connect("local")
+
+
+def test_reproduce_passes_ray_only_to_the_notebooks_that_take_it(tmp_path, monkeypatch):
+    import papermill
+
+    from ttlib.experiments import reproduce
+
+    seen = {}
+
+    def execute(notebook, out, parameters, **kw):
+        seen[Path(notebook).stem] = (parameters, os.environ["TTLIB_COMMAND"])
+        Path(out).write_text("{}")
+
+    monkeypatch.setattr(papermill, "execute_notebook", execute)
+    monkeypatch.setattr(reproduce, "executed_dir", lambda preset: tmp_path)
+    reproduce.reproduce("smoke", ["d4rl", "maze_q"], progress=False, ray="local")
+    assert seen == {
+        "d4rl": (
+            {"preset": "smoke", "ray": "local"},
+            "ttlib reproduce --preset smoke --only d4rl --ray local",
+        ),
+        "maze_q": ({"preset": "smoke"}, "ttlib reproduce --preset smoke --only maze_q"),
+    }
+
+
+@pytest.mark.slow
+def test_ttlib_imports_no_ray_until_a_run_asks_for_it():
+    code = "import sys, ttlib.cli, ttlib.experiments.d4rl_table; print('ray' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.stdout.strip() == "False", out.stderr
+
+
+# ------------------------------------------------------------------ on a local Ray
+@pytest.mark.slow
+def test_ray_local_fills_the_caches_with_the_serial_runs_numbers(tmp_path, monkeypatch, local_ray):
+    hopper_data()
+    params = tiny_params(episodes=3)  # learning curve on: 2 episodes at steps 1, 2 and 4
+    monkeypatch.setenv("TTLIB_CACHE", str(tmp_path / "serial"))
+    serial = dt.run_table(params)
+    serial_curve = dt.learning_curve("hopper", "medium", params)
+
+    monkeypatch.setenv("TTLIB_CACHE", str(tmp_path / "ray"))
+    monkeypatch.setattr(ray_tasks, "EPISODES_TOGETHER", 2)  # an agent's 3 episodes: 2 tasks
+    MODELS_USED.clear()
+    EPISODES_USED.clear()
+    run = dt.run_table({**params, "ray": "local"})
+    curve = dt.learning_curve("hopper", "medium", params)
+    # the tasks made everything: this process only loaded it
+    assert MODELS_USED and not any(m["trained_in_this_run"] for m in MODELS_USED)
+    assert len(EPISODES_USED) == 4 * 3 + 2 * 2 * 2  # the table's, and the curve's earlier steps
+    assert not any(e["computed_in_this_run"] for e in EPISODES_USED)
+
+    pd.testing.assert_frame_equal(without_timing(run.episodes), without_timing(serial.episodes))
+    pd.testing.assert_frame_equal(run.histories, serial.histories)
+    pd.testing.assert_frame_equal(without_timing(curve), without_timing(serial_curve))
+    assert files(tmp_path / "ray") == files(tmp_path / "serial")  # the same cache keys
+    for ckpt in (tmp_path / "serial").rglob("checkpoint.pt"):
+        a, _, _ = load_checkpoint(ckpt)
+        b, _, _ = load_checkpoint(tmp_path / "ray" / ckpt.relative_to(tmp_path / "serial"))
+        for name, w in a.state_dict().items():
+            assert torch.equal(b.state_dict()[name], w), name
+
+
+def crashing_training(env, kind, disc, params, seed):
+    """A TT training that dies after its step-2 checkpoint, as a crash or kill would."""
+    from ttlib.experiments import cache
+
+    real = cache.train
+
+    def train_then_crash(*args, **kw):
+        real(*args[:5], stop_at_step=2)
+        raise RuntimeError("simulated crash at step 2")
+
+    cache.train = train_then_crash
+    try:
+        dt.train_table_tt(env, kind, disc, params, seed)
+    finally:
+        cache.train = real
+
+
+@pytest.mark.slow
+def test_a_failing_task_is_one_error_naming_it_with_nothing_half_written(
+    tmp_path, monkeypatch, local_ray
+):
+    import ray.cloudpickle
+
+    ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])  # the workers lack tests/
+    hopper_data()
+    monkeypatch.setenv("TTLIB_CACHE", str(tmp_path / "cache"))
+    params = tiny_params(discretizers=["uniform"], learning_curve=False)
+    tasks = ray_tasks.table_tasks(params, ["TT (uniform)", "BC"])
+    crash = [replace(t, fn=crashing_training) if "train TT" in t.name else t for t in tasks]
+    with pytest.raises(ray_tasks.TaskFailed) as err:
+        ray_tasks.run_tasks(crash)
+    assert str(err.value).startswith(
+        "Ray task 'train TT (uniform) hopper/medium seed 0' failed: RuntimeError: simulated crash"
+    )
+    assert "\n" not in str(err.value)
+    # the model's entry is a resumable checkpoint at step 2, not a finished model
+    (folder,) = (tmp_path / "cache" / "models").iterdir()
+    _, _, ckpt = load_checkpoint(folder)
+    assert ckpt["step"] == 2 and not folder.with_suffix(".json").exists()
+    for key in (tmp_path / "cache").glob("d4rl/episodes/*/key.json"):
+        episodes = list(key.parent.glob("seed*[0-9].json"))
+        assert '"model"' not in key.read_text() or not episodes  # none of the TT model's
+        for ep in episodes:  # BC's, if it got that far: each complete with its provenance
+            assert ep.with_name(f"{ep.stem}.provenance.json").exists()
+    for baseline in (tmp_path / "cache").glob("d4rl/baselines/*.pt"):  # done or never begun
+        assert baseline.with_suffix(".json").exists()
+    run = dt.run_table(params, methods=["TT (uniform)", "BC"])  # a rerun resumes and finishes
+    assert len(run.episodes) == 2 * params["episodes"]

@@ -1,0 +1,284 @@
+"""The D4RL table's work as Ray tasks: one machine's cores (``ray local``) or a cluster.
+
+Each unit of work is a task with the resources it declares: training a TT model, training a
+baseline (BC, IQL), and planning a batch of evaluation episodes of one agent (a batch waits for
+its agent's training). A task calls the same cached functions a serial run calls, so what it
+makes lands in the same content-keyed caches (:func:`ttlib.experiments.cache.cached`), under
+the same keys and with the same numbers: every task plans with one torch thread per CPU it
+declares (one by default, as the serial run does), and episodes are batched as the serial run
+batches them. The serial loop (:func:`ttlib.experiments.d4rl_table.run_table`) then finds
+everything cached and renders from it, as after the hand-split fill workers of before.
+
+The driver passes its cache folder, Minari data folder and checkout to every task
+(``TTLIB_CACHE``, ``MINARI_DATASETS_PATH``, ``TTLIB_ROOT``): on a cluster they must be the same
+paths on every node (shared storage). Ray is an optional extra (``pip install -e ".[ray]"``),
+imported only here and only when a run asks for it.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, fields
+
+from ttlib.data import load_episodes, minari_root
+from ttlib.errors import ConfigError
+from ttlib.experiments import d4rl_table as dt
+from ttlib.experiments.cache import cache_dir
+from ttlib.experiments.d4rl_data import DatasetUnavailable, dataset_config
+from ttlib.experiments.episodes import EPISODES_TOGETHER, seed_batches
+from ttlib.experiments.presets import repo_root
+from ttlib.memory import parse_bytes
+
+log = logging.getLogger("ttlib.ray")
+
+PASSED_ENV = ("TTLIB_KEEP_MINARI_PATH", "TTLIB_MEMORY_LIMIT", "MUJOCO_GL")  # when set
+
+
+class TaskFailed(RuntimeError):
+    """A Ray task raised; the message names the task and its error (the remote traceback is the
+    ``__cause__``). What the finished tasks made is cached: rerunning resumes from it."""
+
+
+@dataclass(frozen=True)
+class Resources:
+    """What one task of each kind asks Ray for: CPUs, GPUs and bytes of memory.
+
+    ``TTLIB_RAY_RESOURCES`` (or ``--ray-resources``) overrides them, e.g.
+    ``train_gpus=1,train_memory=16G`` on GPU nodes (0.5 puts two trainings on one GPU).
+    A task trains or plans with one torch thread per CPU it asks for; TT training uses a GPU
+    only where it asks for one (Ray hides the others).
+    """
+
+    train_cpus: float = 1
+    train_gpus: float = 0
+    train_memory: int = 2 * 2**30
+    baseline_cpus: float = 1
+    baseline_gpus: float = 0
+    baseline_memory: int = 2**30
+    eval_cpus: float = 1
+    eval_gpus: float = 0
+    eval_memory: int = 2 * 2**30
+
+    @classmethod
+    def parse(cls, spec: str | None) -> Resources:
+        """``"name=value,..."`` over the defaults; memory takes sizes like ``8G``."""
+        known = {f.name for f in fields(cls)}
+        given = {}
+        for item in filter(None, (spec or "").replace(" ", "").split(",")):
+            name, _, value = item.partition("=")
+            if name not in known or not value:
+                raise ConfigError(f"Ray resource {item!r}: use NAME=VALUE with NAME in {known}")
+            try:
+                given[name] = parse_bytes(value) if name.endswith("memory") else float(value)
+            except ValueError:
+                raise ConfigError(f"Ray resource {item!r}: {value!r} is not a number") from None
+        return cls(**given)
+
+    def options(self, kind: str) -> dict:
+        cpus, gpus = getattr(self, f"{kind}_cpus"), getattr(self, f"{kind}_gpus")
+        return {"num_cpus": cpus, "num_gpus": gpus, "memory": getattr(self, f"{kind}_memory")}
+
+
+@dataclass(frozen=True)
+class Task:
+    name: str  # what the error of a failed task names
+    kind: str  # train | baseline | eval: which resources it asks for
+    fn: Callable
+    args: tuple
+    after: tuple[str, ...] = ()  # the tasks whose results it needs in the caches first
+
+
+# ------------------------------------------------------------------ the units of work
+def train_tt(env: str, kind: str, disc: str, params: dict, seed: int) -> None:
+    dt.train_table_tt(env, kind, disc, params, seed)
+
+
+def _baseline(method: str, env: str, kind: str, params: dict, seed: int):
+    base_cfg = dataset_config(env, kind, params)
+    data = load_episodes(base_cfg)
+    spec = dt.BaselineSpec(method, int(params["baseline_steps"]), seed)
+    return spec, base_cfg, data, dt.baseline_cached(spec, base_cfg, data)
+
+
+def train_baseline(method: str, env: str, kind: str, params: dict, seed: int) -> None:
+    _baseline(method, env, kind, params, seed)
+
+
+def evaluate(method: str, env: str, kind: str, params: dict, seed: int, step, seeds) -> None:
+    """Episodes ``seeds`` (consecutive) of one agent, planned together as the serial run does."""
+    first, n = seeds[0], len(seeds)
+    if method.startswith("TT"):
+        trained = dt.train_table_tt(env, kind, dt.tt_discretizer(method), params, seed)
+        dt.evaluate_tt(trained, env, kind, params, step, first, n)
+    else:
+        spec, base_cfg, data, policy = _baseline(method, env, kind, params, seed)
+        dt.evaluate_baseline(policy, spec, base_cfg, data, env, {**params, "episodes": n}, first)
+
+
+# ------------------------------------------------------------------ the table's tasks
+def table_tasks(
+    params: dict,
+    methods: Sequence[str],
+    evaluate_agents: bool = True,
+    curve: bool = False,
+    together: int | None = None,
+) -> list[Task]:
+    """Every training and evaluation :func:`run_table` (and, with ``curve``, the learning
+    curve) would do, as tasks: trainings first, then each agent's episodes in batches of
+    ``together`` consecutive seeds (default: as many as the serial run plans together, so the
+    records say the same). The datasets are made here, before any task reads them."""
+    together = together or EPISODES_TOGETHER
+    tasks: dict[str, Task] = {}
+    wanted: dict[tuple, set[int]] = {}  # (method, env, kind, train seed, step) -> episode seeds
+
+    def train(method, env, kind, seed) -> str:
+        name = f"train {method} {env}/{kind} seed {seed}"
+        if method.startswith("TT"):
+            args = (env, kind, dt.tt_discretizer(method), params, seed)
+            tasks.setdefault(name, Task(name, "train", train_tt, args))
+        else:
+            args = (method, env, kind, params, seed)
+            tasks.setdefault(name, Task(name, "baseline", train_baseline, args))
+        return name
+
+    steps = int(params["train_steps"])
+    for s in range(int(params["seeds"])):
+        seed, first = int(params["seed"]) + s, dt.EVAL_SEED + 1000 * s
+        for env in params["envs"]:
+            for kind in params["kinds"]:
+                try:
+                    dataset_config(env, kind, params)  # generated once, here
+                except DatasetUnavailable:
+                    continue  # run_table lists it as skipped
+                for method in methods:
+                    train(method, env, kind, seed)
+                    if evaluate_agents:
+                        agent = (method, env, kind, seed, steps if method[:2] == "TT" else None)
+                        wanted.setdefault(agent, set()).update(
+                            range(first, first + int(params["episodes"]))
+                        )
+    if curve and evaluate_agents:
+        env, kind, seed = params["curve_env"], params["curve_kind"], int(params["seed"])
+        dataset_config(env, kind, params)
+        n = int(params["curve_episodes"])
+        for disc in params["discretizers"]:
+            train(dt.tt_method(disc), env, kind, seed)
+            for step in dt.snapshot_steps(params):
+                agent = (dt.tt_method(disc), env, kind, seed, step)
+                wanted.setdefault(agent, set()).update(range(dt.EVAL_SEED, dt.EVAL_SEED + n))
+    for (method, env, kind, seed, step), seeds in wanted.items():
+        for batch in seed_batches(sorted(seeds), together):
+            name = f"evaluate {method} {env}/{kind} seed {seed}"
+            name += f"{'' if step is None else f' step {step}'} episodes {batch[0]}-{batch[-1]}"
+            args = (method, env, kind, params, seed, step, batch)
+            tasks[name] = Task(name, "eval", evaluate, args, (train(method, env, kind, seed),))
+    return list(tasks.values())
+
+
+# ------------------------------------------------------------------ running them
+def _environ() -> dict[str, str]:
+    """What a task needs to find the driver's caches, data and checkout."""
+    env = {"TTLIB_CACHE": str(cache_dir().resolve()), "TTLIB_ROOT": str(repo_root())}
+    env["MINARI_DATASETS_PATH"] = str(minari_root().resolve())
+    return env | {k: os.environ[k] for k in PASSED_ENV if k in os.environ}
+
+
+def _run(fn: Callable, environ: dict, threads: int, args: tuple, *_after) -> None:
+    """A task's body in a Ray worker (``_after``: the results it waited for)."""
+    import torch
+
+    os.environ.update(environ)
+    torch.set_num_threads(threads)
+    fn(*args)
+
+
+def _connect(address: str) -> bool:
+    """Connect to the Ray cluster at ``address`` (``local``: start one on this machine's
+    cores); True if this call started it."""
+    try:
+        import ray
+    except ImportError:
+        raise ConfigError(
+            'Ray is not installed: pip install -e ".[ray]" (or run without --ray / ray)'
+        ) from None
+    if ray.is_initialized():
+        return False
+    if address == "local":
+        ray.init(
+            include_dashboard=False, object_store_memory=256 * 2**20, logging_level=logging.WARNING
+        )
+    else:
+        ray.init(address=address, logging_level=logging.WARNING)
+    return True
+
+
+def run_tasks(tasks: Sequence[Task], address: str = "local", resources: Resources | None = None):
+    """Run ``tasks`` on Ray; the first that fails stops the rest and raises :class:`TaskFailed`."""
+    import ray
+
+    started = _connect(address)
+    resources = resources or Resources.parse(os.environ.get("TTLIB_RAY_RESOURCES"))
+    remote, environ = ray.remote(_run), _environ()
+    refs, names = {}, {}
+    try:
+        for t in tasks:
+            opts = resources.options(t.kind)
+            threads = max(1, int(opts["num_cpus"]))
+            after = [refs[a] for a in t.after]
+            ref = remote.options(name=t.name, max_retries=0, **opts).remote(
+                t.fn, environ, threads, t.args, *after
+            )
+            refs[t.name], names[ref] = ref, t.name
+        log.info("%d Ray tasks submitted", len(refs))
+        pending = list(refs.values())
+        while pending:
+            done, pending = ray.wait(pending, num_returns=1)
+            try:
+                ray.get(done[0])
+            except ray.exceptions.RayError:
+                for ref in pending:
+                    ray.cancel(ref)
+                name, err = _first_failure(refs)
+                cause = getattr(err, "cause", None) or err  # the task's own exception
+                what = f"{type(cause).__name__}: {' '.join(str(cause).split())}"
+                raise TaskFailed(
+                    f"Ray task {name!r} failed: {what}; the finished tasks are cached, rerun "
+                    "to resume from them"
+                ) from err
+            log.info("done: %s (%d to go)", names[done[0]], len(pending))
+    finally:
+        if started:
+            ray.shutdown()
+
+
+def _first_failure(refs: dict) -> tuple[str, Exception]:
+    """The first failed task in submission order and its error: a training comes before the
+    evaluations that failed because it did."""
+    import ray
+
+    errors = []
+    for name, ref in refs.items():
+        if ray.wait([ref], timeout=0)[0]:
+            try:
+                ray.get(ref)
+            except ray.exceptions.TaskCancelledError:
+                pass
+            except ray.exceptions.RayError as err:
+                errors.append((name, err))
+    return errors[0]
+
+
+def fill_table(
+    params: dict,
+    methods: Sequence[str] | None = None,
+    evaluate_agents: bool = True,
+    curve: bool = False,
+    address: str | None = None,
+) -> None:
+    """Fill the caches of :func:`run_table` (and the learning curve) on Ray at ``address``
+    (default ``params["ray"]``); ``methods`` default to all of the table's."""
+    methods = methods or [*(dt.tt_method(d) for d in params["discretizers"]), *dt.BASELINES]
+    tasks = table_tasks(params, methods, evaluate_agents, curve)
+    run_tasks(tasks, address or params["ray"])
