@@ -69,6 +69,12 @@ def fit_table(found: dict) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def _paired(a: pd.DataFrame, b: pd.DataFrame) -> pd.DataFrame:
+    """The scores of ``a`` and ``b`` side by side on the reset seeds both met (columns 0, 1)."""
+    return pd.concat([a.set_index("seed")["score"], b.set_index("seed")["score"]], axis=1,
+                     join="inner")  # fmt: skip
+
+
 def equal_flops(episodes: pd.DataFrame, base: str, large: str) -> pd.DataFrame:
     """Each point of the ``large`` model against the ``base`` model's point of the same
     dataset and seed nearest in training FLOPs: ``large`` minus ``base``, paired over the
@@ -82,11 +88,7 @@ def equal_flops(episodes: pd.DataFrame, base: str, large: str) -> pd.DataFrame:
         budgets = small["flops"].unique()
         for flops, big in g[g["model"] == large].groupby("flops"):
             ref = small[small["flops"] == budgets[np.argmin(abs(np.log(budgets / flops)))]]
-            pair = pd.concat(
-                [big.set_index("seed")["score"], ref.set_index("seed")["score"]],
-                axis=1,
-                join="inner",
-            )
+            pair = _paired(big, ref)
             d = paper.paired_difference(pair.iloc[:, 0], pair.iloc[:, 1])
             rows.append(
                 {
@@ -233,11 +235,7 @@ def paper_search_table(again: pd.DataFrame, episodes: pd.DataFrame, params: dict
         env, kind = key[0], key[1]
         mask = np.logical_and.reduce([episodes[k] == v for k, v in zip(keys, key, strict=True)])
         small = episodes[mask]
-        pair = pd.concat(
-            [big.set_index("seed")["score"], small.set_index("seed")["score"]],
-            axis=1,
-            join="inner",
-        )
+        pair = _paired(big, small)
         d = paper.paired_difference(pair.iloc[:, 0], pair.iloc[:, 1])
         ours = planner_config(env, kind, params)
         rows.append(
