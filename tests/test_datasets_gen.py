@@ -130,6 +130,33 @@ def test_medium_expert_is_the_medium_and_expert_datasets_concatenated(policy_dir
         np.testing.assert_array_equal(a.actions, b.actions)
 
 
+def test_medium_expert_reads_the_stored_halves_with_their_seeds(policy_dir, monkeypatch):
+    import ttlib.datagen.datasets_gen as gen
+
+    cfg = GenConfig(transitions=120, policy_dir=str(policy_dir))
+    parts = [make_dataset("hopper", k, cfg) for k in ("medium", "expert")]
+    monkeypatch.setattr(gen, "collect", lambda *a, **k: pytest.fail("collected again"))
+    both = make_dataset("hopper", "medium-expert", cfg)
+    singles = [e for ds in parts for e in ds.iterate_episodes()]
+    eps = list(both.iterate_episodes())
+    assert len(eps) == len(singles)
+    for a, b in zip(eps, singles, strict=True):
+        for field in ("observations", "actions", "rewards", "terminations", "truncations"):
+            np.testing.assert_array_equal(getattr(a, field), getattr(b, field))
+
+    def seeds(ds):
+        return [m["seed"] for m in ds.storage.get_episode_metadata(range(ds.total_episodes))]
+
+    assert seeds(both) == seeds(parts[0]) + seeds(parts[1])
+
+
+def test_medium_expert_collects_anew_when_a_stored_half_has_another_size(policy_dir):
+    small = GenConfig(transitions=60, policy_dir=str(policy_dir))
+    make_dataset("hopper", "medium", small)
+    cfg = GenConfig(transitions=120, policy_dir=str(policy_dir))
+    assert make_dataset("hopper", "medium-expert", cfg).total_steps == 240
+
+
 def test_maze_data_reward_is_sparse_wrt_the_episode_goal():
     ds = make_dataset("fourrooms", "diverse", GenConfig(transitions=1500))
     eps = list(ds.iterate_episodes())

@@ -5,8 +5,8 @@ No D4RL/Minari dataset can be downloaded here, so we rebuild them the way D4RL d
 * locomotion (`halfcheetah`, `hopper`, `walker2d`): `random` (a randomly initialised SAC actor),
   `medium` / `expert` (the policies picked by `ttlib make-policies`), `medium-replay` (that run's
   replay buffer up to the medium checkpoint, read from `medium_replay.npz`) and `medium-expert`
-  (half the transitions from each). Actions are sampled from the stochastic policies. Episodes
-  are collected until the dataset holds exactly `transitions` steps; the last one is cut and
+  (the medium and expert datasets concatenated, read back when they are stored). Actions are
+  sampled from the stochastic policies. Episodes are collected until the dataset holds exactly `transitions` steps; the last one is cut and
   marked truncated, as in D4RL. `ref_min_score`/`ref_max_score` are D4RL's reference returns, so
   `minari.get_normalized_score` gives D4RL-style (not D4RL) normalised scores.
 * mazes (`fourrooms`, `pointmaze-medium`, `pointmaze-large`), kind `diverse`: a noisy waypoint
@@ -206,10 +206,34 @@ def locomotion_episodes(env_name: str, kind: str, cfg: GenConfig) -> list[Episod
     if kind == "medium-expert":
         # D4RL's definition: the medium and the expert datasets concatenated (2 × transitions),
         # each collected with its own dataset's seed, so the halves equal those datasets
-        return [
-            ep for part in ("medium", "expert") for ep in locomotion_episodes(env_name, part, cfg)
-        ]
+        return [ep for part in ("medium", "expert") for ep in _half(env_name, part, cfg)]
     return replay_episodes(policy_dir / env_name / "medium_replay.npz", cfg.transitions)
+
+
+def _half(env_name: str, part: str, cfg: GenConfig) -> list[EpisodeBuffer]:
+    """One half of medium-expert: the local `part` dataset when it was written with this seed
+    and size (reading it takes seconds; collecting 1M HalfCheetah steps again took 8 minutes
+    here), else the same episodes collected anew."""
+    stored = _complete_dataset(dataset_id(env_name, part))
+    if stored is not None and stored.total_steps == cfg.transitions:
+        first_seed = cfg.seed * 1_000_000 + LOCOMOTION_KINDS.index(part) * 100_000
+        metas = list(stored.storage.get_episode_metadata(range(stored.total_episodes)))
+        if [m.get("seed") for m in metas] == list(range(first_seed, first_seed + len(metas))):
+            return [
+                EpisodeBuffer(
+                    id=None,
+                    seed=meta["seed"],
+                    observations=ep["observations"],
+                    actions=ep["actions"],
+                    rewards=ep["rewards"],
+                    terminations=ep["terminations"],
+                    truncations=ep["truncations"],
+                )
+                for meta, ep in zip(
+                    metas, stored.storage.get_episodes(range(len(metas))), strict=True
+                )
+            ]
+    return locomotion_episodes(env_name, part, cfg)
 
 
 # ---------------------------------------------------------------- mazes
