@@ -6,8 +6,9 @@ No D4RL/Minari dataset can be downloaded here, so we rebuild them the way D4RL d
   `medium` / `expert` (the policies picked by `ttlib make-policies`), `medium-replay` (that run's
   replay buffer up to the medium checkpoint, read from `medium_replay.npz`) and `medium-expert`
   (the medium and expert datasets concatenated, read back when they are stored). Actions are
-  sampled from the stochastic policies. Episodes are collected until the dataset holds exactly `transitions` steps; the last one is cut and
-  marked truncated, as in D4RL. `ref_min_score`/`ref_max_score` are D4RL's reference returns, so
+  sampled from the stochastic policies. Episodes are collected until the dataset holds exactly
+  `transitions` steps; the last one is cut and marked truncated, as in D4RL.
+  `ref_min_score`/`ref_max_score` are D4RL's reference returns, so
   `minari.get_normalized_score` gives D4RL-style (not D4RL) normalised scores.
 * mazes (`fourrooms`, `pointmaze-medium`, `pointmaze-large`), kind `diverse`: a noisy waypoint
   controller (BFS over maze cells, PD control on the point mass, Gaussian action noise) drives
