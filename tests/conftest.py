@@ -123,9 +123,7 @@ def tiny_params(**kw) -> dict:
         "envs": ["hopper"], "kinds": ["medium"], "discretizers": ["uniform", "quantile"],
         "dataset_namespace": "ttlib", "dataset_transitions": 180, "train_steps": 4,
         "batch_size": 4, "n_layer": 1, "n_head": 1, "n_embd": 16, "horizon": 1, "beam_width": 2,
-        "episodes": 2, "max_episode_steps": 3, "baseline_steps": 5, "learning_curve": True,
-        "curve_env": "hopper", "curve_kind": "medium", "curve_episodes": 2, "seeds": 1,
-        "seed": 0,
+        "episodes": 2, "max_episode_steps": 3, "baseline_steps": 5, "seeds": 1, "seed": 0,
     }  # fmt: skip
     return {**params, **kw}
 

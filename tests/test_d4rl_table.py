@@ -159,9 +159,6 @@ def test_staged_training_equals_one_run_and_a_second_call_loads(tmp_path, monkey
         m.setattr(cache, "train", no_training)
         again = train_tt(data_cfg, train_cfg, TINY_MODEL, snapshots=[2, 4])
         assert again.folder == first.folder
-        # the table's entry point (CPU planning, same snapshots) finds the same cache entry
-        params = {"train_steps": 6, "batch_size": 4, "learning_curve": False}
-        assert sorted(dt.snapshot_steps(params)) == [6]
     other = train_tt(data_cfg, TrainConfig(max_steps=6, batch_size=5), TINY_MODEL)
     assert other.folder != first.folder
 
@@ -219,7 +216,7 @@ def test_evaluation_episodes_are_cached_one_by_one():
 
 
 # ------------------------------------------------------------------ end to end
-def test_table_and_learning_curve_on_synthetic_hopper_data(monkeypatch):
+def test_table_on_synthetic_hopper_data(monkeypatch):
     write_minari_dataset("ttlib/hopper/synthetic-v0", hopper_like_episodes())
 
     def synthetic(env, kind, params, discretizer="quantile"):
@@ -243,13 +240,7 @@ def test_table_and_learning_curve_on_synthetic_hopper_data(monkeypatch):
     summary = dt.summarise(run.episodes)
     table = report.display_table(summary)
     assert list(table.columns[2:6]) == list(dt.METHODS)
-    curve = dt.learning_curve("hopper", "medium", params)
-    assert sorted(curve["step"].unique()) == [1, 2, 4]  # 1/8 rounds up to 1 step
-    last = curve[curve["step"] == 4].sort_values(["method", "episode"])["score"].to_numpy()
-    tt = run.episodes[run.episodes["method"].str.startswith("TT")]
-    np.testing.assert_allclose(last, tt.sort_values(["method", "episode"])["score"])
-    for fig in (report.plot_table(summary), report.plot_losses(run.histories),
-                report.plot_learning_curve(curve)):  # fmt: skip
+    for fig in (report.plot_table(summary), report.plot_losses(run.histories)):
         assert fig.axes
 
 

@@ -46,25 +46,23 @@ def without_timing(df: pd.DataFrame) -> pd.DataFrame:
 # ------------------------------------------------------------------ the tasks
 def test_table_tasks_train_each_model_once_and_batch_each_agents_episodes():
     hopper_data()
-    params = tiny_params(episodes=3, curve_episodes=4, discretizers=["uniform"])
-    tasks = ray_tasks.table_tasks(params, ["TT (uniform)", "BC"], curve=True, together=2)
+    params = tiny_params(episodes=3, discretizers=["uniform"])
+    tasks = ray_tasks.table_tasks(params, ["TT (uniform)", "BC"], together=2)
     names = {t.name: t for t in tasks}
     assert len(names) == len(tasks)
     trainings = [t.name for t in tasks if t.kind != "eval"]
     assert trainings == ["train TT (uniform) hopper/medium seed 0", "train BC hopper/medium seed 0"]
     first = dt.EVAL_SEED
-    # the table's 3 episodes of the final weights and the curve's 4 share their first 3
-    prefix = "evaluate TT (uniform) hopper/medium seed 0 step 4 episodes"
+    # each agent's 3 episodes in batches of 2, after its training
+    prefix = "evaluate TT (uniform) hopper/medium seed 0 episodes"
     final = [n for n in names if n.startswith(prefix)]
-    assert final == [f"{prefix} {first}-{first + 1}", f"{prefix} {first + 2}-{first + 3}"]
+    assert final == [f"{prefix} {first}-{first + 1}", f"{prefix} {first + 2}-{first + 2}"]
     assert {names[n].after for n in final} == {(trainings[0],)}
     bc = [n for n in names if n.startswith("evaluate BC")]
     assert bc == [
         f"evaluate BC hopper/medium seed 0 episodes {first}-{first + 1}",
         f"evaluate BC hopper/medium seed 0 episodes {first + 2}-{first + 2}",
     ]
-    steps = {n.split(" step ")[1].split()[0] for n in names if " step " in n}
-    assert steps == {"1", "2", "4"}  # the curve's snapshots
     assert tasks.index(names[bc[0]]) > tasks.index(names[trainings[-1]])  # trainings first
 
 
@@ -116,25 +114,22 @@ def test_ttlib_imports_no_ray_until_a_run_asks_for_it():
 @pytest.mark.slow
 def test_ray_local_fills_the_caches_with_the_serial_runs_numbers(tmp_path, monkeypatch, local_ray):
     hopper_data()
-    params = tiny_params(episodes=3)  # learning curve on: 2 episodes at steps 1, 2 and 4
+    params = tiny_params(episodes=3)
     monkeypatch.setenv("TTLIB_CACHE", str(tmp_path / "serial"))
     serial = dt.run_table(params)
-    serial_curve = dt.learning_curve("hopper", "medium", params)
 
     monkeypatch.setenv("TTLIB_CACHE", str(tmp_path / "ray"))
     monkeypatch.setattr(ray_tasks, "EPISODES_TOGETHER", 2)  # an agent's 3 episodes: 2 tasks
     MODELS_USED.clear()
     EPISODES_USED.clear()
     run = dt.run_table({**params, "ray": "local"})
-    curve = dt.learning_curve("hopper", "medium", params)
     # the tasks made everything: this process only loaded it
     assert MODELS_USED and not any(m["trained_in_this_run"] for m in MODELS_USED)
-    assert len(EPISODES_USED) == 4 * 3 + 2 * 2 * 2  # the table's, and the curve's earlier steps
+    assert len(EPISODES_USED) == 4 * 3  # 4 methods, 3 episodes each
     assert not any(e["computed_in_this_run"] for e in EPISODES_USED)
 
     pd.testing.assert_frame_equal(without_timing(run.episodes), without_timing(serial.episodes))
     pd.testing.assert_frame_equal(run.histories, serial.histories)
-    pd.testing.assert_frame_equal(without_timing(curve), without_timing(serial_curve))
     assert files(tmp_path / "ray") == files(tmp_path / "serial")  # the same cache keys
     for ckpt in (tmp_path / "serial").rglob("checkpoint.pt"):
         a, _, _ = load_checkpoint(ckpt)
@@ -169,7 +164,7 @@ def test_a_failing_task_is_one_error_naming_it_with_nothing_half_written(
     ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])  # the workers lack tests/
     hopper_data()
     monkeypatch.setenv("TTLIB_CACHE", str(tmp_path / "cache"))
-    params = tiny_params(discretizers=["uniform"], learning_curve=False)
+    params = tiny_params(discretizers=["uniform"])
     tasks = ray_tasks.table_tasks(params, ["TT (uniform)", "BC"])
     crash = [replace(t, fn=crashing_training) if "train TT" in t.name else t for t in tasks]
     with pytest.raises(ray_tasks.TaskFailed) as err:

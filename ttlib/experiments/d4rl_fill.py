@@ -1,4 +1,4 @@
-"""Fill the D4RL table's caches (and its learning curve's) without running the notebook.
+"""Fill the D4RL table's caches without running the notebook.
 
 ``python -m ttlib.experiments.d4rl_fill --preset cpu --ray local`` trains and evaluates what
 the notebook would as Ray tasks on every core of this machine (``--ray ADDRESS``: on a Ray
@@ -15,19 +15,18 @@ from collections.abc import Sequence
 
 import torch
 
-from ttlib.experiments.d4rl_table import learning_curve, run_table, summarise
+from ttlib.experiments.d4rl_table import run_table, summarise
 from ttlib.experiments.runs import start
 
 log = logging.getLogger("ttlib.d4rl")
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    """Fill the caches of the table (and the learning curve) without running the notebook."""
+    """Fill the caches of the table without running the notebook."""
     ap = argparse.ArgumentParser(
         prog="python -m ttlib.experiments.d4rl_fill", description=main.__doc__
     )
     ap.add_argument("--preset", default="cpu")
-    ap.add_argument("--curve", action="store_true", help="also the learning curve")
     ap.add_argument(
         "--train-only",
         action="store_true",
@@ -54,19 +53,15 @@ def main(argv: Sequence[str] | None = None) -> None:
     )
     torch.set_num_threads(1)
     params = start("d4rl", {"preset": args.preset}).params  # same data dirs as the notebook
-    curve = (params["curve_env"], params["curve_kind"])
     if args.ray:
         from ttlib.experiments.ray_tasks import Resources, fill_table
 
         if args.ray_resources:
             Resources.parse(args.ray_resources)  # a bad spec fails now, not in the first task
             os.environ["TTLIB_RAY_RESOURCES"] = args.ray_resources
-        with_curve = args.curve and params["learning_curve"] and not args.train_only
-        fill_table(params, None, not args.train_only, with_curve, args.ray)
+        fill_table(params, None, not args.train_only, args.ray)
     # serially, or (after Ray) loading what the tasks cached: a summary per dataset
-    pairs = [(e, k) for e in params["envs"] for k in params["kinds"]]
-    pairs.sort(key=lambda pair: pair != curve)
-    for env, kind in pairs:
+    for env, kind in [(e, k) for e in params["envs"] for k in params["kinds"]]:
         run = run_table(
             {**params, "envs": [env], "kinds": [kind]}, evaluate_agents=not args.train_only
         )
@@ -75,9 +70,6 @@ def main(argv: Sequence[str] | None = None) -> None:
             continue
         if not run.episodes.empty:
             log.info("done %s %s:\n%s", env, kind, summarise(run.episodes).round(1))
-        if args.curve and params["learning_curve"] and (env, kind) == curve:
-            learning_curve(env, kind, params)
-            log.info("learning curve of %s %s done", env, kind)
 
 
 if __name__ == "__main__":

@@ -170,28 +170,6 @@ def plot_losses(histories: pd.DataFrame):
     return g.figure
 
 
-def plot_learning_curve(curve: pd.DataFrame):
-    """Mean planning score ± s.e. against training tokens, one line per discretizer."""
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(5, 3.4))
-    for method, g in curve.groupby("method", sort=False):
-        stats = [(t, *mean_se(x["score"].to_numpy())) for t, x in g.groupby("tokens")]
-        t, m, se = map(np.array, zip(*stats, strict=True))
-        ax.errorbar(t, m, yerr=se, marker="o", capsize=3, label=method)
-    env, kind = curve["env"].iloc[0], curve["kind"].iloc[0]
-    ax.set(
-        xscale="log",
-        xlabel="training tokens",
-        ylabel="normalised score",
-        title=f"{ENV_LABELS.get(env, env)} {kind}",
-    )
-    ax.legend(frameon=False)
-    fig.tight_layout()
-    return fig
-
-
-# ------------------------------------------------------------------ tables that fit the page
 def dataset_label(env: str, kind: str) -> str:
     return f"{ENV_LABELS.get(env, env)} {KIND_LABELS.get(kind, kind)}"
 

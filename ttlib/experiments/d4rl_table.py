@@ -38,7 +38,6 @@ from ttlib.experiments.episodes import episode_scores, tt_agent
 from ttlib.experiments.presets import model_kwargs
 from ttlib.iql import IQL, IQLConfig, train_iql
 from ttlib.search import PlannerConfig
-from ttlib.train import load_checkpoint
 
 log = logging.getLogger("ttlib.d4rl")
 
@@ -100,13 +99,6 @@ def planner_config(env: str, kind: str, params: dict, seed: int = 0) -> PlannerC
 
 
 # ------------------------------------------------------------------ training (cached)
-def snapshot_steps(params: dict, fractions: Sequence[float] = (0.125, 0.25, 0.5)) -> list[int]:
-    """Steps at which the weights are kept for the learning curve (the last step always is)."""
-    steps = int(params["train_steps"])
-    keep = {max(1, round(f * steps)) for f in fractions} if params.get("learning_curve") else set()
-    return sorted(keep | {steps})
-
-
 # ------------------------------------------------------------------ the table
 @dataclass
 class TableRun:
@@ -180,26 +172,21 @@ def evaluate_tt(
     env: str,
     kind: str,
     params: dict,
-    step: int,
     first_seed: int,
     n_episodes: int | None = None,
 ) -> list[dict]:
-    """Planner-in-the-loop episodes of the weights saved at ``step`` of a trained model."""
-    if step == max(trained.snapshots):
-        model, discretizer = trained.model, trained.discretizer
-    else:
-        model, discretizer, _ = load_checkpoint(trained.snapshots[step], device="cpu")
+    """Planner-in-the-loop episodes of a trained model."""
     planner = planner_config(env, kind, params)
     key = {
         "model": trained.folder.name,
-        "step": step,
+        "step": int(params["train_steps"]),
         "planner": planner_identity(replace(planner, seed=0)),
         "env": env,
         "max_steps": int(params["max_episode_steps"]),
     }
     return episode_scores(
         key,
-        tt_agent(model, discretizer, planner),
+        tt_agent(trained.model, trained.discretizer, planner),
         env,
         int(params["episodes"] if n_episodes is None else n_episodes),
         int(params["max_episode_steps"]),
@@ -227,17 +214,11 @@ def evaluate_baseline(
 
 
 def train_table_tt(env: str, kind: str, disc: str, params: dict, seed: int, progress=False):
-    """The table's TT model of one dataset and discretizer (with the learning curve's
-    snapshots), loaded on the CPU where planning runs."""
+    """The table's TT model of one dataset and discretizer, loaded on the CPU where planning
+    runs."""
     data_cfg = replace(dataset_config(env, kind, params), discretizer=disc)
-    return train_tt(
-        data_cfg,
-        train_config(params, 250, seed),
-        model_kwargs(params),
-        snapshot_steps(params),
-        progress,
-        device="cpu",
-    )
+    cfg = train_config(params, 250, seed)
+    return train_tt(data_cfg, cfg, model_kwargs(params), progress=progress, device="cpu")
 
 
 def run_table(
@@ -255,7 +236,7 @@ def run_table(
     if params.get("ray"):  # every unit of work as a Ray task first: the loop below loads it
         from ttlib.experiments.ray_tasks import fill_table
 
-        fill_table(params, methods, evaluate_agents, curve=bool(params.get("learning_curve")))
+        fill_table(params, methods, evaluate_agents)
     episodes, histories, skipped = [], [], []
     for s in range(int(params["seeds"])):
         seed = int(params["seed"]) + s
@@ -278,8 +259,7 @@ def run_table(
                         histories.append(history_frame(trained.history, **labels, method=method))
                         if not evaluate_agents:
                             continue
-                        steps = int(params["train_steps"])
-                        rows = evaluate_tt(trained, env, kind, params, steps, first_seed)
+                        rows = evaluate_tt(trained, env, kind, params, first_seed)
                     else:
                         spec = BaselineSpec(method, int(params["baseline_steps"]), seed)
                         policy = baseline_cached(spec, base_cfg, data, progress)
@@ -312,34 +292,4 @@ def summarise(episodes: pd.DataFrame) -> pd.DataFrame:
                 "seeds": g["train_seed"].nunique(),
             }
         )
-    return pd.DataFrame(rows)
-
-
-def learning_curve(env: str, kind: str, params: dict, progress: bool = False) -> pd.DataFrame:
-    """Planning score against training tokens, both discretizers, one dataset.
-
-    The points are the weights kept along each table model's own run (:func:`snapshot_steps`),
-    so the curve costs evaluation only; the earlier points are mid-schedule (learning rate
-    not yet decayed), which is what a run stopped early would give. Each point has
-    ``curve_episodes`` episodes, the first ones of the table's (the last point shares them).
-    """
-    rows = []
-    seed = int(params["seed"])
-    for disc in params["discretizers"]:
-        trained = train_table_tt(env, kind, disc, params, seed, progress)
-        tokens_per_step = int(params["batch_size"]) * trained.model.config.block_size
-        for step in sorted(trained.snapshots):
-            n = int(params["curve_episodes"])
-            for i, r in enumerate(evaluate_tt(trained, env, kind, params, step, EVAL_SEED, n)):
-                rows.append(
-                    {
-                        "env": env,
-                        "kind": kind,
-                        "method": tt_method(disc),
-                        "step": step,
-                        "tokens": step * tokens_per_step,
-                        "episode": i,
-                        **r,
-                    }
-                )
     return pd.DataFrame(rows)

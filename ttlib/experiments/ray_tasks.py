@@ -106,12 +106,12 @@ def train_baseline(method: str, env: str, kind: str, params: dict, seed: int) ->
     _baseline(method, env, kind, params, seed)
 
 
-def evaluate(method: str, env: str, kind: str, params: dict, seed: int, step, seeds) -> None:
+def evaluate(method: str, env: str, kind: str, params: dict, seed: int, seeds) -> None:
     """Episodes ``seeds`` (consecutive) of one agent, planned together as the serial run does."""
     first, n = seeds[0], len(seeds)
     if method.startswith("TT"):
         trained = dt.train_table_tt(env, kind, dt.tt_discretizer(method), params, seed)
-        dt.evaluate_tt(trained, env, kind, params, step, first, n)
+        dt.evaluate_tt(trained, env, kind, params, first, n)
     else:
         spec, base_cfg, data, policy = _baseline(method, env, kind, params, seed)
         dt.evaluate_baseline(policy, spec, base_cfg, data, env, {**params, "episodes": n}, first)
@@ -122,16 +122,15 @@ def table_tasks(
     params: dict,
     methods: Sequence[str],
     evaluate_agents: bool = True,
-    curve: bool = False,
     together: int | None = None,
 ) -> list[Task]:
-    """Every training and evaluation :func:`run_table` (and, with ``curve``, the learning
-    curve) would do, as tasks: trainings first, then each agent's episodes in batches of
-    ``together`` consecutive seeds (default: as many as the serial run plans together, so the
-    records say the same). The datasets are made here, before any task reads them."""
+    """Every training and evaluation :func:`run_table` would do, as tasks: trainings first,
+    then each agent's episodes in batches of ``together`` consecutive seeds (default: as many
+    as the serial run plans together, so the records say the same). The datasets are made
+    here, before any task reads them."""
     together = together or EPISODES_TOGETHER
     tasks: dict[str, Task] = {}
-    wanted: dict[tuple, set[int]] = {}  # (method, env, kind, train seed, step) -> episode seeds
+    wanted: dict[tuple, set[int]] = {}  # (method, env, kind, train seed) -> episode seeds
 
     def train(method, env, kind, seed) -> str:
         name = f"train {method} {env}/{kind} seed {seed}"
@@ -143,7 +142,6 @@ def table_tasks(
             tasks.setdefault(name, Task(name, "baseline", train_baseline, args))
         return name
 
-    steps = int(params["train_steps"])
     for s in range(int(params["seeds"])):
         seed, first = int(params["seed"]) + s, dt.EVAL_SEED + 1000 * s
         for env in params["envs"]:
@@ -155,24 +153,13 @@ def table_tasks(
                 for method in methods:
                     train(method, env, kind, seed)
                     if evaluate_agents:
-                        agent = (method, env, kind, seed, steps if method[:2] == "TT" else None)
-                        wanted.setdefault(agent, set()).update(
+                        wanted.setdefault((method, env, kind, seed), set()).update(
                             range(first, first + int(params["episodes"]))
                         )
-    if curve and evaluate_agents:
-        env, kind, seed = params["curve_env"], params["curve_kind"], int(params["seed"])
-        dataset_config(env, kind, params)
-        n = int(params["curve_episodes"])
-        for disc in params["discretizers"]:
-            train(dt.tt_method(disc), env, kind, seed)
-            for step in dt.snapshot_steps(params):
-                agent = (dt.tt_method(disc), env, kind, seed, step)
-                wanted.setdefault(agent, set()).update(range(dt.EVAL_SEED, dt.EVAL_SEED + n))
-    for (method, env, kind, seed, step), seeds in wanted.items():
+    for (method, env, kind, seed), seeds in wanted.items():
         for batch in seed_batches(sorted(seeds), together):
-            name = f"evaluate {method} {env}/{kind} seed {seed}"
-            name += f"{'' if step is None else f' step {step}'} episodes {batch[0]}-{batch[-1]}"
-            args = (method, env, kind, params, seed, step, batch)
+            name = f"evaluate {method} {env}/{kind} seed {seed} episodes {batch[0]}-{batch[-1]}"
+            args = (method, env, kind, params, seed, batch)
             tasks[name] = Task(name, "eval", evaluate, args, (train(method, env, kind, seed),))
     return list(tasks.values())
 
@@ -274,11 +261,10 @@ def fill_table(
     params: dict,
     methods: Sequence[str] | None = None,
     evaluate_agents: bool = True,
-    curve: bool = False,
     address: str | None = None,
 ) -> None:
-    """Fill the caches of :func:`run_table` (and the learning curve) on Ray at ``address``
+    """Fill the caches of :func:`run_table` on Ray at ``address``
     (default ``params["ray"]``); ``methods`` default to all of the table's."""
     methods = methods or [*(dt.tt_method(d) for d in params["discretizers"]), *dt.BASELINES]
-    tasks = table_tasks(params, methods, evaluate_agents, curve)
+    tasks = table_tasks(params, methods, evaluate_agents)
     run_tasks(tasks, address or params["ray"])
