@@ -95,6 +95,16 @@ def test_book_builds_with_zero_warnings(built_book):
     assert (html / "index.html").is_file()
 
 
+def test_published_pages_show_no_parameters_cell(built_book):
+    _, html = built_book
+    shown = []
+    for page in PAGES:
+        if page.startswith("experiments/"):
+            text = re.sub(r"<[^>]+>", "", (html / page).read_text(encoding="utf-8"))
+            shown += [page] if "preset = " in text else []
+    assert not shown, f"parameters (or papermill's injected ones) shown on {shown}"
+
+
 def test_every_page_is_built_with_its_text(built_book):
     _, html = built_book
     for page, text in PAGES.items():

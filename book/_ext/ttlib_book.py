@@ -16,10 +16,16 @@
   ``_verdict``); a page executed before it computed a verdict says so instead.
 * ``paper-table`` directive: a table of the paper's numbers read from
   ``results/paper/paper_numbers.csv``, with the source of every column.
+* ``source-read`` hook: a notebook's parameters cell (tagged ``parameters``: ``preset =
+  "smoke"`` and the overrides, all None) and the cell papermill adds after it when it runs a
+  preset (``injected-parameters``: ``preset = "cpu"``) are plumbing whose content the page's
+  provenance footer states; both are removed from the page as it is read (current notebooks
+  tag the first ``remove-cell`` themselves), and the executed notebook stays as it was run.
 """
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
@@ -239,7 +245,23 @@ class PaperTable(SphinxDirective):
         return [table]
 
 
+PARAMETER_TAGS = ("parameters", "injected-parameters")
+
+
+def remove_parameter_cells(app, docname: str, source: list[str]) -> None:
+    """Tag the parameters cells ``remove-cell`` in a notebook page's source."""
+    if not str(app.env.doc2path(docname)).endswith(".ipynb"):
+        return
+    nb = json.loads(source[0])
+    for cell in nb["cells"]:
+        tags = cell.setdefault("metadata", {}).setdefault("tags", [])
+        if set(PARAMETER_TAGS) & set(tags) and "remove-cell" not in tags:
+            tags.append("remove-cell")
+    source[0] = json.dumps(nb)
+
+
 def setup(app):
+    app.connect("source-read", remove_parameter_cells)
     app.connect("autodoc-process-docstring", escape_plain_text_maths)
     app.connect("doctree-read", note_glue_sources)
     app.add_directive("preset-table", PresetTable)
