@@ -241,3 +241,12 @@ def test_smoke_notebook_runs(tmp_path, monkeypatch):
     assert any(m["model"].startswith("hopper-medium-replay") for m in record["models"])
     points = pd.read_csv(folder / "points.csv")
     assert set(points["env"]) == {"hopper", "halfcheetah"} and (points["n"] >= 2).all()
+
+
+def test_train_up_to_is_one_count_or_one_per_dataset():
+    per_env = {"train_up_to": {"hopper": 300_000_000, "halfcheetah": 120_000_000}}
+    assert cs.until_for(per_env, "hopper") == 300_000_000
+    assert cs.until_for(per_env, "halfcheetah") == 120_000_000
+    assert cs.until_for(per_env, "walker2d") is None  # not listed: every point
+    assert cs.until_for({"train_up_to": 5}, "hopper") == 5
+    assert cs.until_for({"train_up_to": None}, "hopper") is None

@@ -269,6 +269,14 @@ def paper_search_episodes(runs: Sequence[StudyRun], params: dict) -> pd.DataFram
     return pd.DataFrame(rows)
 
 
+def until_for(params: dict, env: str) -> int | None:
+    """How far the preset's published runs of ``env`` have got: ``train_up_to`` is one token
+    count for every dataset, or one per dataset (``{hopper: 3e8, halfcheetah: 1.2e8}``: the
+    runs are extended in different sessions); None: every point."""
+    up_to = params.get("train_up_to")
+    return up_to.get(env) if isinstance(up_to, dict) else up_to
+
+
 def run_study(
     params: dict,
     envs: Sequence[str] | None = None,
@@ -280,8 +288,12 @@ def run_study(
     preset's ``train_up_to``), then evaluate every kept point up to there."""
     models = results_dir("compute_study", params["preset"]) / "models"
     specs = [s for s in run_specs(params) if envs is None or s.env in envs]
-    until = params.get("train_up_to") if until is None else until
-    runs = [train_run(spec, params, models, progress, until) for spec in specs]
+    runs = [
+        train_run(
+            spec, params, models, progress, until_for(params, spec.env) if until is None else until
+        )
+        for spec in specs
+    ]
     histories = [
         history_frame(
             r.history, env=r.spec.env, kind=r.spec.kind, model=r.label, train_seed=r.spec.seed
