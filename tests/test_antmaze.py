@@ -1,9 +1,11 @@
 """AntMaze (#23): the arena controller, the BFS navigator and the D4RL-style datasets."""
 
 import json
+import re
 
 import numpy as np
 import pytest
+import torch
 
 from ttlib.datagen.ant_controller import (
     ARENA,
@@ -70,6 +72,7 @@ def test_sparse_reward_is_one_exactly_within_half_a_metre():
         obs, reward, term, trunc, _ = env.step(np.zeros(8))
         dist = np.linalg.norm(obs["achieved_goal"] - obs["desired_goal"])
         assert reward == float(dist <= 0.5) and not term  # D4RL's radius; the task continues
+        np.testing.assert_array_equal(env.unwrapped.goal, obs["desired_goal"])  # goal is kept
         seen.add((round(offset, 2), reward))
     assert seen == {(0.3, 1.0), (0.48, 1.0), (0.52, 0.0), (0.7, 0.0)}  # 0.48: not the env's 0.45
 
@@ -132,15 +135,20 @@ def test_play_goals_are_hand_picked_and_diverse_goals_are_random():
 # ---------------------------------------------------------------- controller training
 
 
-def test_controller_chunks_write_milestones_and_resume(tmp_path):
+def test_controller_chunks_write_milestones_and_resume(tmp_path, capsys):
+    def chunks_run() -> list[str]:
+        return re.findall(r"\[antmaze\] step \d+: success [\d.]+", capsys.readouterr().out)
+
     cfg = tiny_cfg(tmp_path, total_steps=64)
     curve = train_controller(cfg)
     assert [c["step"] for c in curve] == [64]
     info = read_curve(cfg.out_dir)
     assert info["step"] == 64 and info["config"]["algo"] == "ppo"
     # the second call resumes from the local checkpoint and carries on
+    chunks_run()
     curve = train_controller(tiny_cfg(tmp_path, total_steps=128))
     assert [c["step"] for c in curve] == [64, 128]
+    assert chunks_run() == ["[antmaze] step 128: success 0.00"]  # one new chunk, not two
     assert read_curve(cfg.out_dir)["step"] == 128
     # a fresh machine (no cache) resumes from the committed milestone
     import shutil
@@ -148,6 +156,7 @@ def test_controller_chunks_write_milestones_and_resume(tmp_path):
     shutil.rmtree(tmp_path / "cache")
     curve = train_controller(tiny_cfg(tmp_path, total_steps=192))
     assert [c["step"] for c in curve] == [64, 128, 192]
+    assert chunks_run() == ["[antmaze] step 192: success 0.00"]
     assert load_controller(tmp_path / "out" / "antmaze" / "milestone.zip").num_timesteps == 192
 
 
@@ -221,7 +230,9 @@ def test_same_seed_same_dataset_other_seed_differs(policy_dir):
         eps = list(_gen(policy_dir, seed=seed).iterate_episodes())
         return np.concatenate([e.actions for e in eps])
 
-    a, b, c = arrays(0), arrays(0), arrays(1)
+    a = arrays(0)
+    torch.rand(3)  # the global torch RNG moved on: the dataset must not depend on it
+    b, c = arrays(0), arrays(1)
     np.testing.assert_array_equal(a, b)
     assert not np.array_equal(a, c)
 
