@@ -157,7 +157,10 @@ def test_controller_chunks_write_milestones_and_resume(tmp_path, capsys):
     curve = train_controller(tiny_cfg(tmp_path, total_steps=192))
     assert [c["step"] for c in curve] == [64, 128, 192]
     assert chunks_run() == ["[antmaze] step 192: success 0.00"]
-    assert load_controller(tmp_path / "out" / "antmaze" / "milestone.zip").num_timesteps == 192
+    controller = load_controller(tmp_path / "out" / "antmaze" / "milestone.zip")
+    assert controller.model.num_timesteps == 192
+    # PPO's observation statistics travel with the milestone and are used when acting
+    assert controller.vecnorm is not None and controller.vecnorm.obs_rms.count > 192
 
 
 def test_sac_controller_chunk_keeps_its_replay_buffer(tmp_path):

@@ -65,6 +65,9 @@ class ControllerConfig:
     n_envs: int = 2  # PPO: parallel arena envs
     subproc: bool = False  # PPO: envs in worker processes (SubprocVecEnv) instead of in-process
     ppo_n_steps: int = 1024  # PPO: rollout length per env (chunk: a multiple of n_steps x n_envs)
+    # PPO: running normalisation of observations and rewards (SB3 VecNormalize), as is usual
+    # for PPO on MuJoCo (rl-zoo's `normalize: true`, cleanrl's wrappers)
+    normalize: bool = True
     episode_steps: int = 500  # training episode length (25 s; several targets per episode)
     target_min: float = 1.0  # m; targets are drawn this far from the ant ...
     target_max: float = 6.0  # ... up to this far (and the observed vector is clipped to it)
@@ -149,7 +152,20 @@ class ArenaTargets(gym.Env):
 # ---------------------------------------------------------------- evaluation
 
 
-def success_rate(model, cfg: ControllerConfig, episodes: int, seed: int) -> float:
+class Controller:
+    """A trained controller: the SB3 model and the observation normaliser it was trained with
+    (a VecNormalize, only its statistics used; None without normalisation)."""
+
+    def __init__(self, model, vecnorm=None):
+        self.model, self.vecnorm = model, vecnorm
+
+    def __call__(self, obs: np.ndarray, deterministic: bool) -> np.ndarray:
+        if self.vecnorm is not None:
+            obs = self.vecnorm.normalize_obs(obs)
+        return self.model.predict(obs, deterministic=deterministic)[0]
+
+
+def success_rate(controller: Controller, cfg: ControllerConfig, episodes: int, seed: int) -> float:
     """Fraction of fresh arena episodes whose first target is reached within ``eval_steps``
     (deterministic actions)."""
     env = ArenaTargets(cfg, max_steps=cfg.eval_steps)
@@ -157,7 +173,7 @@ def success_rate(model, cfg: ControllerConfig, episodes: int, seed: int) -> floa
     for ep in range(episodes):
         obs, _ = env.reset(seed=seed + ep)
         for _ in range(cfg.eval_steps):
-            action, _ = model.predict(obs, deterministic=True)
+            action = controller(obs, deterministic=True)
             obs, _, flipped, truncated, info = env.step(action)
             if info["reached"] or flipped or truncated:
                 hits += info["reached"]
@@ -185,15 +201,39 @@ def read_curve(out_dir: str | Path) -> dict:
     return json.loads(path.read_text()) if path.exists() else {}
 
 
-def load_controller(path: str | Path):
-    """The SB3 model of a milestone (``model.predict`` gives actions for :func:`goal_obs`)."""
+def _vecnorm_path(model_path: Path) -> Path:
+    return model_path.with_name(model_path.stem + "_vecnorm.pkl")
+
+
+def load_controller(path: str | Path) -> Controller:
+    """The controller of a milestone: ``controller(goal_obs(...), deterministic)`` acts."""
+    import pickle
+
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(
             f"No ant controller at {path}; run `ttlib make-controller` first or pass --policy-dir."
         )
-    algo = read_curve(path.parent).get("config", {}).get("algo", "sac")
-    return _algo_class(algo).load(path, device="cpu")
+    algo = read_curve(path.parent).get("config", {}).get("algo", "ppo")
+    vecnorm = None
+    if _vecnorm_path(path).exists():
+        with open(_vecnorm_path(path), "rb") as f:
+            vecnorm = pickle.load(f)  # a VecNormalize without its envs: the statistics
+        vecnorm.training = False
+    return Controller(_algo_class(algo).load(path, device="cpu"), vecnorm)
+
+
+def _save_model(model, path: Path) -> None:
+    """model.zip and, with normalisation, its statistics next to it (model_vecnorm.pkl)."""
+    model.save(path)
+    if _normalized(model):
+        model.get_env().save(_vecnorm_path(path))
+
+
+def _normalized(model) -> bool:
+    from stable_baselines3.common.vec_env import VecNormalize
+
+    return isinstance(model.get_env(), VecNormalize)
 
 
 def _save_checkpoint(model, cfg: ControllerConfig, curve: list[dict]) -> None:
@@ -203,7 +243,7 @@ def _save_checkpoint(model, cfg: ControllerConfig, curve: list[dict]) -> None:
     tmp, final = cache / "ckpt.tmp", cache / "ckpt"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    model.save(tmp / "model.zip")
+    _save_model(model, tmp / "model.zip")
     if cfg.algo == "sac":
         model.save_replay_buffer(tmp / "replay.pkl")
     save_json(curve, tmp / "curve.json")
@@ -214,8 +254,11 @@ def _save_checkpoint(model, cfg: ControllerConfig, curve: list[dict]) -> None:
 def _save_milestone(model, cfg: ControllerConfig, curve: list[dict]) -> None:
     out = milestone_path(cfg.out_dir)
     out.parent.mkdir(parents=True, exist_ok=True)
-    model.save(out.with_suffix(".tmp.zip"))
-    os.replace(out.with_suffix(".tmp.zip"), out)
+    tmp = out.with_name("milestone_tmp.zip")
+    _save_model(model, tmp)
+    if _vecnorm_path(tmp).exists():
+        os.replace(_vecnorm_path(tmp), _vecnorm_path(out))
+    os.replace(tmp, out)
     commands = read_curve(cfg.out_dir).get("commands", [])
     if cfg.command and cfg.command not in commands[-1:]:
         commands.append(cfg.command)
@@ -227,18 +270,24 @@ def _save_milestone(model, cfg: ControllerConfig, curve: list[dict]) -> None:
 
 def _load(cfg: ControllerConfig, env):
     """(model, curve) from the local checkpoint, else from the committed milestone (SAC with an
-    empty replay buffer), else (None, [])."""
+    empty replay buffer), else (None, []). ``env``: the raw vectorised arena."""
+    from stable_baselines3.common.vec_env import VecNormalize
+
     algo, ckpt = _algo_class(cfg.algo), Path(cfg.cache_dir) / "ckpt"
-    if (ckpt / "model.zip").exists():
-        model = algo.load(ckpt / "model.zip", env=env, device="cpu")
+    path = ckpt / "model.zip"
+    if not path.exists():
+        path = milestone_path(cfg.out_dir)
+    if not path.exists():
+        return None, []
+    if _vecnorm_path(path).exists():
+        env = VecNormalize.load(_vecnorm_path(path), env)
+    model = algo.load(path, env=env, device="cpu")
+    if path.parent == ckpt:
         if cfg.algo == "sac":
             model.load_replay_buffer(ckpt / "replay.pkl")
         curve = json.loads((ckpt / "curve.json").read_text())
-    elif milestone_path(cfg.out_dir).exists():
-        model = algo.load(milestone_path(cfg.out_dir), env=env, device="cpu")
-        curve = read_curve(cfg.out_dir)["curve"]
     else:
-        return None, []
+        curve = read_curve(cfg.out_dir)["curve"]
     model._last_obs = None  # start a fresh episode rather than reuse the pickled observation
     env.seed(cfg.seed + model.num_timesteps)
     return model, curve
@@ -259,6 +308,10 @@ def _new(cfg: ControllerConfig, env):
             f"PPO chunk {cfg.chunk} is not a multiple of ppo_n_steps x n_envs "
             f"({cfg.ppo_n_steps} x {cfg.n_envs})"
         )
+    from stable_baselines3.common.vec_env import VecNormalize
+
+    if cfg.normalize:
+        env = VecNormalize(env)
     return _algo_class("ppo")(
         "MlpPolicy", env, n_steps=cfg.ppo_n_steps, seed=cfg.seed, device="cpu"
     )
@@ -299,7 +352,8 @@ def train_controller(cfg: ControllerConfig) -> list[dict]:
             min(cfg.chunk, cfg.total_steps - model.num_timesteps), reset_num_timesteps=False
         )
         step = model.num_timesteps
-        success = success_rate(model, cfg, cfg.eval_episodes, seed=cfg.seed + 10_000)
+        controller = Controller(model, model.get_env() if _normalized(model) else None)
+        success = success_rate(controller, cfg, cfg.eval_episodes, seed=cfg.seed + 10_000)
         curve = [c for c in curve if c["step"] < step]
         curve.append({"step": step, "success": success, "wall_s": round(time.time() - t0, 1)})
         _save_checkpoint(model, cfg, curve)
@@ -310,5 +364,5 @@ def train_controller(cfg: ControllerConfig) -> list[dict]:
     bar.close()
     if model.num_timesteps > read_curve(cfg.out_dir).get("step", -1):
         _save_milestone(model, cfg, curve)  # the end of the run is always a milestone
-    env.close()
+    model.get_env().close()
     return curve

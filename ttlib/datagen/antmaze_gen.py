@@ -110,13 +110,13 @@ class Navigator:
         return cell_to_xy(self.layout, self.next_cell(cell), self.scaling)
 
 
-def navigation_policy(model, navigator: Navigator, rng, target_max: float, noise: float):
+def navigation_policy(controller, navigator: Navigator, rng, target_max: float, noise: float):
     """``act(obs)``: the controller towards the navigator's waypoint, its stochastic action
     plus N(0, noise^2) and clipped to [-1, 1] (D4RL's noisy data collection)."""
 
     def act(obs: dict) -> np.ndarray:
         target = navigator.waypoint(obs["achieved_goal"], obs["desired_goal"])
-        action, _ = model.predict(goal_obs(obs, target, target_max), deterministic=False)
+        action = controller(goal_obs(obs, target, target_max), deterministic=False)
         action = action + noise * rng.standard_normal(action.shape)
         return np.clip(action, -1.0, 1.0).astype(np.float32)
 
@@ -139,7 +139,7 @@ def antmaze_episodes(kind: str, cfg) -> tuple[list, float]:
 
     maze, _ = split_kind(kind)
     path = milestone_path(Path(cfg.policy_dir) / ANTMAZE_ENV)
-    model = load_controller(path)
+    controller = load_controller(path)
     target_max = read_curve(path.parent).get("config", {}).get("target_max", 6.0)
     seed = cfg.seed * 1_000_000 + ANTMAZE_KINDS.index(kind) * 100_000
     rng = np.random.default_rng(seed)
@@ -153,7 +153,7 @@ def antmaze_episodes(kind: str, cfg) -> tuple[list, float]:
         navigator.set_goal(goal)
         return {"reset_cell": np.array(start), "goal_cell": np.array(goal)}
 
-    act = navigation_policy(model, navigator, rng, target_max, cfg.antmaze_action_noise)
+    act = navigation_policy(controller, navigator, rng, target_max, cfg.antmaze_action_noise)
     label = f"antmaze/{kind}" if cfg.progress else None
     episodes = collect(env, act, cfg.transitions, seed, options, label)
     success = float(np.mean([ep.rewards.max() > 0 for ep in episodes]))
