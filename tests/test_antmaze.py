@@ -61,6 +61,21 @@ def test_arena_is_walled_and_has_no_inner_walls():
     assert 1.0 <= np.linalg.norm(obs[-2:]) <= 6.0  # a nearby target
 
 
+def test_arena_episode_ends_with_a_penalty_only_when_the_ant_lies_on_its_back():
+    env = ArenaTargets(ControllerConfig())
+    env.reset(seed=0)
+    ant = env.env.unwrapped.ant_env
+    qpos, qvel = ant.data.qpos.copy(), ant.data.qvel.copy()
+    qpos[2] = 1.5  # a jump: high but upright, not an end (an earlier version stopped here)
+    ant.set_state(qpos, qvel)
+    _, reward, ended, _, _ = env.step(np.zeros(8))
+    assert not ended and reward > -1
+    qpos[2], qpos[3:7] = 0.5, [0.0, 1.0, 0.0, 0.0]  # rolled half a turn about x: on its back
+    ant.set_state(qpos, qvel)
+    _, reward, ended, _, _ = env.step(np.zeros(8))
+    assert ended and reward < -9
+
+
 def test_sparse_reward_is_one_exactly_within_half_a_metre():
     env = make_antmaze("umaze")
     obs, _ = env.reset(seed=0)
@@ -245,3 +260,25 @@ def test_bad_antmaze_kind_is_a_clear_error():
         dataset_id("antmaze", "medium-ply")
     with pytest.raises(ValueError, match="valid kinds"):
         make_datasets(["antmaze"], ["medium-ply"])
+
+
+def test_console_script_trains_the_controller_and_makes_a_dataset(tmp_path, capsys):
+    from ttlib import cli
+
+    out = tmp_path / "policies" / "antmaze"
+    args = ["make-controller", "--total-steps", "1024", "--chunk", "1024", "--n-envs", "1"]
+    args += ["--eval-episodes", "1", "--cache-dir", str(tmp_path / "c"), "--out-dir", str(out)]
+    assert cli.main(args) == 0
+    assert read_curve(out)["curve"][0]["step"] == 1024
+    assert (out / "milestone.zip").exists() and (out / "milestone_vecnorm.pkl").exists()
+    args = ["make-data", "--env", "antmaze", "--kind", "umaze", "--transitions", "120"]
+    assert cli.main([*args, "--policy-dir", str(tmp_path / "policies")]) == 0
+    assert capsys.readouterr().out.strip().endswith("ttlib/antmaze/umaze-v0")
+    from ttlib.datagen.datasets_gen import data_summary
+
+    row = data_summary(["ttlib/antmaze/umaze-v0"]).iloc[0]
+    assert row["transitions"] == 120 and row["episodes"] == 1  # D4RL's 1000-step episodes
+    assert row["success_rate"] in (0.0, 1.0)  # the controller's own success, one episode
+    with pytest.raises(SystemExit) as exit_:
+        cli.main(["make-controller", "--algo", "dqn"])
+    assert exit_.value.code == 2 and "invalid choice: 'dqn'" in capsys.readouterr().err
