@@ -52,6 +52,7 @@ def test_every_sub_command_of_the_console_script_is_there():
     sub = next(a for a in cli.build_parser()._actions if a.choices)  # the sub-parsers
     assert set(sub.choices) == {
         "make-policies",
+        "make-controller",
         "make-data",
         "data-summary",
         "train",

@@ -1,4 +1,5 @@
-"""The `ttlib` command: make-policies, make-data, data-summary, train, plan, reproduce.
+"""The `ttlib` command: make-policies, make-controller, make-data, data-summary, train, plan,
+reproduce.
 
 Each `add_*` registers a sub-command whose runner returns an exit code and raises on bad input;
 :func:`main` reports :data:`USER_ERRORS` as one line, exit code 2. Runners import what is heavy.
@@ -112,6 +113,37 @@ def add_make_policies(sub) -> None:
         help="copy what --finalize-only needs on a fresh machine into OUT_DIR/<env>/early/",
     )
     p.set_defaults(func=_run_make_policies, command="make-policies")
+
+
+def _run_make_controller(args: argparse.Namespace) -> int:
+    from ttlib.datagen.ant_controller import ControllerConfig, train_controller
+    from ttlib.io import check_output_dir
+
+    check_output_dir(args.cache_dir, "--cache-dir")
+    check_output_dir(args.out_dir, "--out-dir")
+    names = ("algo", "total_steps", "chunk", "milestone_every", "n_envs", "subproc", "seed")
+    cfg = ControllerConfig(
+        **_options(args, *names, "eval_episodes", "cache_dir", "out_dir"),
+        command="ttlib " + shlex.join(sys.argv[1:]),
+    )
+    curve = train_controller(cfg)
+    print(f"antmaze controller: step {curve[-1]['step']}, success {curve[-1]['success']:.2f}")
+    return 0
+
+
+def add_make_controller(sub) -> None:
+    p = sub.add_parser("make-controller", help="train the AntMaze goal-reaching ant controller")
+    p.add_argument("--algo", choices=("ppo", "sac"), default="ppo")
+    p.add_argument("--total-steps", type=_positive_int, default=10_240_000)
+    p.add_argument("--chunk", type=_positive_int, default=40_960, help="steps per checkpoint")
+    p.add_argument("--milestone-every", type=_positive_int, default=409_600)
+    p.add_argument("--n-envs", type=_positive_int, default=2, help="PPO's parallel envs")
+    p.add_argument("--subproc", action="store_true", help="PPO envs in worker processes")
+    p.add_argument("--eval-episodes", type=_positive_int, default=20)
+    p.add_argument("--seed", type=_count, default=0)
+    p.add_argument("--cache-dir", default="cache/antmaze", help="big resumable checkpoints")
+    p.add_argument("--out-dir", default="results/policies/antmaze", help="small committed files")
+    p.set_defaults(func=_run_make_controller, command="make-controller")
 
 
 def _run_make_data(args: argparse.Namespace) -> int:
@@ -365,7 +397,15 @@ def add_reproduce(sub) -> None:
     p.set_defaults(func=_run_reproduce, command="reproduce")
 
 
-COMMANDS = (add_make_policies, add_make_data, add_data_summary, add_train, add_plan, add_reproduce)
+COMMANDS = (
+    add_make_policies,
+    add_make_controller,
+    add_make_data,
+    add_data_summary,
+    add_train,
+    add_plan,
+    add_reproduce,
+)
 
 # The exceptions that bad input causes, reported as one line "ttlib <command>: error: ..." with
 # exit code 2; anything else is a bug and keeps its traceback.

@@ -46,7 +46,18 @@ MAZE_MAX_EPISODE_STEPS: dict[str, int] = {
     "pointmaze-large": 800,
 }
 
-ENV_NAMES: tuple[str, ...] = (*LOCOMOTION_ENVS, *MAZE_ENVS)
+# AntMaze: gymnasium-robotics' AntMaze v5 (its Ant, cells of maze_size_scaling = 4 m). One env
+# name; the dataset kind names the maze and the goal sampling, as D4RL's ids do
+# (antmaze-medium-play -> ttlib/antmaze/medium-play-v0). Data: ttlib/datagen/antmaze_gen.py.
+ANTMAZE_ENV = "antmaze"
+ANTMAZES: tuple[str, ...] = ("umaze", "medium", "large")
+# D4RL's registered time limits (d4rl/locomotion/__init__.py: umaze 700, medium/large 1000).
+ANTMAZE_MAX_EPISODE_STEPS: dict[str, int] = {"umaze": 700, "medium": 1000, "large": 1000}
+# D4RL's sparse AntMaze reward: 1 within this distance of the goal (d4rl/locomotion/ant.py);
+# gymnasium-robotics uses 0.45, so make_env recomputes it.
+ANTMAZE_GOAL_RADIUS = 0.5
+
+ENV_NAMES: tuple[str, ...] = (*LOCOMOTION_ENVS, *MAZE_ENVS, ANTMAZE_ENV)
 
 # D4RL reference returns (random policy, expert policy) used for the ×100 normalised score.
 REF_SCORES: dict[str, tuple[float, float]] = {
@@ -84,10 +95,49 @@ def maze_map(name: str) -> list[list[int]]:
     return [[1 if c == 1 else 0 for c in row] for row in layout]
 
 
+def antmaze_layout(maze: str) -> list[list[int]]:
+    """The cell layout (1 = wall, 0 = free) of an AntMaze maze: D4RL's U_MAZE, BIG_MAZE and
+    HARDEST_MAZE as gymnasium-robotics ships them (U_MAZE, MEDIUM_MAZE, LARGE_MAZE)."""
+    maps = _robotics().envs.maze.maps
+    layouts = {"umaze": maps.U_MAZE, "medium": maps.MEDIUM_MAZE, "large": maps.LARGE_MAZE}
+    if maze not in layouts:
+        raise ValueError(f"Unknown AntMaze maze {maze!r}; choose from {', '.join(ANTMAZES)}.")
+    return [[1 if c == 1 else 0 for c in row] for row in layouts[maze]]
+
+
+class D4RLSparseReward(gym.Wrapper):
+    """Reward 1 within ANTMAZE_GOAL_RADIUS of the goal, else 0 (D4RL's, not the env's 0.45)."""
+
+    def step(self, action):
+        obs, _, term, trunc, info = self.env.step(action)
+        dist = np.linalg.norm(obs["achieved_goal"] - obs["desired_goal"])
+        return obs, float(dist <= ANTMAZE_GOAL_RADIUS), term, trunc, info
+
+
+def make_antmaze(maze: str = "umaze", layout=None, **kw) -> gym.Env:
+    """AntMaze v5 with D4RL's sparse reward. The task continues at the goal with the goal kept
+    (``continuing_task=True, reset_target=False``: in gymnasium-robotics 1.4 *reset_target=True*
+    is what draws a new goal on arrival, whatever its docstring says), so an episode ends only
+    at the time limit, as in D4RL's data. ``layout`` replaces the maze's (e.g. an open arena).
+    ``observation`` is the ant's 27-number state (x, y are ``achieved_goal``)."""
+    gym.register_envs(_robotics())
+    kw.setdefault("max_episode_steps", ANTMAZE_MAX_EPISODE_STEPS.get(maze, 1000))
+    kw.setdefault("continuing_task", True)
+    kw.setdefault("reset_target", False)
+    # D4RL's (and Minari's D4RL/antmaze) ant state has 27 numbers: no contact forces, which
+    # Ant-v5 would otherwise append (78 more)
+    kw.setdefault("include_cfrc_ext_in_observation", False)
+    layout = antmaze_layout(maze) if layout is None else layout
+    return D4RLSparseReward(gym.make("AntMaze_UMaze-v5", maze_map=layout, **kw))
+
+
 def make_env(name: str, **kw) -> gym.Env:
     """The gymnasium env behind a ttlib env name (`kw` to `gym.make`); mazes are PointMaze with
-    a sparse reward, ending when the goal is reached like D4RL's goal-reaching tasks."""
+    a sparse reward, ending when the goal is reached like D4RL's goal-reaching tasks;
+    ``antmaze`` is :func:`make_antmaze` (``maze="umaze"`` unless given)."""
     check_env_name(name)
+    if name == ANTMAZE_ENV:
+        return make_antmaze(**kw)
     if name in LOCOMOTION_ENVS:
         if kw.get("render_mode") == "rgb_array":  # frames follow the body (the XML's camera)
             kw.setdefault("camera_name", "track")
@@ -114,11 +164,23 @@ def normalized_score(env_name: str, returns: np.ndarray | float) -> np.ndarray:
 # Local datasets are named ttlib/<env>/<kind>-v0 (`ttlib make-data` writes them).
 LOCOMOTION_KINDS = ("random", "medium", "medium-replay", "expert", "medium-expert")
 MAZE_KINDS = ("diverse",)
+# D4RL's AntMaze datasets: <maze>-diverse = random start and goal cells; umaze = D4RL's fixed
+# start and goal; <maze>-play = hand-picked goal cells (ttlib/datagen/antmaze_gen.py)
+ANTMAZE_KINDS = (
+    "umaze",
+    "umaze-diverse",
+    "medium-play",
+    "medium-diverse",
+    "large-play",
+    "large-diverse",
+)
 NAMESPACE = "ttlib"
 
 
 def kinds_for(env_name: str) -> tuple[str, ...]:
     check_env_name(env_name)
+    if env_name == ANTMAZE_ENV:
+        return ANTMAZE_KINDS
     return LOCOMOTION_KINDS if env_name in LOCOMOTION_ENVS else MAZE_KINDS
 
 

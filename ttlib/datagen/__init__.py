@@ -1,1 +1,2 @@
-"""Data generation: SAC behaviour policies, the maze controller, and the Minari datasets."""
+"""Data generation: SAC behaviour policies, the maze controller, the AntMaze ant controller,
+and the Minari datasets."""

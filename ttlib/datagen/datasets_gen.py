@@ -17,6 +17,9 @@ No D4RL/Minari dataset can be downloaded here, so we rebuild them the way D4RL d
   goal*: 1 within 0.45 of it (where the episode also terminates), else 0 — the AntMaze-like
   setting of the +Q experiment. Episodes that do not reach the goal are truncated at the env's
   step limit.
+* `antmaze` (kinds `umaze`, `umaze-diverse`, `medium-play`, `medium-diverse`, `large-*`): the
+  ant controller of `ttlib make-controller` steered by BFS waypoints, D4RL's recipe; see
+  ttlib/datagen/antmaze_gen.py. Not made by default (it needs the trained controller).
 
 Datasets go to Minari's data dir (env var MINARI_DATASETS_PATH) and are never committed;
 the same seed gives the same arrays (on the same machine and library versions).
@@ -37,6 +40,8 @@ from tqdm import tqdm
 from ttlib.datagen.actor import SACActor, load_actor, one_torch_thread
 from ttlib.datagen.maze_controller import WaypointController
 from ttlib.envs import (
+    ANTMAZE_ENV,
+    ANTMAZE_KINDS,
     LOCOMOTION_ENVS,
     LOCOMOTION_KINDS,
     MAZE_ENVS,
@@ -64,6 +69,9 @@ class GenConfig:
     kp: float = 10.0  # proportional gain towards the next waypoint
     kd: float = 1.0  # damping on the point's velocity
     action_noise: float = 0.5  # std of Gaussian noise added to the action before clipping
+    # AntMaze (antmaze_gen.py): D4RL's generation timeout and action noise
+    antmaze_episode_steps: int = 1000
+    antmaze_action_noise: float = 0.2
 
     def __post_init__(self):
         check_positive("GenConfig", transitions=self.transitions)  # 0 wrote an empty dataset
@@ -287,6 +295,10 @@ def make_dataset(env_name: str, kind: str, cfg: GenConfig):
         if existing is not None:
             return existing
         minari.delete_dataset(did)
+    if env_name == ANTMAZE_ENV:
+        from ttlib.datagen.antmaze_gen import make_antmaze_dataset
+
+        return make_antmaze_dataset(did, kind, cfg)
     if env_name in LOCOMOTION_ENVS:
         with one_torch_thread():
             episodes = locomotion_episodes(env_name, kind, cfg)
@@ -326,7 +338,7 @@ def make_datasets(
     for env in envs:
         valid = kinds_for(env)
         for kind in kinds or valid:
-            if kind not in LOCOMOTION_KINDS + MAZE_KINDS:
+            if kind not in LOCOMOTION_KINDS + MAZE_KINDS + ANTMAZE_KINDS:
                 dataset_id(env, kind)  # raises, naming the valid kinds
             if kind in valid:
                 pairs.append((env, kind))
@@ -386,6 +398,8 @@ def summarize_returns(returns):
                 "return_mean": r.mean(),
                 "return_std": r.std(),
                 "normalized_score_mean": g["normalized"].to_numpy().mean(),
+                # AntMaze's sparse return is > 0 iff the episode reached its goal
+                "success_rate": (r > 0).mean() if (g["env"] == ANTMAZE_ENV).all() else np.nan,
             }
         )
     return pd.DataFrame(rows)

@@ -1,0 +1,284 @@
+"""AntMaze (#23): the arena controller, the BFS navigator and the D4RL-style datasets."""
+
+import json
+import re
+
+import numpy as np
+import pytest
+import torch
+
+from ttlib.datagen.ant_controller import (
+    ARENA,
+    ArenaTargets,
+    ControllerConfig,
+    load_controller,
+    read_curve,
+    train_controller,
+)
+from ttlib.datagen.antmaze_gen import PLAY_CELLS, Navigator, episode_cells, split_kind
+from ttlib.datagen.datasets_gen import GenConfig, make_dataset, make_datasets
+from ttlib.datagen.maze_controller import bfs_distances, xy_to_cell
+from ttlib.envs import antmaze_layout, dataset_id, make_antmaze, make_env
+
+
+def tiny_cfg(root, **kw) -> ControllerConfig:
+    """A few hundred steps of PPO in the arena: enough to write and resume checkpoints."""
+    base = dict(
+        algo="ppo",
+        total_steps=128,
+        chunk=64,
+        milestone_every=64,
+        n_envs=1,
+        ppo_n_steps=64,
+        episode_steps=50,
+        eval_episodes=1,
+        eval_steps=10,
+        cache_dir=str(root / "cache"),
+        out_dir=str(root / "out" / "antmaze"),
+    )
+    return ControllerConfig(**{**base, **kw})
+
+
+@pytest.fixture(scope="module")
+def policy_dir(tmp_path_factory):
+    """A tiny controller milestone at <policy_dir>/antmaze/milestone.zip."""
+    root = tmp_path_factory.mktemp("controller")
+    train_controller(tiny_cfg(root, total_steps=64))
+    return root / "out"
+
+
+# ---------------------------------------------------------------- env and arena
+
+
+def test_arena_is_walled_and_has_no_inner_walls():
+    env = ArenaTargets(ControllerConfig())
+    layout = np.array(env.env.unwrapped.maze.maze_map)
+    assert (layout[1:-1, 1:-1] == 0).all() and layout.shape == (7, 7)
+    assert (layout[[0, -1], :] == 1).all() and (layout[:, [0, -1]] == 1).all()
+    assert layout.tolist() == ARENA
+    obs, _ = env.reset(seed=0)
+    assert obs.shape == (29,) and env.observation_space.contains(obs)
+    assert 1.0 <= np.linalg.norm(obs[-2:]) <= 6.0  # a nearby target
+
+
+def test_arena_episode_ends_with_a_penalty_only_when_the_ant_lies_on_its_back():
+    env = ArenaTargets(ControllerConfig())
+    env.reset(seed=0)
+    ant = env.env.unwrapped.ant_env
+    qpos, qvel = ant.data.qpos.copy(), ant.data.qvel.copy()
+    qpos[2] = 1.5  # a jump: high but upright, not an end (an earlier version stopped here)
+    ant.set_state(qpos, qvel)
+    _, reward, ended, _, _ = env.step(np.zeros(8))
+    assert not ended and reward > -1
+    qpos[2], qpos[3:7] = 0.5, [0.0, 1.0, 0.0, 0.0]  # rolled half a turn about x: on its back
+    ant.set_state(qpos, qvel)
+    _, reward, ended, _, _ = env.step(np.zeros(8))
+    assert ended and reward < -9
+
+
+def test_sparse_reward_is_one_exactly_within_half_a_metre():
+    env = make_antmaze("umaze")
+    obs, _ = env.reset(seed=0)
+    for _ in range(20):  # let the ant settle so a zero action barely moves it
+        obs, *_ = env.step(np.zeros(8))
+    seen = set()
+    for offset in (0.3, 0.48, 0.52, 0.7):
+        env.unwrapped.goal = obs["achieved_goal"] + np.array([offset, 0.0])
+        obs, reward, term, trunc, _ = env.step(np.zeros(8))
+        dist = np.linalg.norm(obs["achieved_goal"] - obs["desired_goal"])
+        assert reward == float(dist <= 0.5) and not term  # D4RL's radius; the task continues
+        np.testing.assert_array_equal(env.unwrapped.goal, obs["desired_goal"])  # goal is kept
+        seen.add((round(offset, 2), reward))
+    assert seen == {(0.3, 1.0), (0.48, 1.0), (0.52, 0.0), (0.7, 0.0)}  # 0.48: not the env's 0.45
+
+
+def test_antmaze_time_limits_and_bad_maze_names():
+    assert make_env("antmaze").spec.max_episode_steps == 700  # umaze
+    assert make_antmaze("medium").env.spec.max_episode_steps == 1000
+    with pytest.raises(ValueError, match="Unknown AntMaze maze 'huge'"):
+        make_antmaze("huge")
+
+
+# ---------------------------------------------------------------- navigator and goals
+
+
+@pytest.mark.parametrize("maze", ["umaze", "medium", "large"])
+def test_navigator_follows_the_bfs_path_and_never_enters_a_wall(maze):
+    layout = antmaze_layout(maze)
+    free = np.array(layout) == 0
+    nav = Navigator(layout)
+    goal = tuple(np.argwhere(free)[-1])
+    nav.set_goal(goal)
+    dist = bfs_distances(layout, goal)
+    for start in map(tuple, np.argwhere(free)):
+        cell, steps = start, 0
+        while cell != goal:
+            nxt = nav.next_cell(cell)
+            assert free[nxt] and abs(nxt[0] - cell[0]) + abs(nxt[1] - cell[1]) == 1
+            assert dist[nxt] == dist[cell] - 1
+            cell, steps = nxt, steps + 1
+        assert steps == dist[start]
+    # from a position, the waypoint is the next cell's centre (4 m cells), the goal at the end
+    start = tuple(np.argwhere(free)[0])
+    xy = nav.waypoint(np.zeros(2) + _centre(layout, start), np.array([9.0, 9.0]))
+    assert tuple(xy_to_cell(layout, xy, 4.0)) == nav.next_cell(start)
+    goal_xy = _centre(layout, goal) + 0.3
+    np.testing.assert_array_equal(nav.waypoint(goal_xy, goal_xy), goal_xy)
+
+
+def _centre(layout, cell):
+    from ttlib.datagen.maze_controller import cell_to_xy
+
+    return cell_to_xy(layout, cell, 4.0)
+
+
+def test_play_goals_are_hand_picked_and_diverse_goals_are_random():
+    rng = np.random.default_rng(0)
+    play = [episode_cells("medium-play", rng) for _ in range(200)]
+    diverse = [episode_cells("medium-diverse", rng) for _ in range(200)]
+    assert all(s in PLAY_CELLS["medium"] and g in PLAY_CELLS["medium"] for s, g in play)
+    assert all(s != g for s, g in play + diverse)
+    assert len({g for _, g in diverse}) > 2 * len(PLAY_CELLS["medium"])
+    free = np.array(antmaze_layout("medium")) == 0
+    assert all(free[s] and free[g] for s, g in diverse)
+    assert {episode_cells("umaze", rng) for _ in range(10)} == {((1, 1), (3, 1))}
+    assert split_kind("large-play") == ("large", "play")
+    with pytest.raises(ValueError, match="valid kinds are umaze"):
+        split_kind("medium-ply")
+
+
+# ---------------------------------------------------------------- controller training
+
+
+def test_controller_chunks_write_milestones_and_resume(tmp_path, capsys):
+    def chunks_run() -> list[str]:
+        return re.findall(r"\[antmaze\] step \d+: success [\d.]+", capsys.readouterr().out)
+
+    cfg = tiny_cfg(tmp_path, total_steps=64)
+    curve = train_controller(cfg)
+    assert [c["step"] for c in curve] == [64]
+    info = read_curve(cfg.out_dir)
+    assert info["step"] == 64 and info["config"]["algo"] == "ppo"
+    # the second call resumes from the local checkpoint and carries on
+    chunks_run()
+    curve = train_controller(tiny_cfg(tmp_path, total_steps=128))
+    assert [c["step"] for c in curve] == [64, 128]
+    assert chunks_run() == ["[antmaze] step 128: success 0.00"]  # one new chunk, not two
+    assert read_curve(cfg.out_dir)["step"] == 128
+    # a fresh machine (no cache) resumes from the committed milestone
+    import shutil
+
+    shutil.rmtree(tmp_path / "cache")
+    curve = train_controller(tiny_cfg(tmp_path, total_steps=192))
+    assert [c["step"] for c in curve] == [64, 128, 192]
+    assert chunks_run() == ["[antmaze] step 192: success 0.00"]
+    controller = load_controller(tmp_path / "out" / "antmaze" / "milestone.zip")
+    assert controller.model.num_timesteps == 192
+    # PPO's observation statistics travel with the milestone and are used when acting
+    assert controller.vecnorm is not None and controller.vecnorm.obs_rms.count > 192
+
+
+def test_sac_controller_chunk_keeps_its_replay_buffer(tmp_path):
+    cfg = tiny_cfg(tmp_path, algo="sac", total_steps=40, chunk=20, learning_starts=10)
+    train_controller(cfg)
+    assert (tmp_path / "cache" / "ckpt" / "replay.pkl").exists()
+    curve = json.loads((tmp_path / "out" / "antmaze" / "controller.json").read_text())["curve"]
+    assert [c["step"] for c in curve] == [20, 40]
+
+
+def test_bad_controller_settings_and_missing_controller(tmp_path):
+    from ttlib.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="algo"):
+        ControllerConfig(algo="dqn")
+    with pytest.raises(ConfigError, match="multiple"):
+        train_controller(tiny_cfg(tmp_path, chunk=100))
+    with pytest.raises(FileNotFoundError, match="make-controller"):
+        make_dataset("antmaze", "umaze", GenConfig(transitions=10, policy_dir=str(tmp_path)))
+
+
+# ---------------------------------------------------------------- datasets
+
+
+def _gen(policy_dir, kind="umaze", seed=0, **kw):
+    cfg = GenConfig(
+        transitions=130,
+        seed=seed,
+        policy_dir=str(policy_dir),
+        overwrite=True,
+        antmaze_episode_steps=50,
+        **kw,
+    )
+    return make_dataset("antmaze", kind, cfg)
+
+
+def test_tiny_dataset_loads_back_with_d4rl_antmaze_structure(policy_dir):
+    import minari
+
+    from ttlib.data import load_episodes
+    from ttlib.experiments.maze_q import Maze
+
+    _gen(policy_dir, "medium-play")
+    ds = minari.load_dataset(dataset_id("antmaze", "medium-play"))
+    assert ds.total_steps == 130
+    eps = list(ds.iterate_episodes())
+    assert [len(e.rewards) for e in eps] == [50, 50, 30]
+    for ep in eps:
+        assert set(ep.observations) == {"observation", "achieved_goal", "desired_goal"}
+        assert ep.observations["observation"].shape == (len(ep.rewards) + 1, 27)
+        assert ep.observations["desired_goal"].shape == (len(ep.rewards) + 1, 2)
+        assert ep.actions.shape == (len(ep.rewards), 8) and np.abs(ep.actions).max() <= 1
+        assert set(np.unique(ep.rewards)) <= {0.0, 1.0}
+        assert ep.truncations[-1] and not ep.truncations[:-1].any() and not ep.terminations.any()
+        goal = ep.observations["desired_goal"][0]
+        assert tuple(xy_to_cell(antmaze_layout("medium"), goal, 4.0)) in PLAY_CELLS["medium"]
+    assert "reached its goal" in ds.storage.metadata["description"]
+    eval_env = ds.recover_environment(eval_env=True)
+    assert eval_env.spec.max_episode_steps == 1000
+    # maze_q reads it with its AntMaze observation layout: position, state, goal
+    maze = Maze("antmaze-medium-play", "antmaze", dataset_id("antmaze", "medium-play"))
+    from ttlib.data import DataConfig
+
+    episodes = load_episodes(DataConfig(dataset_id=maze.dataset_id, obs_keys=maze.obs_keys))
+    assert episodes[0].observations.shape[1] == 31
+
+
+def test_same_seed_same_dataset_other_seed_differs(policy_dir):
+    def arrays(seed):
+        eps = list(_gen(policy_dir, seed=seed).iterate_episodes())
+        return np.concatenate([e.actions for e in eps])
+
+    a = arrays(0)
+    torch.rand(3)  # the global torch RNG moved on: the dataset must not depend on it
+    b, c = arrays(0), arrays(1)
+    np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(a, c)
+
+
+def test_bad_antmaze_kind_is_a_clear_error():
+    with pytest.raises(ValueError, match="valid kinds are umaze, umaze-diverse, medium-play"):
+        dataset_id("antmaze", "medium-ply")
+    with pytest.raises(ValueError, match="valid kinds"):
+        make_datasets(["antmaze"], ["medium-ply"])
+
+
+def test_console_script_trains_the_controller_and_makes_a_dataset(tmp_path, capsys):
+    from ttlib import cli
+
+    out = tmp_path / "policies" / "antmaze"
+    args = ["make-controller", "--total-steps", "1024", "--chunk", "1024", "--n-envs", "1"]
+    args += ["--eval-episodes", "1", "--cache-dir", str(tmp_path / "c"), "--out-dir", str(out)]
+    assert cli.main(args) == 0
+    assert read_curve(out)["curve"][0]["step"] == 1024
+    assert (out / "milestone.zip").exists() and (out / "milestone_vecnorm.pkl").exists()
+    args = ["make-data", "--env", "antmaze", "--kind", "umaze", "--transitions", "120"]
+    assert cli.main([*args, "--policy-dir", str(tmp_path / "policies")]) == 0
+    assert capsys.readouterr().out.strip().endswith("ttlib/antmaze/umaze-v0")
+    from ttlib.datagen.datasets_gen import data_summary
+
+    row = data_summary(["ttlib/antmaze/umaze-v0"]).iloc[0]
+    assert row["transitions"] == 120 and row["episodes"] == 1  # D4RL's 1000-step episodes
+    assert row["success_rate"] in (0.0, 1.0)  # the controller's own success, one episode
+    with pytest.raises(SystemExit) as exit_:
+        cli.main(["make-controller", "--algo", "dqn"])
+    assert exit_.value.code == 2 and "invalid choice: 'dqn'" in capsys.readouterr().err
