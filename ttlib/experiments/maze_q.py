@@ -26,7 +26,7 @@ import torch
 from ttlib.baselines import BCConfig, BehaviourCloning, train_bc
 from ttlib.data import DataConfig, Episode, data_fingerprint, load_minari
 from ttlib.datagen.maze_controller import bfs_distances
-from ttlib.envs import make_env, maze_map
+from ttlib.envs import ANTMAZE_KINDS, make_env, maze_map
 from ttlib.evaluate import evaluate
 from ttlib.experiments.cache import (
     TrainedTT,
@@ -44,15 +44,9 @@ from ttlib.search import PlannerConfig, TTPlanner
 
 FAMILIES = ("pointmaze", "antmaze")
 POINTMAZES = ("pointmaze-medium", "pointmaze-large")
-# The D4RL AntMaze datasets as Minari publishes them (remote: they download on first use).
-ANTMAZE_DATASETS = (
-    "umaze",
-    "umaze-diverse",
-    "medium-play",
-    "medium-diverse",
-    "large-play",
-    "large-diverse",
-)
+# The D4RL AntMaze datasets as Minari publishes them (remote: they download on first use);
+# the local ones of `ttlib make-data --env antmaze` carry the same names.
+ANTMAZE_DATASETS = ANTMAZE_KINDS
 ANTMAZE_VERSION = "v1"
 METHODS = ("TT", "TT(+Q)", "IQL", "BC")
 # Evaluation start and goal cells are at least this fraction of the maze's longest shortest
