@@ -267,7 +267,7 @@ def test_failed_download_names_the_network_error(tmp_path):
         "train",
         "ConnectionError: Temporary failure in name resolution",
         "need network access",
-        "`ttlib make-data`",
+        "`ttlib make-data --env antmaze --kind umaze`",
     )
 
 
