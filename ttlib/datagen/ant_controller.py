@@ -143,6 +143,7 @@ class ArenaTargets(gym.Env):
                 return target
 
     def reset(self, *, seed=None, options=None):
+        """The ant at the arena's centre, a first target around it."""
         super().reset(seed=seed)
         cell = np.array(ARENA_CENTRE)
         obs, info = self.env.reset(seed=seed, options={"reset_cell": cell, "goal_cell": cell})
@@ -152,6 +153,7 @@ class ArenaTargets(gym.Env):
         return goal_obs(obs, self.target, self.cfg.target_max), info
 
     def step(self, action):
+        """One env step: the dense training reward, a new target on arrival."""
         obs, _, _, truncated, info = self.env.step(action)
         self._obs = obs
         dist = np.linalg.norm(self.target - obs["achieved_goal"])

@@ -13,9 +13,10 @@ Facts from D4RL (github.com/Farama-Foundation/D4RL, commit 0ae0c1b) that we foll
   (2, 6), (5, 1), (6, 5)), and ``goal_sampler`` draws from those when there are any, else from
   every free cell. The evaluation maps (``*_TEST``) have one goal: umaze (3, 1), medium (6, 6),
   large (7, 9).
-* d4rl/locomotion/__init__.py: dataset files are named ``noisy_multistart_<bool>_multigoal_
-  <bool>``: umaze = neither (start (1, 1), goal (3, 1)); umaze-diverse, *-diverse = both;
-  *-play = multistart only. The eval envs' time limits are 700 (umaze) and 1000 steps.
+* d4rl/locomotion/__init__.py: dataset files are named
+  ``noisy_multistart_<bool>_multigoal_<bool>``: umaze = neither (start (1, 1), goal (3, 1));
+  umaze-diverse and the ``-diverse`` sets = both; the ``-play`` sets = multistart only. The
+  eval envs' time limits are 700 (umaze) and 1000 steps.
 * d4rl/locomotion/ant.py: sparse reward 1 within 0.5 of the goal (``make_env`` recomputes it;
   gymnasium-robotics uses 0.45).
 
@@ -124,7 +125,7 @@ def navigation_policy(controller, navigator: Navigator, rng, target_max: float, 
 
 
 def eval_env(maze: str):
-    """D4RL's evaluation task: start (1, 1), the *_TEST map's goal, its time limit."""
+    """D4RL's evaluation task: start (1, 1), the ``*_TEST`` map's goal, its time limit."""
     layout = [[c if c == 1 else 0 for c in row] for row in antmaze_layout(maze)]
     layout[START[0]][START[1]] = "r"
     goal = EVAL_GOALS[maze]
