@@ -61,7 +61,8 @@ def main(argv=None) -> None:
     rows, runs = [], []
     for schedule in ("original", "run_length"):
         cfg = replace(base, schedule=schedule)
-        folder = ROOT / "cache" / "benchmarks" / f"schedule-{args.env}-{args.kind}-{base.max_steps}-{schedule}"
+        name = f"schedule-{args.env}-{args.kind}-{base.max_steps}-{schedule}"
+        folder = ROOT / "cache" / "benchmarks" / name
         t0 = time.time()
         train(train_set, model_cfg, cfg, folder, progress=True, eval_dataset=held_out)
         model, _, ckpt = load_checkpoint(folder / "checkpoint.pt", device="cpu")
@@ -69,12 +70,13 @@ def main(argv=None) -> None:
         last = ckpt["history"][-1]
         counts = np.array([model_cfg.observation_dim, model_cfg.action_dim, 1, 1], dtype=float)
         per_kind = np.array([val[f"val_loss_{k}"] for k in KINDS])
+        mean = float((per_kind * counts).sum() / counts.sum())  # per token, as a transition has
         rows.append(
             {
                 "schedule": schedule,
                 "rate_at_last_step": round(last["lr"] / cfg.lr, 3),
-                "held_out_nats_per_token": round(float((per_kind * counts).sum() / counts.sum()), 3),
-                **{f"held_out_{k}": round(float(v), 3) for k, v in zip(KINDS, per_kind, strict=True)},
+                "held_out_nats_per_token": round(mean, 3),
+                **{f"held_out_{k}": round(float(v), 3) for k, v in zip(KINDS, per_kind)},
                 "training_loss_last_step": round(float(last["loss"]), 3),
             }
         )
