@@ -69,14 +69,17 @@ def main(argv=None) -> None:
         val = held_out_loss(model, held_out, HELD_OUT_WINDOWS, cfg, "cpu")
         last = ckpt["history"][-1]
         counts = np.array([model_cfg.observation_dim, model_cfg.action_dim, 1, 1], dtype=float)
-        per_kind = np.array([val[f"val_loss_{k}"] for k in KINDS])
+        per_kind = np.array([val[f"val_loss_{k}"] for k in KINDS])  # in KINDS' order
         mean = float((per_kind * counts).sum() / counts.sum())  # per token, as a transition has
         rows.append(
             {
                 "schedule": schedule,
                 "rate_at_last_step": round(last["lr"] / cfg.lr, 3),
                 "held_out_nats_per_token": round(mean, 3),
-                **{f"held_out_{k}": round(float(v), 3) for k, v in zip(KINDS, per_kind)},
+                **{
+                    f"held_out_{k}": round(float(v), 3)
+                    for k, v in zip(KINDS, per_kind, strict=True)
+                },
                 "training_loss_last_step": round(float(last["loss"]), 3),
             }
         )
