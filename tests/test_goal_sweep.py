@@ -36,3 +36,9 @@ def test_sweep_plans_each_missing_point_once_and_reuses_the_known_one(monkeypatc
     assert sweep["success"].tolist() == [0.0, 0.5, 0.75, 0.75]
     assert sweep["se"].iloc[1] == np.std([1, 1, 0, 0], ddof=1) / 2  # sample s.e., n = 4
     assert (sweep["episodes"] == 4).all()
+    # paired against the page's model (400 tokens, H5) over the same 4 tasks
+    ref = np.array([1, 1, 0, 0], dtype=float)
+    h10 = np.array([1, 0, 1, 1], dtype=float) - ref
+    assert sweep["diff_vs_page"].tolist() == [-0.5, 0.0, 0.25, 0.25]
+    assert sweep["diff_se"].iloc[2] == np.std(h10, ddof=1) / 2
+    assert not sweep["diff_clear"].any()  # +0.25 ± 0.48 over 4 pairs is noise

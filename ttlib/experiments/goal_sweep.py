@@ -18,6 +18,7 @@ import pandas as pd
 from ttlib.evaluate import mean_se
 from ttlib.experiments.cache import cached, planner_identity
 from ttlib.experiments.goals import GOAL_DIMS, run_from_cells
+from ttlib.experiments.paper import paired_difference
 from ttlib.io import save_json
 from ttlib.search import PlannerConfig, TTPlanner
 
@@ -56,7 +57,7 @@ def success_sweep(models: dict, horizons: Sequence[int], params: dict, pairs, kn
     most = max(models)
     wanted = [(t, params["horizon"]) for t in sorted(models)]
     wanted += [(most, h) for h in horizons if (most, h) not in wanted]
-    rows = []
+    rows, outcomes = [], {}
     for tokens, horizon in wanted:
         success = (known or {}).get((tokens, horizon))
         if success is None:
@@ -69,9 +70,16 @@ def success_sweep(models: dict, horizons: Sequence[int], params: dict, pairs, kn
                 planner, tt.folder.name, params["env"], pairs, params["max_episode_steps"],
                 params["seed"],
             )  # fmt: skip
-        m, se = mean_se(np.asarray(success, dtype=float))
+        outcomes[tokens, horizon] = np.asarray(success, dtype=float)
+        m, se = mean_se(outcomes[tokens, horizon])
         rows.append({"tokens": tokens, "horizon": horizon, "success": m, "se": se})
         rows[-1]["episodes"] = len(success)
+    # each point against the page's model (most tokens, the preset's horizon), paired over
+    # the same start/goal pairs
+    reference = outcomes[most, params["horizon"]]
+    for row in rows:
+        diff = paired_difference(outcomes[row["tokens"], row["horizon"]], reference)
+        row.update(diff_vs_page=diff.mean, diff_se=diff.se, diff_clear=diff.clear)
     return pd.DataFrame(rows)
 
 
