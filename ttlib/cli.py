@@ -1,7 +1,4 @@
-"""The `ttlib` command: make-policies, make-controller, make-data, data-summary, train, plan,
-reproduce.
-
-Each `add_*` registers a sub-command whose runner returns an exit code and raises on bad input;
+"""The `ttlib` command. Each `add_*` registers a sub-command whose runner raises on bad input;
 :func:`main` reports :data:`USER_ERRORS` as one line, exit code 2. Runners import what is heavy.
 """
 
@@ -20,9 +17,8 @@ from ttlib.memory import parse_bytes
 from ttlib.search import MODES
 
 
-# Option types check their range when the command line is parsed, before any work.
 def _number(convert, ok, allowed: str):
-    """An option type: ``convert(text)`` if it converts and passes ``ok``, else an error."""
+    """An option type that checks its range as the command line is parsed, before any work."""
 
     def parse(text: str):
         try:
@@ -40,7 +36,6 @@ _positive_int = _number(int, lambda v: v >= 1, "an integer >= 1")
 _count = _number(int, lambda v: v >= 0, "an integer >= 0")  # seeds, context lengths, dimensions
 _n_bins = _number(int, lambda v: v >= 2, "an integer >= 2")
 _positive_float = _number(float, lambda v: 0 < v < float("inf"), "a number in (0, inf)")
-# dropout; cdf-act (0 disables it)
 _probability = _number(float, lambda v: 0 <= v < 1, "a number in [0, 1)")
 
 
@@ -107,11 +102,7 @@ def add_make_policies(sub) -> None:
     p.add_argument("--out-dir", default="results/policies", help="small committed policy files")
     p.add_argument("--finalize-only", action="store_true", help="choose from existing chunks")
     p.add_argument("--train-only", action="store_true", help="train; choose with --finalize-only")
-    p.add_argument(
-        "--save-early",
-        action="store_true",
-        help="copy what --finalize-only needs on a fresh machine into OUT_DIR/<env>/early/",
-    )
+    p.add_argument("--save-early", action="store_true", help="keep OUT_DIR/<env>/early/ now")
     p.set_defaults(func=_run_make_policies, command="make-policies")
 
 
@@ -152,8 +143,9 @@ def _run_make_data(args: argparse.Namespace) -> int:
     from ttlib.io import check_output_dir
 
     check_output_dir(minari_root(), "MINARI_DATASETS_PATH")
-    options = _options(args, "transitions", "seed", "policy_dir", "overwrite")
-    cfg = GenConfig(**options, progress=True)
+    cfg = GenConfig(
+        **_options(args, "transitions", "seed", "policy_dir", "overwrite"), progress=True
+    )
     for dataset_id in make_datasets(args.env, args.kind, cfg):
         print(dataset_id)
     return 0
@@ -179,7 +171,6 @@ def _run_data_summary(args: argparse.Namespace) -> int:
         print(data_summary(args.ids).to_string(index=False))
         return 0
     check_output_file(args.out, "--out")
-    # D4RL's values beside ours, and the policies' learning curves and return plots beside it
     table = write_report(episode_returns(args.ids), args.out)
     print(table.drop(columns=["d4rl_source"]).to_string(index=False))
     return 0
@@ -320,18 +311,10 @@ def _run_plan(args: argparse.Namespace) -> int:
     obs_keys = list(data_cfg.get("obs_keys") or ["observation"])
     _check_model_fits(model, ckpt, args, obs_keys)
     q_function = _q_function(args, model) if args.mode == "q" else None
-    planner = TTPlanner(model, discretizer, config, data_cfg.get("goal_dims"), q_function)
-    result = evaluate(
-        planner,
-        args.env,
-        n_episodes=args.episodes,
-        max_steps=args.max_steps,
-        seed=args.seed,
-        obs_keys=obs_keys,
-        video_episodes=1 if args.video else 0,
-        progress=not args.quiet,
-        memory_limit=args.memory_limit,
-    )
+    goal_dims = data_cfg.get("goal_dims")
+    planner = TTPlanner(model, discretizer, config, goal_dims, q_function, args.memory_limit)
+    kw = dict(video_episodes=int(bool(args.video)), progress=not args.quiet)
+    result = evaluate(planner, args.env, args.episodes, args.max_steps, args.seed, obs_keys, **kw)
     print(f"{args.env} ({args.mode}): {_describe(result)}")
     if args.out:
         per_episode = ("returns", "lengths", "scores", "success")
@@ -387,35 +370,23 @@ def add_reproduce(sub) -> None:
     p = sub.add_parser("reproduce", help="run the experiment notebooks with papermill")
     p.add_argument("--preset", choices=PRESETS, default="smoke")
     p.add_argument("--only", nargs="+", default=None, help="experiment names")
-    p.add_argument(
-        "--ray",
-        default=None,
-        metavar="ADDRESS",
-        help="the D4RL table's work as Ray tasks: 'local' (all cores) or a cluster's address",
-    )
+    p.add_argument("--ray", metavar="ADDRESS", help="D4RL table as Ray tasks: 'local' or address")
     p.add_argument("--ray-resources", default=None, metavar="SPEC", help="e.g. train_gpus=1")
     p.set_defaults(func=_run_reproduce, command="reproduce")
 
 
-COMMANDS = (
-    add_make_policies,
-    add_make_controller,
-    add_make_data,
-    add_data_summary,
-    add_train,
-    add_plan,
-    add_reproduce,
-)
+COMMANDS = (add_make_policies, add_make_controller, add_make_data, add_data_summary)
+COMMANDS += (add_train, add_plan, add_reproduce)
 
-# The exceptions that bad input causes, reported as one line "ttlib <command>: error: ..." with
-# exit code 2; anything else is a bug and keeps its traceback.
-USER_ERRORS: tuple[type[BaseException], ...] = (
-    TTLibError,  # the library's own (ttlib.errors): config, dataset, checkpoint, output, memory
-    ValueError,  # any other bad value: env name, dataset kind, mode, option combination
-    FileNotFoundError,  # an input file (policy, IQL model) that does not exist
-    IsADirectoryError,  # a file path that names a folder
-    NotADirectoryError,  # a folder path that goes through a file
-    PermissionError,  # an output that cannot be written
+# What bad input raises (one line "ttlib <command>: error: ...", exit code 2); anything else is
+# a bug and keeps its traceback.
+USER_ERRORS = (
+    TTLibError,
+    ValueError,
+    FileNotFoundError,
+    IsADirectoryError,
+    NotADirectoryError,
+    PermissionError,
 )
 
 
