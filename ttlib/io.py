@@ -126,7 +126,7 @@ def load_torch_file(path: str | Path, what: str, error: type[CheckpointError] = 
             return load_torch(path)
     except Exception as err:  # truncated, corrupt, not a torch file, or refused as unsafe
         raise error(
-            f"{path} is not a readable {what} ({type(err).__name__}): the file is truncated, "
+            f"{path} is not a readable {what} ({type(err).__name__}): the file is truncated or "
             "corrupt, or holds more than tensors and plain values; copy it again or remake it"
         ) from err
 
