@@ -8,6 +8,7 @@ with ``weights_only=True`` and an interrupted run continues exactly where it sto
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -19,7 +20,7 @@ from tqdm import tqdm  # plain bars: tqdm.auto warns in kernels without ipywidge
 from ttlib import distributed
 from ttlib.data import DataConfig, SequenceDataset
 from ttlib.discretize import Discretizer
-from ttlib.errors import CheckpointError, ConfigError, check_interval, check_positive
+from ttlib.errors import CheckpointError, ConfigError, check_number, check_positive
 from ttlib.io import load_torch_file, model_file_errors, save_torch
 from ttlib.model import GPTConfig, TrajectoryGPT
 from ttlib.schedule import LRSchedule
@@ -64,9 +65,9 @@ class TrainConfig:
             checkpoint_every=self.checkpoint_every,
             log_every=self.log_every,
         )
-        check_interval("TrainConfig", "lr", self.lr, 0, float("inf"), (False, False))
-        check_interval("TrainConfig", "warmup_frac", self.warmup_frac, 0, 1)
-        check_interval("TrainConfig", "warmup_tokens", self.warmup_tokens, 0, float("inf"))
+        check_number("TrainConfig", "(0, inf)", lambda v: 0 < v < math.inf, lr=self.lr)
+        check_number("TrainConfig", "[0, 1]", lambda v: 0 <= v <= 1, warmup_frac=self.warmup_frac)
+        check_number("TrainConfig", "[0, inf]", lambda v: v >= 0, warmup_tokens=self.warmup_tokens)
         parse_device(self.device)  # its spelling; whether it exists is checked when training
 
     def to_dict(self) -> dict:
