@@ -46,13 +46,20 @@ def main(argv: Sequence[str] | None = None) -> None:
         help="what each Ray task asks for, e.g. train_gpus=1,train_memory=16G "
         "(ttlib.experiments.ray_tasks.Resources)",
     )
+    ap.add_argument(
+        "--envs",
+        nargs="+",
+        default=None,
+        help="only these envs of the preset (e.g. two processes on two cores: one per env list)",
+    )
     ap.add_argument("--log", default=None, help="append progress to this file")
     args = ap.parse_args(argv)
     logging.basicConfig(
         level=logging.INFO, filename=args.log, format="%(asctime)s %(message)s", datefmt="%H:%M:%S"
     )
     torch.set_num_threads(1)
-    params = start("d4rl", {"preset": args.preset}).params  # same data dirs as the notebook
+    namespace = {"preset": args.preset, **({"envs": args.envs} if args.envs else {})}
+    params = start("d4rl", namespace).params  # same data dirs as the notebook
     if args.ray:
         from ttlib.experiments.ray_tasks import Resources, fill_table
 
