@@ -122,10 +122,6 @@ class TimedAgent:
     def memory_limit(self):  # evaluate() checks the planner's memory through this
         return self.agent.memory_limit
 
-    @memory_limit.setter
-    def memory_limit(self, value):
-        self.agent.memory_limit = value
-
     def reset(self, n_episodes, goals=None):
         self.agent.reset(n_episodes, goals)
 

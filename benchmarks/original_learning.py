@@ -21,7 +21,7 @@ compared here):
 
 Same model size, batch, steps, dropout (the preset's 0.1), seed (each code seeds its own
 initialisation and batch draws with it: equal seeds, not equal draws) and the SAME
-learning-rate sequence: by default both run ttlib's ``run_length`` rates (:func:`lr_at`:
+learning-rate sequence: by default both run ttlib's ``run_length`` rates (:meth:`LRSchedule.lr`:
 warm-up over 5 % of the steps, cosine to the last one), the page's schedule, so that only the
 code differs. ``--schedule original`` runs each code's own implementation of the original's
 schedule instead (warm-up over one epoch of tokens, which these runs never leave).
@@ -70,7 +70,7 @@ from ttlib.interop.original import EinLinear, OriginalGPT, OriginalGPTConfig, tt
 from ttlib.interop.original_training import original_learning_rates, original_windows
 from ttlib.io import load_torch, save_torch
 from ttlib.model import GPTConfig
-from ttlib.schedule import ORIGINAL_FINAL_EPOCHS, lr_at
+from ttlib.schedule import ORIGINAL_FINAL_EPOCHS, LRSchedule
 from ttlib.train import (
     TrainConfig,
     TrainResult,
@@ -163,10 +163,10 @@ SAMPLERS = {"original": OriginalOrder, "ttlib": TtlibDraws}
 
 def original_rate(step: int, counted_tokens: int, cfg: TrainConfig, warmup: int) -> float:
     """The rate of ``step`` when (a) runs ``cfg.schedule``: ``run_length`` is ttlib's
-    :func:`lr_at` (as (b) runs it); ``original`` is the original trainer's rule, from the
+    :meth:`LRSchedule.lr` (as (b) runs it); ``original`` is the original trainer's rule, from the
     non-stop targets counted so far (:func:`original_learning_rates`, the faithful copy)."""
-    if cfg.schedule == "run_length":
-        return lr_at(step, cfg)
+    if cfg.schedule == "run_length":  # reads only cfg and step: no windows or tokens needed
+        return LRSchedule(cfg, n_windows=1, block_size=1).lr(step)
     if cfg.schedule == "original":
         if cfg.min_lr_frac != 0.1:
             raise ValueError("the original's cosine floor is 0.1 of the rate")

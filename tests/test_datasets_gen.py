@@ -201,12 +201,9 @@ def test_cli_reports_bad_input_in_one_line(capsys):
     assert "'medum'" in err and "\n" not in err
 
 
-def test_data_summary_writes_csv_only_where_asked(tmp_path):
+def test_data_summary_has_a_row_per_local_dataset():
     make_dataset("hopper", "random", GenConfig(transitions=300))
     make_dataset("fourrooms", "diverse", GenConfig(transitions=300))
     table = data_summary()
     assert list(table["dataset_id"]) == ["ttlib/fourrooms/diverse-v0", "ttlib/hopper/random-v0"]
     assert np.isnan(table["normalized_score_mean"][0]) and table["transitions"][1] == 300
-    assert not (tmp_path / "summary.csv").exists()
-    data_summary(out=tmp_path / "summary.csv")
-    assert (tmp_path / "summary.csv").read_text().startswith("dataset_id,episodes,transitions")

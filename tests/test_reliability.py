@@ -232,7 +232,7 @@ def test_evaluate_refuses_a_planner_too_big_before_making_envs():
     from ttlib.search import PlannerConfig, TTPlanner
 
     model, disc = _planner_setup()
-    planner = TTPlanner(model, disc, PlannerConfig(beam_width=64))
+    planner = TTPlanner(model, disc, PlannerConfig(beam_width=64), memory_limit="64K")
     made = []
 
     def factory(**kwargs):
@@ -240,7 +240,7 @@ def test_evaluate_refuses_a_planner_too_big_before_making_envs():
         raise AssertionError("no env should be made")
 
     with pytest.raises(PlanningMemoryError, match="planning 8 episode"):
-        evaluate(planner, factory, n_episodes=8, memory_limit="64K", progress=False)
+        evaluate(planner, factory, n_episodes=8, progress=False)
     assert made == []
 
 
@@ -264,9 +264,9 @@ class _ToyEnv:
         return Env()
 
 
-def test_evaluate_memory_limit_also_governs_the_planners_own_check(monkeypatch):
-    """evaluate(memory_limit=X) must not pass its early check and then have reset() refuse
-    with the default limit (the environment's, here far too small)."""
+def test_the_planners_memory_limit_governs_evaluate_and_reset(monkeypatch):
+    """A planner's own limit, not the default (the environment's, here far too small), is the
+    one that evaluate's early check and reset() both use."""
     from ttlib.evaluate import evaluate
     from ttlib.memory import LIMIT_ENV, PlanningMemoryError
     from ttlib.search import PlannerConfig, TTPlanner
@@ -276,9 +276,6 @@ def test_evaluate_memory_limit_also_governs_the_planners_own_check(monkeypatch):
     planner = TTPlanner(model, disc, PlannerConfig(beam_width=2, horizon=1))
     with pytest.raises(PlanningMemoryError):
         planner.reset(1)  # the default limit refuses
-    result = evaluate(
-        planner, _ToyEnv, n_episodes=1, max_steps=2, memory_limit="4G", progress=False
-    )
+    planner = TTPlanner(model, disc, PlannerConfig(beam_width=2, horizon=1), memory_limit="4G")
+    result = evaluate(planner, _ToyEnv, n_episodes=1, max_steps=2, progress=False)
     assert result.lengths[0] == 2
-    # and a planner built with its own limit uses it in reset()
-    TTPlanner(model, disc, PlannerConfig(beam_width=2, horizon=1), memory_limit="4G").reset(1)

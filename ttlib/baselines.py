@@ -9,7 +9,6 @@ standardise with the training data's statistics internally, so they take raw val
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -18,11 +17,8 @@ import torch.nn.functional as F
 from tqdm import tqdm  # plain bars: tqdm.auto warns in kernels without ipywidgets
 
 from ttlib.data import Episode
-from ttlib.io import load_model, save_model
+from ttlib.io import ModelFile
 from ttlib.iql import mlp
-
-BC_FORMAT = "ttlib-bc-v1"
-DYNAMICS_FORMAT = "ttlib-dynamics-v1"
 
 
 def _stats(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -51,8 +47,10 @@ class BCConfig:
     seed: int = 0
 
 
-class BehaviourCloning(nn.Module):
+class BehaviourCloning(ModelFile, nn.Module):
     """π(s) = MLP(s); with the Gaussian loss a state-dependent std is learned as well."""
+
+    FORMAT, CONFIG, WHAT = "ttlib-bc-v1", BCConfig, "BC model"
 
     def __init__(self, obs_dim: int, act_dim: int, config: BCConfig | None = None):
         super().__init__()
@@ -88,13 +86,6 @@ class BehaviourCloning(nn.Module):
         a = self(s)[0] * self.act_std + self.act_mean
         return a.numpy().reshape(*np.shape(obs)[:-1], self.act_dim)
 
-    def save(self, path: str | Path) -> Path:
-        return save_model(self, BC_FORMAT, path)
-
-    @classmethod
-    def load(cls, path: str | Path) -> BehaviourCloning:
-        return load_model(cls, BCConfig, BC_FORMAT, path, "BC model")
-
 
 def train_bc(
     episodes: list[Episode], config: BCConfig | None = None, progress: bool = True
@@ -120,8 +111,10 @@ class DynamicsConfig:
     seed: int = 0
 
 
-class ProbabilisticDynamics(nn.Module):
+class ProbabilisticDynamics(ModelFile, nn.Module):
     """p(Δs, r | s, a) = N(μ, diag σ²) from one MLP; log-variance soft-bounded as in PETS."""
+
+    FORMAT, CONFIG, WHAT = "ttlib-dynamics-v1", DynamicsConfig, "dynamics model"
 
     def __init__(self, obs_dim: int, act_dim: int, config: DynamicsConfig | None = None):
         super().__init__()
@@ -175,13 +168,6 @@ class ProbabilisticDynamics(nn.Module):
             states.append(s)
             rewards.append(r)
         return torch.stack(states, -2), torch.stack(rewards, -1)
-
-    def save(self, path: str | Path) -> Path:
-        return save_model(self, DYNAMICS_FORMAT, path)
-
-    @classmethod
-    def load(cls, path: str | Path) -> ProbabilisticDynamics:
-        return load_model(cls, DynamicsConfig, DYNAMICS_FORMAT, path, "dynamics model")
 
 
 def dynamics_pairs(episodes: list[Episode]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -1,7 +1,4 @@
-"""The `ttlib` command: make-policies, make-controller, make-data, data-summary, train, plan,
-reproduce.
-
-Each `add_*` registers a sub-command whose runner returns an exit code and raises on bad input;
+"""The `ttlib` command. Each `add_*` registers a sub-command whose runner raises on bad input;
 :func:`main` reports :data:`USER_ERRORS` as one line, exit code 2. Runners import what is heavy.
 """
 
@@ -20,9 +17,8 @@ from ttlib.memory import parse_bytes
 from ttlib.search import MODES
 
 
-# Option types check their range when the command line is parsed, before any work.
 def _number(convert, ok, allowed: str):
-    """An option type: ``convert(text)`` if it converts and passes ``ok``, else an error."""
+    """An option type that checks its range as the command line is parsed, before any work."""
 
     def parse(text: str):
         try:
@@ -40,7 +36,6 @@ _positive_int = _number(int, lambda v: v >= 1, "an integer >= 1")
 _count = _number(int, lambda v: v >= 0, "an integer >= 0")  # seeds, context lengths, dimensions
 _n_bins = _number(int, lambda v: v >= 2, "an integer >= 2")
 _positive_float = _number(float, lambda v: 0 < v < float("inf"), "a number in (0, inf)")
-# dropout; cdf-act (0 disables it)
 _probability = _number(float, lambda v: 0 <= v < 1, "a number in [0, 1)")
 
 
@@ -54,14 +49,6 @@ def _memory_size(text: str) -> int:
 def _options(args: argparse.Namespace, *names: str) -> dict:
     """Parsed options as keyword arguments of the config field of the same name."""
     return {name: getattr(args, name) for name in names}
-
-
-def _check_model_shape(args: argparse.Namespace) -> None:
-    if args.n_embd % args.n_head:
-        raise ConfigError(
-            f"--n-head {args.n_head} does not divide --n-embd {args.n_embd}: every attention "
-            "head needs the same width; choose an --n-embd that is a multiple of --n-head"
-        )
 
 
 def _run_make_policies(args: argparse.Namespace) -> int:
@@ -95,26 +82,6 @@ def _run_make_policies(args: argparse.Namespace) -> int:
     return 0
 
 
-def add_make_policies(sub) -> None:
-    p = sub.add_parser("make-policies", help="train SAC behaviour policies, pick medium/expert")
-    envs = list(LOCOMOTION_ENVS)
-    p.add_argument("--env", nargs="+", default=envs, help=f"locomotion envs ({', '.join(envs)})")
-    p.add_argument("--total-steps", type=_positive_int, default=200_000)
-    p.add_argument("--checkpoint-every", type=_positive_int, default=10_000)
-    p.add_argument("--stop-score", type=float, help="stop at this D4RL-normalised return x100")
-    p.add_argument("--seed", type=_count, default=0)
-    p.add_argument("--cache-dir", default="cache/policies", help="big resumable checkpoints")
-    p.add_argument("--out-dir", default="results/policies", help="small committed policy files")
-    p.add_argument("--finalize-only", action="store_true", help="choose from existing chunks")
-    p.add_argument("--train-only", action="store_true", help="train; choose with --finalize-only")
-    p.add_argument(
-        "--save-early",
-        action="store_true",
-        help="copy what --finalize-only needs on a fresh machine into OUT_DIR/<env>/early/",
-    )
-    p.set_defaults(func=_run_make_policies, command="make-policies")
-
-
 def _run_make_controller(args: argparse.Namespace) -> int:
     from ttlib.datagen.ant_controller import ControllerConfig, train_controller
     from ttlib.io import check_output_dir
@@ -131,43 +98,18 @@ def _run_make_controller(args: argparse.Namespace) -> int:
     return 0
 
 
-def add_make_controller(sub) -> None:
-    p = sub.add_parser("make-controller", help="train the AntMaze goal-reaching ant controller")
-    p.add_argument("--algo", choices=("ppo", "sac"), default="ppo")
-    p.add_argument("--total-steps", type=_positive_int, default=10_240_000)
-    p.add_argument("--chunk", type=_positive_int, default=40_960, help="steps per checkpoint")
-    p.add_argument("--milestone-every", type=_positive_int, default=409_600)
-    p.add_argument("--n-envs", type=_positive_int, default=2, help="PPO's parallel envs")
-    p.add_argument("--subproc", action="store_true", help="PPO envs in worker processes")
-    p.add_argument("--eval-episodes", type=_positive_int, default=20)
-    p.add_argument("--seed", type=_count, default=0)
-    p.add_argument("--cache-dir", default="cache/antmaze", help="big resumable checkpoints")
-    p.add_argument("--out-dir", default="results/policies/antmaze", help="small committed files")
-    p.set_defaults(func=_run_make_controller, command="make-controller")
-
-
 def _run_make_data(args: argparse.Namespace) -> int:
     from ttlib.data import minari_root
     from ttlib.datagen.datasets_gen import GenConfig, make_datasets
     from ttlib.io import check_output_dir
 
     check_output_dir(minari_root(), "MINARI_DATASETS_PATH")
-    options = _options(args, "transitions", "seed", "policy_dir", "overwrite")
-    cfg = GenConfig(**options, progress=True)
+    cfg = GenConfig(
+        **_options(args, "transitions", "seed", "policy_dir", "overwrite"), progress=True
+    )
     for dataset_id in make_datasets(args.env, args.kind, cfg):
         print(dataset_id)
     return 0
-
-
-def add_make_data(sub) -> None:
-    p = sub.add_parser("make-data", help="generate D4RL-style Minari datasets")
-    p.add_argument("--env", nargs="+", default=None, help="env names (default: all)")
-    p.add_argument("--kind", nargs="+", help="dataset kinds (default: all kinds of each env)")
-    p.add_argument("--transitions", type=_positive_int, default=100_000, help="per dataset")
-    p.add_argument("--seed", type=_count, default=0)
-    p.add_argument("--policy-dir", default="results/policies")
-    p.add_argument("--overwrite", action="store_true", help="replace datasets that exist")
-    p.set_defaults(func=_run_make_data, command="make-data")
 
 
 def _run_data_summary(args: argparse.Namespace) -> int:
@@ -179,17 +121,9 @@ def _run_data_summary(args: argparse.Namespace) -> int:
         print(data_summary(args.ids).to_string(index=False))
         return 0
     check_output_file(args.out, "--out")
-    # D4RL's values beside ours, and the policies' learning curves and return plots beside it
     table = write_report(episode_returns(args.ids), args.out)
     print(table.drop(columns=["d4rl_source"]).to_string(index=False))
     return 0
-
-
-def add_data_summary(sub) -> None:
-    p = sub.add_parser("data-summary", help="table of the local ttlib datasets")
-    p.add_argument("--ids", nargs="+", default=None, help="dataset ids (default: all ttlib/ ids)")
-    p.add_argument("--out", default="results/data/summary.csv")
-    p.set_defaults(func=_run_data_summary, command="data-summary")
 
 
 def _run_train(args: argparse.Namespace) -> int:
@@ -198,7 +132,11 @@ def _run_train(args: argparse.Namespace) -> int:
     from ttlib.train import TrainConfig, gpt_config_for, resolve_device, train
 
     # everything that can be refused is refused before the dataset is read
-    _check_model_shape(args)
+    if args.n_embd % args.n_head:
+        raise ConfigError(
+            f"--n-head {args.n_head} does not divide --n-embd {args.n_embd}: every attention "
+            "head needs the same width; choose an --n-embd that is a multiple of --n-head"
+        )
     resolve_device(args.device)
     check_output_dir(args.out, "--out")
     options = _options(args, "batch_size", "lr", "seed", "device", "checkpoint_every")
@@ -211,29 +149,6 @@ def _run_train(args: argparse.Namespace) -> int:
     loss = res.history[-1]["loss"] if res.history else float("nan")
     print(f"trained {res.steps_run} steps in {res.seconds:.0f}s; loss {loss:.3f}; {res.checkpoint}")
     return 0
-
-
-def add_train(sub) -> None:
-    p = sub.add_parser("train", help="train a Trajectory Transformer on a Minari dataset")
-    p.add_argument("--dataset", required=True, help="Minari id, e.g. ttlib/hopper/medium-v0")
-    p.add_argument("--out", required=True, help="output folder (resumes if it has a checkpoint)")
-    p.add_argument("--discretizer", choices=["quantile", "uniform"], default="quantile")
-    p.add_argument("--n-bins", type=_n_bins, default=100)
-    p.add_argument("--n-transitions", type=_positive_int, default=10, help="training window")
-    p.add_argument("--max-transitions", type=_positive_int, default=None, help="use the first N")
-    p.add_argument("--goal-dims", type=_count, nargs="+", default=None, help="hindsight goals")
-    p.add_argument("--steps", type=_positive_int, default=1000)
-    p.add_argument("--batch-size", type=_positive_int, default=256)
-    p.add_argument("--lr", type=_positive_float, default=6e-4)
-    p.add_argument("--n-layer", type=_positive_int, default=4)
-    p.add_argument("--n-head", type=_positive_int, default=4)
-    p.add_argument("--n-embd", type=_positive_int, default=128)
-    p.add_argument("--dropout", type=_probability, default=0.1)
-    p.add_argument("--seed", type=_count, default=42)
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
-    p.add_argument("--checkpoint-every", type=_positive_int, default=500)
-    p.add_argument("--download", action="store_true", help="fetch a remote Minari id (network)")
-    p.set_defaults(func=_run_train, command="train")
 
 
 def _check_model_fits(model, ckpt: dict, args: argparse.Namespace, obs_keys: list[str]) -> None:
@@ -320,18 +235,10 @@ def _run_plan(args: argparse.Namespace) -> int:
     obs_keys = list(data_cfg.get("obs_keys") or ["observation"])
     _check_model_fits(model, ckpt, args, obs_keys)
     q_function = _q_function(args, model) if args.mode == "q" else None
-    planner = TTPlanner(model, discretizer, config, data_cfg.get("goal_dims"), q_function)
-    result = evaluate(
-        planner,
-        args.env,
-        n_episodes=args.episodes,
-        max_steps=args.max_steps,
-        seed=args.seed,
-        obs_keys=obs_keys,
-        video_episodes=1 if args.video else 0,
-        progress=not args.quiet,
-        memory_limit=args.memory_limit,
-    )
+    goal_dims = data_cfg.get("goal_dims")
+    planner = TTPlanner(model, discretizer, config, goal_dims, q_function, args.memory_limit)
+    kw = dict(video_episodes=int(bool(args.video)), progress=not args.quiet)
+    result = evaluate(planner, args.env, args.episodes, args.max_steps, args.seed, obs_keys, **kw)
     print(f"{args.env} ({args.mode}): {_describe(result)}")
     if args.out:
         per_episode = ("returns", "lengths", "scores", "success")
@@ -344,7 +251,99 @@ def _run_plan(args: argparse.Namespace) -> int:
     return 0
 
 
-def add_plan(sub) -> None:
+def _run_reproduce(args: argparse.Namespace) -> int:
+    from ttlib.experiments.reproduce import executed_dir, reproduce
+    from ttlib.io import check_output_dir
+
+    check_output_dir(executed_dir(args.preset), "the executed-notebook folder")
+    if args.ray_resources:  # the notebooks' kernels inherit it
+        from ttlib.experiments.ray_tasks import Resources
+
+        Resources.parse(args.ray_resources)
+        os.environ["TTLIB_RAY_RESOURCES"] = args.ray_resources
+    for path in reproduce(args.preset, args.only, ray=args.ray):
+        print(f"wrote {path}")
+    return 0
+
+
+# What bad input raises (one line "ttlib <command>: error: ...", exit code 2); anything else is
+# a bug and keeps its traceback.
+PATH_ERRORS = (FileNotFoundError, IsADirectoryError, NotADirectoryError, PermissionError)
+USER_ERRORS = (TTLibError, ValueError, *PATH_ERRORS)
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a bad command line is one line (not the usage block) and exit code 2."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="ttlib", description="Trajectory Transformer reproduction toolkit")
+    sub = parser.add_subparsers(required=True, metavar="COMMAND", dest="command")
+    p = sub.add_parser("make-policies", help="train SAC behaviour policies, pick medium/expert")
+    envs = list(LOCOMOTION_ENVS)
+    p.add_argument("--env", nargs="+", default=envs, help=f"locomotion envs ({', '.join(envs)})")
+    p.add_argument("--total-steps", type=_positive_int, default=200_000)
+    p.add_argument("--checkpoint-every", type=_positive_int, default=10_000)
+    p.add_argument("--stop-score", type=float, help="stop at this D4RL-normalised return x100")
+    p.add_argument("--seed", type=_count, default=0)
+    p.add_argument("--cache-dir", default="cache/policies", help="big resumable checkpoints")
+    p.add_argument("--out-dir", default="results/policies", help="small committed policy files")
+    p.add_argument("--finalize-only", action="store_true", help="choose from existing chunks")
+    p.add_argument("--train-only", action="store_true", help="train; choose with --finalize-only")
+    p.add_argument("--save-early", action="store_true", help="keep OUT_DIR/<env>/early/ now")
+    p.set_defaults(func=_run_make_policies)
+
+    p = sub.add_parser("make-controller", help="train the AntMaze goal-reaching ant controller")
+    p.add_argument("--algo", choices=("ppo", "sac"), default="ppo")
+    p.add_argument("--total-steps", type=_positive_int, default=10_240_000)
+    p.add_argument("--chunk", type=_positive_int, default=40_960, help="steps per checkpoint")
+    p.add_argument("--milestone-every", type=_positive_int, default=409_600)
+    p.add_argument("--n-envs", type=_positive_int, default=2, help="PPO's parallel envs")
+    p.add_argument("--subproc", action="store_true", help="PPO envs in worker processes")
+    p.add_argument("--eval-episodes", type=_positive_int, default=20)
+    p.add_argument("--seed", type=_count, default=0)
+    p.add_argument("--cache-dir", default="cache/antmaze", help="big resumable checkpoints")
+    p.add_argument("--out-dir", default="results/policies/antmaze", help="small committed files")
+    p.set_defaults(func=_run_make_controller)
+
+    p = sub.add_parser("make-data", help="generate D4RL-style Minari datasets")
+    p.add_argument("--env", nargs="+", default=None, help="env names (default: all)")
+    p.add_argument("--kind", nargs="+", help="dataset kinds (default: all kinds of each env)")
+    p.add_argument("--transitions", type=_positive_int, default=100_000, help="per dataset")
+    p.add_argument("--seed", type=_count, default=0)
+    p.add_argument("--policy-dir", default="results/policies")
+    p.add_argument("--overwrite", action="store_true", help="replace datasets that exist")
+    p.set_defaults(func=_run_make_data)
+
+    p = sub.add_parser("data-summary", help="table of the local ttlib datasets")
+    p.add_argument("--ids", nargs="+", default=None, help="dataset ids (default: all ttlib/ ids)")
+    p.add_argument("--out", default="results/data/summary.csv")
+    p.set_defaults(func=_run_data_summary)
+
+    p = sub.add_parser("train", help="train a Trajectory Transformer on a Minari dataset")
+    p.add_argument("--dataset", required=True, help="Minari id, e.g. ttlib/hopper/medium-v0")
+    p.add_argument("--out", required=True, help="output folder (resumes if it has a checkpoint)")
+    p.add_argument("--discretizer", choices=["quantile", "uniform"], default="quantile")
+    p.add_argument("--n-bins", type=_n_bins, default=100)
+    p.add_argument("--n-transitions", type=_positive_int, default=10, help="training window")
+    p.add_argument("--max-transitions", type=_positive_int, default=None, help="use the first N")
+    p.add_argument("--goal-dims", type=_count, nargs="+", default=None, help="hindsight goals")
+    p.add_argument("--steps", type=_positive_int, default=1000)
+    p.add_argument("--batch-size", type=_positive_int, default=256)
+    p.add_argument("--lr", type=_positive_float, default=6e-4)
+    p.add_argument("--n-layer", type=_positive_int, default=4)
+    p.add_argument("--n-head", type=_positive_int, default=4)
+    p.add_argument("--n-embd", type=_positive_int, default=128)
+    p.add_argument("--dropout", type=_probability, default=0.1)
+    p.add_argument("--seed", type=_count, default=42)
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    p.add_argument("--checkpoint-every", type=_positive_int, default=500)
+    p.add_argument("--download", action="store_true", help="fetch a remote Minari id (network)")
+    p.set_defaults(func=_run_train)
+
     p = sub.add_parser("plan", help="evaluate a trained model with beam-search planning")
     p.add_argument("--checkpoint", required=True, help="checkpoint.pt or its directory")
     p.add_argument("--env", required=True, help="ttlib env name, e.g. halfcheetah or fourrooms")
@@ -365,72 +364,14 @@ def add_plan(sub) -> None:
     p.add_argument("--out", default=None, help="write the results as JSON here")
     p.add_argument("--video", default=None, help="save episode 0 as a GIF here")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
-    p.set_defaults(func=_run_plan, command="plan")
+    p.set_defaults(func=_run_plan)
 
-
-def _run_reproduce(args: argparse.Namespace) -> int:
-    from ttlib.experiments.reproduce import executed_dir, reproduce
-    from ttlib.io import check_output_dir
-
-    check_output_dir(executed_dir(args.preset), "the executed-notebook folder")
-    if args.ray_resources:  # the notebooks' kernels inherit it
-        from ttlib.experiments.ray_tasks import Resources
-
-        Resources.parse(args.ray_resources)
-        os.environ["TTLIB_RAY_RESOURCES"] = args.ray_resources
-    for path in reproduce(args.preset, args.only, ray=args.ray):
-        print(f"wrote {path}")
-    return 0
-
-
-def add_reproduce(sub) -> None:
     p = sub.add_parser("reproduce", help="run the experiment notebooks with papermill")
     p.add_argument("--preset", choices=PRESETS, default="smoke")
     p.add_argument("--only", nargs="+", default=None, help="experiment names")
-    p.add_argument(
-        "--ray",
-        default=None,
-        metavar="ADDRESS",
-        help="the D4RL table's work as Ray tasks: 'local' (all cores) or a cluster's address",
-    )
+    p.add_argument("--ray", metavar="ADDRESS", help="D4RL table as Ray tasks: 'local' or address")
     p.add_argument("--ray-resources", default=None, metavar="SPEC", help="e.g. train_gpus=1")
-    p.set_defaults(func=_run_reproduce, command="reproduce")
-
-
-COMMANDS = (
-    add_make_policies,
-    add_make_controller,
-    add_make_data,
-    add_data_summary,
-    add_train,
-    add_plan,
-    add_reproduce,
-)
-
-# The exceptions that bad input causes, reported as one line "ttlib <command>: error: ..." with
-# exit code 2; anything else is a bug and keeps its traceback.
-USER_ERRORS: tuple[type[BaseException], ...] = (
-    TTLibError,  # the library's own (ttlib.errors): config, dataset, checkpoint, output, memory
-    ValueError,  # any other bad value: env name, dataset kind, mode, option combination
-    FileNotFoundError,  # an input file (policy, IQL model) that does not exist
-    IsADirectoryError,  # a file path that names a folder
-    NotADirectoryError,  # a folder path that goes through a file
-    PermissionError,  # an output that cannot be written
-)
-
-
-class _Parser(argparse.ArgumentParser):
-    """argparse, but a bad command line is one line (not the usage block) and exit code 2."""
-
-    def error(self, message: str):
-        self.exit(2, f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="ttlib", description="Trajectory Transformer reproduction toolkit")
-    sub = parser.add_subparsers(required=True, metavar="COMMAND")
-    for add in COMMANDS:
-        add(sub)
+    p.set_defaults(func=_run_reproduce)
     return parser
 
 

@@ -18,14 +18,7 @@ import numpy as np
 import torch
 
 from ttlib.discretize import Discretizer, make_discretizer
-from ttlib.errors import (  # DatasetError is defined there and importable from here
-    ConfigError,
-    DatasetError,
-    check_interval,
-    check_positive,
-    is_int,
-    summary,
-)
+from ttlib.errors import ConfigError, DatasetError, check_number, check_positive, is_int, summary
 
 
 @dataclass
@@ -74,7 +67,7 @@ class DataConfig:
         )
         if not (is_int(self.n_bins) and self.n_bins >= 2):
             raise ConfigError(f"DataConfig n_bins={self.n_bins!r}: must be an integer >= 2")
-        check_interval("DataConfig", "discount", self.discount, 0, 1, (False, True))
+        check_number("DataConfig", "(0, 1]", lambda v: 0 < v <= 1, discount=self.discount)
 
     def to_dict(self) -> dict:
         d = asdict(self)

@@ -63,13 +63,8 @@ def check_positive(where: str, **values) -> None:
             raise ConfigError(f"{where} {name}={value!r}: must be an integer >= 1")
 
 
-def check_interval(where: str, name: str, value, low: float, high: float, closed=(True, True)):
-    """ConfigError unless ``low <= value <= high`` (each end open where ``closed`` says so)."""
-    ok = isinstance(value, int | float) and not isinstance(value, bool)
-    if ok:
-        ok = (value >= low if closed[0] else value > low) and (
-            value <= high if closed[1] else value < high
-        )
-    if not ok:
-        interval = f"{'[' if closed[0] else '('}{low}, {high}{']' if closed[1] else ')'}"
-        raise ConfigError(f"{where} {name}={value!r}: must be a number in {interval}")
+def check_number(where: str, interval: str, ok, **values) -> None:
+    """ConfigError unless every value is a number (not a bool) with ``ok(value)`` (NaN never)."""
+    for name, value in values.items():
+        if isinstance(value, bool) or not isinstance(value, int | float) or not ok(value):
+            raise ConfigError(f"{where} {name}={value!r}: must be a number in {interval}")

@@ -128,14 +128,13 @@ def evaluate(
     video_episodes: int = 0,
     frame_every: int = 1,
     progress: bool = True,
-    memory_limit: int | str | None = None,
 ) -> EvalResult:
     """Run ``policy`` (an Agent, or a stateless ``act(obs)``) in ``n_episodes`` envs at once.
 
     ``env`` is a ttlib env name or a factory ``env(**kwargs) -> gym.Env``. Episode i resets
     with seed ``seed + i`` and ``reset_options[i]``; it ends when it terminates, is truncated,
     or after ``max_steps``. The first ``video_episodes`` are rendered every ``frame_every``
-    steps where rendering works. A planner above ``memory_limit`` is refused before any env
+    steps where rendering works. A planner above its ``memory_limit`` is refused before any env
     starts (:func:`ttlib.memory.check_planning_memory`).
     """
     if n_episodes < 1:
@@ -145,10 +144,8 @@ def evaluate(
     is_agent = all(hasattr(policy, m) for m in ("reset", "act", "observe"))
     agent = policy if is_agent else StatelessAgent(policy)
     if hasattr(agent, "memory_limit"):  # a TTPlanner
-        if memory_limit is not None:
-            agent.memory_limit = memory_limit  # the planner's own check in reset() uses it too
-        config, limit = agent.model.config, agent.memory_limit
-        check_planning_memory(config, agent.config, n_episodes, limit, agent.device)
+        limit = agent.memory_limit
+        check_planning_memory(agent.model.config, agent.config, n_episodes, limit, agent.device)
     env_name = env if isinstance(env, str) else None
     if video_episodes > 0:
         os.environ.setdefault("MUJOCO_GL", "egl")

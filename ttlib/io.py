@@ -41,31 +41,38 @@ def load_torch(path: str | Path, map_location="cpu") -> Any:
     return torch.load(path, map_location=map_location, weights_only=True)
 
 
-def save_model(module: torch.nn.Module, fmt: str, path: str | Path) -> Path:
-    """A model file of ``fmt``: the module's ``obs_dim``, ``act_dim``, ``config`` (a dataclass
-    with ``hidden`` sizes) and weights, as tensors and plain types only (``weights_only``)."""
-    config = module.config
-    state = {
-        "format": fmt,
-        "obs_dim": module.obs_dim,
-        "act_dim": module.act_dim,
-        "config": asdict(config) | {"hidden": list(config.hidden)},
-        "state_dict": {k: v.detach().cpu() for k, v in module.state_dict().items()},
-    }
-    return save_torch(state, path)
+class ModelFile:
+    """``save`` / ``load`` of a small model: its ``obs_dim``, ``act_dim``, ``config`` (a dataclass
+    with ``hidden`` sizes) and weights, as tensors and plain types only (``weights_only``). A
+    subclass names its ``FORMAT``, its ``CONFIG`` class and what it is (``WHAT``, for errors)."""
 
+    FORMAT: str
+    CONFIG: type
+    WHAT: str
 
-def load_model(cls, config_cls, fmt: str, path: str | Path, what: str):
-    """The ``cls(obs_dim, act_dim, config)`` that :func:`save_model` wrote as ``fmt``, in eval
-    mode; a file that is not one is a CheckpointError naming it."""
-    state = load_torch_file(path, what)
-    if not isinstance(state, dict) or state.get("format") != fmt:
-        raise CheckpointError(f"{path} is not a {fmt} file ({what})")
-    with model_file_errors(path, what):
-        config = config_cls(**dict(state["config"]) | {"hidden": tuple(state["config"]["hidden"])})
-        model = cls(int(state["obs_dim"]), int(state["act_dim"]), config)
-        model.load_state_dict(state["state_dict"])
-    return model.eval()
+    def save(self, path: str | Path) -> Path:
+        config = self.config
+        state = {
+            "format": self.FORMAT,
+            "obs_dim": self.obs_dim,
+            "act_dim": self.act_dim,
+            "config": asdict(config) | {"hidden": list(config.hidden)},
+            "state_dict": {k: v.detach().cpu() for k, v in self.state_dict().items()},
+        }
+        return save_torch(state, path)
+
+    @classmethod
+    def load(cls, path: str | Path):
+        """The model that ``save`` wrote, in eval mode; another file is a CheckpointError."""
+        state = load_torch_file(path, cls.WHAT)
+        if not isinstance(state, dict) or state.get("format") != cls.FORMAT:
+            raise CheckpointError(f"{path} is not a {cls.FORMAT} file ({cls.WHAT})")
+        with model_file_errors(path, cls.WHAT):
+            hidden = tuple(state["config"]["hidden"])
+            config = cls.CONFIG(**dict(state["config"]) | {"hidden": hidden})
+            model = cls(int(state["obs_dim"]), int(state["act_dim"]), config)
+            model.load_state_dict(state["state_dict"])
+        return model.eval()
 
 
 def save_json(obj: Any, path: str | Path) -> Path:
@@ -126,7 +133,7 @@ def load_torch_file(path: str | Path, what: str, error: type[CheckpointError] = 
             return load_torch(path)
     except Exception as err:  # truncated, corrupt, not a torch file, or refused as unsafe
         raise error(
-            f"{path} is not a readable {what} ({type(err).__name__}): the file is truncated, "
+            f"{path} is not a readable {what} ({type(err).__name__}): the file is truncated or "
             "corrupt, or holds more than tensors and plain values; copy it again or remake it"
         ) from err
 

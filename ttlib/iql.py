@@ -16,7 +16,6 @@ from __future__ import annotations
 import copy
 import time
 from dataclasses import asdict, dataclass
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -25,9 +24,7 @@ import torch.nn.functional as F
 from tqdm import tqdm  # plain bars: tqdm.auto warns in kernels without ipywidgets
 
 from ttlib.data import Episode
-from ttlib.io import load_model, save_model
-
-IQL_FORMAT = "ttlib-iql-v1"
+from ttlib.io import ModelFile
 
 
 @dataclass
@@ -107,8 +104,10 @@ def transitions_from_episodes(episodes: list[Episode]) -> Transitions:
     return Transitions(cat(obs), cat(act), cat(rew), cat(nxt), cat(done))
 
 
-class IQL(nn.Module):
+class IQL(ModelFile, nn.Module):
     """Twin Q, V, target Qs and an AWR policy; ``q_value`` / ``value`` / ``act`` take raw inputs."""
+
+    FORMAT, CONFIG, WHAT = "ttlib-iql-v1", IQLConfig, "IQL model"
 
     def __init__(self, obs_dim: int, act_dim: int, config: IQLConfig | None = None):
         super().__init__()
@@ -193,14 +192,6 @@ class IQL(nn.Module):
         for net, tgt in ((self.q1, self.q1_target), (self.q2, self.q2_target)):
             for p, pt in zip(net.parameters(), tgt.parameters(), strict=True):
                 pt.lerp_(p, rate)
-
-    def save(self, path: str | Path) -> Path:
-        """Tensors and plain dicts only: loads with ``torch.load(weights_only=True)``."""
-        return save_model(self, IQL_FORMAT, path)
-
-    @classmethod
-    def load(cls, path: str | Path) -> IQL:
-        return load_model(cls, IQLConfig, IQL_FORMAT, path, "IQL model")
 
 
 def train_iql(

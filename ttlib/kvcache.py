@@ -121,13 +121,8 @@ class KVCache:
     @staticmethod
     def bytes_needed(config, batch_size: int, bytes_per_element: int = 4) -> int:
         """Memory of a cache for ``batch_size`` rows (keys and values, all layers)."""
-        return (
-            2
-            * config.n_layer
-            * batch_size
-            * (config.goal_dim + config.block_size)
-            * (config.n_embd * bytes_per_element)
-        )
+        positions = config.goal_dim + config.block_size
+        return 2 * config.n_layer * batch_size * positions * config.n_embd * bytes_per_element
 
 
 def shared_prefix_attention(

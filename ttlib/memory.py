@@ -16,7 +16,11 @@ import os
 import re
 from dataclasses import dataclass
 
+import torch
+
 from ttlib.errors import PlanningMemoryError  # noqa: F401  (re-exported)
+from ttlib.kvcache import KVCache
+from ttlib.model import TrajectoryGPT
 
 # The share of the memory available now that a plan may take, unless a limit is given or set
 # in TTLIB_MEMORY_LIMIT (bytes, or a size such as "8G", "500M").
@@ -72,8 +76,6 @@ def estimate_planning_memory(
 ) -> PlanningMemory:
     """The peak memory of planning ``n_episodes`` at once (of the planner config only
     ``beam_width`` and ``n_expand`` matter: the cache covers the model's whole block)."""
-    from ttlib.kvcache import KVCache
-
     c = model_config
     if n_episodes < 1:
         raise ValueError(f"n_episodes must be >= 1, got {n_episodes}")
@@ -91,25 +93,13 @@ def estimate_planning_memory(
             + 10 * T * c.n_embd  # hidden vectors of every token
         )
     )
-    weights = bytes_per_element * _n_params(c)
-    return PlanningMemory(
-        rows=rows, cache=cache, kv_peak=kv_peak, window_pass=window, weights=weights
-    )
-
-
-def _n_params(c) -> int:
-    """Parameters of a TrajectoryGPT with config ``c`` (counted, not built)."""
-    E = c.n_embd
-    per_block = 12 * E * E + 13 * E  # two layer norms, qkv, proj, the MLP out and back
-    goal = (c.n_bins * c.goal_dim + c.goal_dim) * E if c.goal_dim > 0 else 0
-    head = c.transition_dim * (c.n_bins + 1) * E
-    return c.vocab_size * E + c.block_size * E + goal + c.n_layer * per_block + 2 * E + head
+    with torch.device("meta"):  # the model's shapes, no memory
+        weights = bytes_per_element * TrajectoryGPT(c).n_params
+    return PlanningMemory(rows, cache, kv_peak, window, weights)
 
 
 def available_memory(device=None) -> int | None:
     """Bytes free now on a CUDA ``device``, else available RAM (None if unreadable)."""
-    import torch
-
     device = torch.device(device) if device is not None else torch.device("cpu")
     if device.type == "cuda":
         free, _ = torch.cuda.mem_get_info(device)

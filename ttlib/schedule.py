@@ -2,9 +2,9 @@
 
 ``"original"``, the default, is the original trainer's: linear warm-up over one epoch of
 tokens, then a cosine over the next 19 epochs down to a floor, counted in the tokens the
-original counts (:class:`LRSchedule`). ``"run_length"`` fits both to ``max_steps`` (:func:`lr_at`).
-``"constant"`` warms up over a fixed number of tokens and then stays at ``lr``
-(:func:`constant_lr`); it never reads ``max_steps``, so a finished run can be extended.
+original counts. ``"run_length"`` fits both to ``max_steps``. ``"constant"`` warms up over
+``warmup_tokens`` (steps x batch x block) and then stays at ``lr``; it never reads
+``max_steps``, so a finished run can be extended.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ ORIGINAL_FINAL_EPOCHS = 20  # the original's final_tokens = 20 x warmup_tokens
 
 
 class LRSchedule:
-    """The learning rate of every step, as the original's trainer sets it.
+    """The learning rate of every step, and the tokens counted so far.
 
     The original counts each batch's targets that are not the stop token (masked ones
     included) and sets the rate *after* each optimiser step, so step k uses the count of steps
@@ -35,40 +35,26 @@ class LRSchedule:
         self.tokens = tokens
 
     def lr(self, step: int) -> float:
-        cfg = self.cfg
-        if cfg.schedule == "run_length":
-            return lr_at(step, cfg)
+        cfg, floor = self.cfg, self.cfg.min_lr_frac
+        if cfg.schedule == "run_length":  # cosine from lr to floor * lr, ending at max_steps
+            warmup = max(1, int(cfg.warmup_frac * cfg.max_steps))
+            if step < warmup:
+                return cfg.lr * (step + 1) / warmup
+            progress = min(1.0, (step - warmup) / max(1, cfg.max_steps - warmup))
+            return cfg.lr * (floor + (1 - floor) * 0.5 * (1.0 + math.cos(math.pi * progress)))
         if cfg.schedule == "constant":
-            return constant_lr(step, cfg, self.tokens_per_step)
+            warmup = math.ceil(cfg.warmup_tokens / self.tokens_per_step)
+            return cfg.lr * min(1.0, (step + 1) / max(1, warmup))
         if step == 0:
             return cfg.lr
-        # Linear from 0 to 1 over warmup_tokens, then half a cosine period to final_tokens
-        # clipped at the floor. Progress is not clamped: past final_tokens the cosine rises
-        # again (the original's runs of ~50 epochs go there).
+        # Progress is not clamped: past final_tokens the cosine rises again (the original's runs
+        # of ~50 epochs go there).
         warmup, final = self.warmup_tokens, self.final_tokens
         if self.tokens < warmup:
             return cfg.lr * (self.tokens / max(1, warmup))
         progress = (self.tokens - warmup) / max(1, final - warmup)
-        return cfg.lr * max(cfg.min_lr_frac, 0.5 * (1.0 + math.cos(math.pi * progress)))
+        return cfg.lr * max(floor, 0.5 * (1.0 + math.cos(math.pi * progress)))
 
     def advance(self, n_tokens: int) -> None:
         """Add a batch's counted tokens (after its optimiser step)."""
         self.tokens += n_tokens
-
-
-def lr_at(step: int, cfg: TrainConfig) -> float:
-    """The "run_length" schedule: linear warm-up over ``warmup_frac`` of the run, then a
-    cosine from ``lr`` to ``min_lr_frac * lr`` that ends at ``max_steps``."""
-    warmup = max(1, int(cfg.warmup_frac * cfg.max_steps))
-    if step < warmup:
-        return cfg.lr * (step + 1) / warmup
-    progress = min(1.0, (step - warmup) / max(1, cfg.max_steps - warmup))
-    floor = cfg.min_lr_frac
-    return cfg.lr * (floor + (1 - floor) * 0.5 * (1.0 + math.cos(math.pi * progress)))
-
-
-def constant_lr(step: int, cfg: TrainConfig, tokens_per_step: int) -> float:
-    """The "constant" schedule: linear warm-up to ``lr`` over the steps that hold
-    ``warmup_tokens`` (steps x batch x block), then ``lr``. It never reads ``max_steps``."""
-    warmup = math.ceil(cfg.warmup_tokens / tokens_per_step)
-    return cfg.lr * min(1.0, (step + 1) / max(1, warmup))

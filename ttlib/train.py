@@ -8,6 +8,7 @@ with ``weights_only=True`` and an interrupted run continues exactly where it sto
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -19,8 +20,8 @@ from tqdm import tqdm  # plain bars: tqdm.auto warns in kernels without ipywidge
 from ttlib import distributed
 from ttlib.data import DataConfig, SequenceDataset
 from ttlib.discretize import Discretizer
-from ttlib.errors import CheckpointError, ConfigError, check_interval, check_positive
-from ttlib.io import load_torch, model_file_errors, save_torch
+from ttlib.errors import CheckpointError, ConfigError, check_number, check_positive
+from ttlib.io import load_torch_file, model_file_errors, save_torch
 from ttlib.model import GPTConfig, TrajectoryGPT
 from ttlib.schedule import LRSchedule
 
@@ -37,11 +38,8 @@ class TrainConfig:
     weight_decay: float = 0.1
     betas: tuple[float, float] = (0.9, 0.95)
     grad_clip: float = 1.0
-    # "original": warm-up over one epoch of tokens, cosine to 20 epochs (LRSchedule);
-    # "run_length": warm-up over warmup_frac of max_steps, cosine ending at the last step;
-    # "constant": warm-up over warmup_tokens (steps x batch x block), then lr. It never reads
-    # max_steps, so a run can be extended bit-for-bit and each checkpoint is a model "trained
-    # for that many tokens" (the compute study).
+    # ttlib.schedule: "original", "run_length" or "constant" (each checkpoint of a "constant" run
+    # is a model trained for that many tokens: the compute study extends runs)
     schedule: str = "original"
     warmup_frac: float = 0.05  # "run_length" only: of max_steps
     warmup_tokens: int = 0  # "constant" only (and in to_dict() only then: older cache keys)
@@ -67,9 +65,9 @@ class TrainConfig:
             checkpoint_every=self.checkpoint_every,
             log_every=self.log_every,
         )
-        check_interval("TrainConfig", "lr", self.lr, 0, float("inf"), (False, False))
-        check_interval("TrainConfig", "warmup_frac", self.warmup_frac, 0, 1)
-        check_interval("TrainConfig", "warmup_tokens", self.warmup_tokens, 0, float("inf"))
+        check_number("TrainConfig", "(0, inf)", lambda v: 0 < v < math.inf, lr=self.lr)
+        check_number("TrainConfig", "[0, 1]", lambda v: 0 <= v <= 1, warmup_frac=self.warmup_frac)
+        check_number("TrainConfig", "[0, inf]", lambda v: v >= 0, warmup_tokens=self.warmup_tokens)
         parse_device(self.device)  # its spelling; whether it exists is checked when training
 
     def to_dict(self) -> dict:
@@ -194,13 +192,7 @@ def read_checkpoint(path: str | Path) -> tuple[dict, Path]:
         path = path / "checkpoint.pt"
     if not path.exists():
         raise CheckpointError(f"no checkpoint at {path}; train one with `ttlib train`")
-    try:
-        ckpt = load_torch(path)
-    except Exception as err:  # truncated, corrupt, or not a torch file at all
-        raise CheckpointError(
-            f"{path} is not a readable checkpoint ({type(err).__name__}): the file is "
-            "truncated or corrupt; copy it again or train a new one"
-        ) from err
+    ckpt = load_torch_file(path, "checkpoint")
     if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
         raise CheckpointError(f"{path} is not a ttlib checkpoint (format {CHECKPOINT_FORMAT})")
     missing = [k for k in ("model", "gpt_config", "discretizer") if k not in ckpt]

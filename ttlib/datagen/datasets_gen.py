@@ -2,27 +2,18 @@
 
 No D4RL/Minari dataset can be downloaded here, so we rebuild them the way D4RL did:
 
-* locomotion (`halfcheetah`, `hopper`, `walker2d`): `random` (a randomly initialised SAC actor),
-  `medium` / `expert` (the policies picked by `ttlib make-policies`), `medium-replay` (that run's
-  replay buffer up to the medium checkpoint, read from `medium_replay.npz`) and `medium-expert`
-  (the medium and expert datasets concatenated, read back when they are stored). Actions are
-  sampled from the stochastic policies. Episodes are collected until the dataset holds exactly
-  `transitions` steps; the last one is cut and marked truncated, as in D4RL.
-  `ref_min_score`/`ref_max_score` are D4RL's reference returns, so
-  `minari.get_normalized_score` gives D4RL-style (not D4RL) normalised scores.
-* mazes (`fourrooms`, `pointmaze-medium`, `pointmaze-large`), kind `diverse`: a noisy waypoint
-  controller (BFS over maze cells, PD control on the point mass, Gaussian action noise) drives
-  from a random start cell to a random goal cell. The goal is part of every observation
-  (`desired_goal`). The reward is PointMaze's sparse reward *with respect to the episode's own
-  goal*: 1 within 0.45 of it (where the episode also terminates), else 0 — the AntMaze-like
-  setting of the +Q experiment. Episodes that do not reach the goal are truncated at the env's
-  step limit.
-* `antmaze` (kinds `umaze`, `umaze-diverse`, `medium-play`, `medium-diverse`, `large-*`): the
-  ant controller of `ttlib make-controller` steered by BFS waypoints, D4RL's recipe; see
-  ttlib/datagen/antmaze_gen.py. Not made by default (it needs the trained controller).
+* locomotion: `random` (a randomly initialised SAC actor), `medium` / `expert` (the policies
+  `ttlib make-policies` picked, actions sampled), `medium-replay` (that run's replay buffer up to
+  the medium checkpoint) and `medium-expert` (medium and expert concatenated). Episodes are
+  collected until the dataset holds exactly `transitions` steps; the last one is cut and marked
+  truncated, as in D4RL. `ref_min_score`/`ref_max_score` are D4RL's reference returns.
+* mazes, kind `diverse`: a noisy waypoint controller (:mod:`ttlib.datagen.maze_controller`)
+  drives from a random start cell to a random goal cell, which is part of every observation;
+  the sparse reward is about that goal (the AntMaze-like setting of the +Q experiment).
+* `antmaze`: :mod:`ttlib.datagen.antmaze_gen` (not made by default: it needs the controller).
 
-Datasets go to Minari's data dir (env var MINARI_DATASETS_PATH) and are never committed;
-the same seed gives the same arrays (on the same machine and library versions).
+Datasets go to Minari's data dir (MINARI_DATASETS_PATH) and are never committed; the same seed
+gives the same arrays (on the same machine and library versions).
 """
 
 from __future__ import annotations
@@ -87,9 +78,6 @@ def parse_dataset_id(did: str) -> tuple[str, str]:
     return env, kind
 
 
-# ---------------------------------------------------------------- episodes
-
-
 def _stack(obs: list) -> np.ndarray | dict[str, np.ndarray]:
     if isinstance(obs[0], dict):
         return {k: np.stack([o[k] for o in obs]).astype(np.float64) for k in obs[0]}
@@ -140,9 +128,6 @@ def collect(
             total += len(episodes[-1])
             bar.update(len(episodes[-1]))
     return episodes
-
-
-# ---------------------------------------------------------------- locomotion
 
 
 def random_actor(env: gym.Env, seed: int) -> SACActor:
@@ -228,24 +213,13 @@ def _half(env_name: str, part: str, cfg: GenConfig) -> list[EpisodeBuffer]:
         first_seed = cfg.seed * 1_000_000 + LOCOMOTION_KINDS.index(part) * 100_000
         metas = list(stored.storage.get_episode_metadata(range(stored.total_episodes)))
         if [m.get("seed") for m in metas] == list(range(first_seed, first_seed + len(metas))):
+            keys = ("observations", "actions", "rewards", "terminations", "truncations")
+            episodes = stored.storage.get_episodes(range(len(metas)))
             return [
-                EpisodeBuffer(
-                    id=None,
-                    seed=meta["seed"],
-                    observations=ep["observations"],
-                    actions=ep["actions"],
-                    rewards=ep["rewards"],
-                    terminations=ep["terminations"],
-                    truncations=ep["truncations"],
-                )
-                for meta, ep in zip(
-                    metas, stored.storage.get_episodes(range(len(metas))), strict=True
-                )
+                EpisodeBuffer(id=None, seed=meta["seed"], **{k: ep[k] for k in keys})
+                for meta, ep in zip(metas, episodes, strict=True)
             ]
     return locomotion_episodes(env_name, part, cfg)
-
-
-# ---------------------------------------------------------------- mazes
 
 
 def maze_episodes(env_name: str, cfg: GenConfig) -> list[EpisodeBuffer]:
@@ -262,9 +236,6 @@ def maze_episodes(env_name: str, cfg: GenConfig) -> list[EpisodeBuffer]:
 
     label = f"{env_name}/diverse" if cfg.progress else None
     return collect(env, controller, cfg.transitions, seed, options, label)
-
-
-# ---------------------------------------------------------------- writing and reading
 
 
 def _complete_dataset(did: str):
@@ -367,18 +338,8 @@ def episode_returns(ids: list[str] | None = None):
         episodes = episodes_from_minari(load_minari(did))
         returns = np.array([ep.rewards.sum() for ep in episodes])
         normalized = normalized_score(env, returns) if env in REF_SCORES else np.nan
-        frames.append(
-            pd.DataFrame(
-                {
-                    "dataset_id": did,
-                    "env": env,
-                    "kind": kind,
-                    "steps": [len(ep.rewards) for ep in episodes],
-                    "return": returns,
-                    "normalized": normalized,
-                }
-            )
-        )
+        columns = dict(dataset_id=did, env=env, kind=kind, steps=[len(ep) for ep in episodes])
+        frames.append(pd.DataFrame(columns | {"return": returns, "normalized": normalized}))
     columns = ["dataset_id", "env", "kind", "steps", "return", "normalized"]
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=columns)
 
@@ -405,10 +366,6 @@ def summarize_returns(returns):
     return pd.DataFrame(rows)
 
 
-def data_summary(ids: list[str] | None = None, out: str | Path | None = None):
-    """Table of dataset sizes and returns (pandas); written to `out` as CSV only if given."""
-    table = summarize_returns(episode_returns(ids))
-    if out is not None:
-        Path(out).parent.mkdir(parents=True, exist_ok=True)
-        table.to_csv(out, index=False, float_format="%.4g")
-    return table
+def data_summary(ids: list[str] | None = None):
+    """Table of dataset sizes and returns (pandas), one row per dataset."""
+    return summarize_returns(episode_returns(ids))
