@@ -16,6 +16,7 @@ from ttlib.datagen.ant_controller import (
     load_controller,
     milestone_path,
     read_curve,
+    success_rate,
     train_controller,
     yaw,
 )
@@ -118,6 +119,28 @@ def test_arena_episode_ends_with_a_penalty_only_when_the_ant_lies_on_its_back():
     ant.set_state(qpos, qvel)
     _, reward, ended, _, _ = env.step(np.zeros(8))
     assert ended and reward < -9
+
+
+def test_evaluation_acts_as_d4rl_collected_sampled_and_noisy(monkeypatch):
+    flags, actions = [], []
+
+    def controller(obs, deterministic):
+        flags.append(deterministic)
+        return np.full(8, 0.5, dtype=np.float32)
+
+    step = ArenaTargets.step
+    monkeypatch.setattr(ArenaTargets, "step", lambda env, a: actions.append(a) or step(env, a))
+    cfg = ControllerConfig(eval_steps=5)
+    assert success_rate(controller, cfg, 2, seed=3) == 0.0
+    noisy = np.stack(actions)
+    assert not any(flags) and len(noisy) == 10 and np.abs(noisy).max() <= 1.0
+    assert 0.1 < np.std(noisy - 0.5) < 0.3  # D4RL's N(0, 0.2^2)
+    actions.clear()
+    success_rate(controller, cfg, 2, seed=3)
+    np.testing.assert_array_equal(np.stack(actions), noisy)  # seeded
+    actions.clear()
+    success_rate(controller, ControllerConfig(eval_steps=5, action_noise=0.0), 2, seed=3)
+    assert all(flags[-10:]) and (np.stack(actions) == 0.5).all()  # deterministic, no noise
 
 
 def test_sparse_reward_is_one_exactly_within_half_a_metre():
