@@ -9,11 +9,16 @@ import torch
 
 from ttlib.datagen.ant_controller import (
     ARENA,
+    CONTROLLER_DIR,
     ArenaTargets,
     ControllerConfig,
+    goal_obs,
     load_controller,
+    milestone_path,
     read_curve,
+    success_rate,
     train_controller,
+    yaw,
 )
 from ttlib.datagen.antmaze_gen import PLAY_CELLS, Navigator, episode_cells, split_kind
 from ttlib.datagen.datasets_gen import GenConfig, make_dataset, make_datasets
@@ -34,7 +39,7 @@ def tiny_cfg(root, **kw) -> ControllerConfig:
         eval_episodes=1,
         eval_steps=10,
         cache_dir=str(root / "cache"),
-        out_dir=str(root / "out" / "antmaze"),
+        out_dir=str(root / "out" / CONTROLLER_DIR),
     )
     return ControllerConfig(**{**base, **kw})
 
@@ -57,8 +62,48 @@ def test_arena_is_walled_and_has_no_inner_walls():
     assert (layout[[0, -1], :] == 1).all() and (layout[:, [0, -1]] == 1).all()
     assert layout.tolist() == ARENA
     obs, _ = env.reset(seed=0)
-    assert obs.shape == (29,) and env.observation_space.contains(obs)
-    assert 1.0 <= np.linalg.norm(obs[-2:]) <= 6.0  # a nearby target
+    assert obs.shape == (30,) and env.observation_space.contains(obs)
+    assert 1.0 <= obs[-1] <= 6.0 and np.isclose(np.linalg.norm(obs[-3:-1]), 1.0)  # nearby
+
+
+def _turned(env, state, angle: float, target: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """goal_obs after turning the ant's ``state`` (qpos, qvel) by ``angle`` about the vertical
+    through its torso (orientation, world-frame linear velocity), ``target`` rotated with it."""
+    ant = env.env.unwrapped.ant_env
+    qpos, qvel = state[0].copy(), state[1].copy()
+    c, s = np.cos(angle), np.sin(angle)
+    rot = np.array([[c, -s], [s, c]])
+    w, x, y, z = qpos[3:7]
+    a, b = np.cos(angle / 2), np.sin(angle / 2)  # (a, 0, 0, b) * q
+    qpos[3:7] = [a * w - b * z, a * x - b * y, a * y + b * x, a * z + b * w]
+    qvel[0:2] = rot @ qvel[0:2]  # MuJoCo: linear velocity in the world frame, angular in the body
+    ant.set_state(qpos, qvel)
+    xy = qpos[:2]
+    obs = {"observation": np.concatenate([qpos[2:], qvel]), "achieved_goal": xy}  # AntMaze's
+    return goal_obs(obs, xy + rot @ (target - xy), 6.0), obs["observation"]
+
+
+def test_goal_obs_is_seen_from_the_torso_and_turns_with_it():
+    env = ArenaTargets(ControllerConfig())
+    env.reset(seed=0)
+    rng = np.random.default_rng(0)
+    for _ in range(30):  # a moving, slightly tilted ant
+        env.step(rng.uniform(-1, 1, 8))
+    ant = env.env.unwrapped.ant_env
+    xy, moving = ant.data.qpos[:2].copy(), (ant.data.qpos.copy(), ant.data.qvel.copy())
+    target = xy + np.array([3.0, -8.0])
+    base, state = _turned(env, moving, 0.0, target)
+    assert base[-1] == 6.0  # the distance is clipped, the direction a unit vector
+    psi = yaw(state)
+    for angle in (0.7, -2.0, np.pi):
+        turned, turned_state = _turned(env, moving, angle, target)
+        assert np.isclose((yaw(turned_state) - psi - angle + np.pi) % (2 * np.pi), np.pi)
+        assert not np.allclose(turned_state, state, atol=1e-3)  # the world-frame state differs
+        np.testing.assert_allclose(turned, base, atol=1e-5)  # the controller's input does not
+    # a target straight ahead of the torso's heading is at direction (1, 0)
+    ahead = xy + 2.0 * np.array([np.cos(psi), np.sin(psi)])
+    obs = {"observation": state, "achieved_goal": xy}
+    np.testing.assert_allclose(goal_obs(obs, ahead, 6.0)[-3:], [1.0, 0.0, 2.0], atol=1e-5)
 
 
 def test_arena_episode_ends_with_a_penalty_only_when_the_ant_lies_on_its_back():
@@ -74,6 +119,28 @@ def test_arena_episode_ends_with_a_penalty_only_when_the_ant_lies_on_its_back():
     ant.set_state(qpos, qvel)
     _, reward, ended, _, _ = env.step(np.zeros(8))
     assert ended and reward < -9
+
+
+def test_evaluation_acts_as_d4rl_collected_sampled_and_noisy(monkeypatch):
+    flags, actions = [], []
+
+    def controller(obs, deterministic):
+        flags.append(deterministic)
+        return np.full(8, 0.5, dtype=np.float32)
+
+    step = ArenaTargets.step
+    monkeypatch.setattr(ArenaTargets, "step", lambda env, a: actions.append(a) or step(env, a))
+    cfg = ControllerConfig(eval_steps=5)
+    assert success_rate(controller, cfg, 2, seed=3) == 0.0
+    noisy = np.stack(actions)
+    assert not any(flags) and len(noisy) == 10 and np.abs(noisy).max() <= 1.0
+    assert 0.1 < np.std(noisy - 0.5) < 0.3  # D4RL's N(0, 0.2^2)
+    actions.clear()
+    success_rate(controller, cfg, 2, seed=3)
+    np.testing.assert_array_equal(np.stack(actions), noisy)  # seeded
+    actions.clear()
+    success_rate(controller, ControllerConfig(eval_steps=5, action_noise=0.0), 2, seed=3)
+    assert all(flags[-10:]) and (np.stack(actions) == 0.5).all()  # deterministic, no noise
 
 
 def test_sparse_reward_is_one_exactly_within_half_a_metre():
@@ -172,7 +239,7 @@ def test_controller_chunks_write_milestones_and_resume(tmp_path, capsys):
     curve = train_controller(tiny_cfg(tmp_path, total_steps=192))
     assert [c["step"] for c in curve] == [64, 128, 192]
     assert chunks_run() == ["[antmaze] step 192: success 0.00"]
-    controller = load_controller(tmp_path / "out" / "antmaze" / "milestone.zip")
+    controller = load_controller(tmp_path / "out" / CONTROLLER_DIR / "milestone.zip")
     assert controller.model.num_timesteps == 192
     # PPO's observation statistics travel with the milestone and are used when acting
     assert controller.vecnorm is not None and controller.vecnorm.obs_rms.count > 192
@@ -182,7 +249,7 @@ def test_sac_controller_chunk_keeps_its_replay_buffer(tmp_path):
     cfg = tiny_cfg(tmp_path, algo="sac", total_steps=40, chunk=20, learning_starts=10)
     train_controller(cfg)
     assert (tmp_path / "cache" / "ckpt" / "replay.pkl").exists()
-    curve = json.loads((tmp_path / "out" / "antmaze" / "controller.json").read_text())["curve"]
+    curve = json.loads((tmp_path / "out" / CONTROLLER_DIR / "controller.json").read_text())["curve"]
     assert [c["step"] for c in curve] == [20, 40]
 
 
@@ -195,6 +262,24 @@ def test_bad_controller_settings_and_missing_controller(tmp_path):
         train_controller(tiny_cfg(tmp_path, chunk=100))
     with pytest.raises(FileNotFoundError, match="make-controller"):
         make_dataset("antmaze", "umaze", GenConfig(transitions=10, policy_dir=str(tmp_path)))
+
+
+def test_a_controller_of_another_design_is_neither_resumed_nor_used(tmp_path):
+    from ttlib.errors import ConfigError
+
+    cfg = tiny_cfg(tmp_path, total_steps=64)
+    train_controller(cfg)
+    assert read_curve(cfg.out_dir)["design"] == "heading"
+    # a milestone from before the design was recorded (the world-frame layout)
+    path = tmp_path / "out" / CONTROLLER_DIR / "controller.json"
+    info = json.loads(path.read_text())
+    del info["design"]
+    path.write_text(json.dumps(info))
+    with pytest.raises(ConfigError, match="design 'world'"):
+        load_controller(milestone_path(cfg.out_dir))
+    (tmp_path / "cache" / "ckpt" / "controller.json").write_text('{"design": "world"}')
+    with pytest.raises(ConfigError, match="design 'world'.*--out-dir"):
+        train_controller(tiny_cfg(tmp_path, total_steps=128))
 
 
 # ---------------------------------------------------------------- datasets
@@ -265,7 +350,7 @@ def test_bad_antmaze_kind_is_a_clear_error():
 def test_console_script_trains_the_controller_and_makes_a_dataset(tmp_path, capsys):
     from ttlib import cli
 
-    out = tmp_path / "policies" / "antmaze"
+    out = tmp_path / "policies" / CONTROLLER_DIR
     args = ["make-controller", "--total-steps", "1024", "--chunk", "1024", "--n-envs", "1"]
     args += ["--eval-episodes", "1", "--cache-dir", str(tmp_path / "c"), "--out-dir", str(out)]
     assert cli.main(args) == 0

@@ -303,10 +303,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--milestone-every", type=_positive_int, default=409_600)
     p.add_argument("--n-envs", type=_positive_int, default=2, help="PPO's parallel envs")
     p.add_argument("--subproc", action="store_true", help="PPO envs in worker processes")
-    p.add_argument("--eval-episodes", type=_positive_int, default=20)
+    p.add_argument("--eval-episodes", type=_positive_int, default=50)
     p.add_argument("--seed", type=_count, default=0)
-    p.add_argument("--cache-dir", default="cache/antmaze", help="big resumable checkpoints")
-    p.add_argument("--out-dir", default="results/policies/antmaze", help="small committed files")
+    p.add_argument("--cache-dir", default="cache/antmaze_heading", help="big resumable checkpoints")
+    p.add_argument(
+        "--out-dir", default="results/policies/antmaze_heading", help="small committed files"
+    )
     p.set_defaults(func=_run_make_controller)
 
     p = sub.add_parser("make-data", help="generate D4RL-style Minari datasets")

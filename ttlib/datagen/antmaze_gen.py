@@ -38,10 +38,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ttlib.datagen.ant_controller import goal_obs, load_controller, milestone_path, read_curve
+from ttlib.datagen.ant_controller import (
+    CONTROLLER_DIR,
+    goal_obs,
+    load_controller,
+    milestone_path,
+    read_curve,
+)
 from ttlib.datagen.maze_controller import bfs_distances, cell_to_xy, xy_to_cell
 from ttlib.envs import (
-    ANTMAZE_ENV,
     ANTMAZE_KINDS,
     ANTMAZE_MAX_EPISODE_STEPS,
     antmaze_layout,
@@ -139,7 +144,7 @@ def antmaze_episodes(kind: str, cfg) -> tuple[list, float]:
     from ttlib.datagen.datasets_gen import collect
 
     maze, _ = split_kind(kind)
-    path = milestone_path(Path(cfg.policy_dir) / ANTMAZE_ENV)
+    path = milestone_path(Path(cfg.policy_dir) / CONTROLLER_DIR)
     controller = load_controller(path)
     target_max = read_curve(path.parent).get("config", {}).get("target_max", 6.0)
     seed = cfg.seed * 1_000_000 + ANTMAZE_KINDS.index(kind) * 100_000
