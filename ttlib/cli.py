@@ -90,7 +90,7 @@ def _run_make_controller(args: argparse.Namespace) -> int:
     check_output_dir(args.out_dir, "--out-dir")
     names = ("algo", "total_steps", "chunk", "milestone_every", "n_envs", "subproc", "seed")
     cfg = ControllerConfig(
-        **_options(args, *names, "eval_episodes", "cache_dir", "out_dir"),
+        **_options(args, *names, "eval_episodes", "target_success", "cache_dir", "out_dir"),
         command="ttlib " + shlex.join(sys.argv[1:]),
     )
     curve = train_controller(cfg)
@@ -304,6 +304,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--n-envs", type=_positive_int, default=2, help="PPO's parallel envs")
     p.add_argument("--subproc", action="store_true", help="PPO envs in worker processes")
     p.add_argument("--eval-episodes", type=_positive_int, default=50)
+    p.add_argument(
+        "--target-success", type=float, default=0.9, help="stop at this arena success rate"
+    )
     p.add_argument("--seed", type=_count, default=0)
     p.add_argument("--cache-dir", default="cache/antmaze_heading", help="big resumable checkpoints")
     p.add_argument(
