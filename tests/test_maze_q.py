@@ -211,6 +211,7 @@ def test_antmaze_names_map_to_minari_d4rl_ids():
 
 def test_antmaze_family_uses_position_first_goal_last():
     params = {"env_family": "antmaze", "antmaze_datasets": ["umaze", "large-play"]}
+    params["antmaze_namespace"] = "D4RL"  # Minari's remote datasets
     mazes = maze_q.mazes_for(params)
     assert [m.dataset_id for m in mazes] == ["D4RL/antmaze/umaze-v1", "D4RL/antmaze/large-play-v1"]
     assert [m.name for m in mazes] == ["antmaze-umaze", "antmaze-large-play"]

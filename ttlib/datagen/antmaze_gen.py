@@ -129,13 +129,15 @@ def navigation_policy(controller, navigator: Navigator, rng, target_max: float, 
     return act
 
 
-def eval_env(maze: str):
-    """D4RL's evaluation task: start (1, 1), the ``*_TEST`` map's goal, its time limit."""
+def eval_env(maze: str, **kw):
+    """D4RL's evaluation task: start (1, 1), the ``*_TEST`` map's goal, its time limit
+    (``kw`` to :func:`ttlib.envs.make_antmaze`, e.g. a shorter ``max_episode_steps``)."""
     layout = [[c if c == 1 else 0 for c in row] for row in antmaze_layout(maze)]
     layout[START[0]][START[1]] = "r"
     goal = EVAL_GOALS[maze]
     layout[goal[0]][goal[1]] = "g"
-    return make_antmaze(maze, layout=layout, max_episode_steps=ANTMAZE_MAX_EPISODE_STEPS[maze])
+    kw.setdefault("max_episode_steps", ANTMAZE_MAX_EPISODE_STEPS[maze])
+    return make_antmaze(maze, layout=layout, **kw)
 
 
 def antmaze_episodes(kind: str, cfg) -> tuple[list, float]:

@@ -28,6 +28,7 @@ from ttlib.data import DataConfig, Episode, data_fingerprint, load_minari
 from ttlib.datagen.maze_controller import bfs_distances
 from ttlib.envs import ANTMAZE_KINDS, make_env, maze_map
 from ttlib.evaluate import evaluate
+from ttlib.experiments import maze_q_antmaze as ant
 from ttlib.experiments.cache import (
     TrainedTT,
     cached,
@@ -44,8 +45,9 @@ from ttlib.search import PlannerConfig, TTPlanner
 
 FAMILIES = ("pointmaze", "antmaze")
 POINTMAZES = ("pointmaze-medium", "pointmaze-large")
-# The D4RL AntMaze datasets as Minari publishes them (remote: they download on first use);
-# the local ones of `ttlib make-data --env antmaze` carry the same names.
+# The D4RL AntMaze datasets: Minari's remote D4RL/antmaze/<name>-v1 (they download on first
+# use) or, with antmaze_namespace: ttlib, the local ttlib/antmaze/<name>-v0 of `ttlib make-data
+# --env antmaze` (:mod:`ttlib.experiments.maze_q_antmaze`).
 ANTMAZE_DATASETS = ANTMAZE_KINDS
 ANTMAZE_VERSION = "v1"
 METHODS = ("TT", "TT(+Q)", "IQL", "BC")
@@ -60,12 +62,17 @@ def antmaze_dataset_id(name: str) -> str:
 
     ``antmaze-medium-play`` (the D4RL env name) is accepted as well.
     """
+    return f"D4RL/antmaze/{antmaze_kind(name)}-{ANTMAZE_VERSION}"
+
+
+def antmaze_kind(name: str) -> str:
+    """The dataset kind of a D4RL AntMaze name: ``antmaze-medium-play-v1`` → ``medium-play``."""
     short = name.removeprefix("antmaze-").removesuffix(f"-{ANTMAZE_VERSION}")
     if short not in ANTMAZE_DATASETS:
         raise ValueError(
             f"unknown AntMaze dataset {name!r}; choose from {', '.join(ANTMAZE_DATASETS)}"
         )
-    return f"D4RL/antmaze/{short}-{ANTMAZE_VERSION}"
+    return short
 
 
 @dataclass
@@ -90,7 +97,7 @@ class Maze:
 
 def mazes_for(params: dict) -> list[Maze]:
     """The mazes a notebook run covers: ``mazes`` for PointMaze, ``antmaze_datasets`` for
-    AntMaze (selected by ``env_family``)."""
+    AntMaze (selected by ``env_family``; ``antmaze_namespace`` picks local or remote data)."""
     family = params["env_family"]
     if family == "pointmaze":
         bad = [m for m in params["mazes"] if m not in POINTMAZES]
@@ -98,18 +105,21 @@ def mazes_for(params: dict) -> list[Maze]:
             raise ValueError(f"mazes {bad} are not PointMazes; choose from {list(POINTMAZES)}")
         return [Maze(m, family, f"ttlib/{m}/diverse-v0") for m in params["mazes"]]
     if family == "antmaze":
-        return [
-            Maze(f"antmaze-{n}", family, antmaze_dataset_id(n)) for n in params["antmaze_datasets"]
-        ]
+        local = ant.namespace_of(params) == "ttlib"
+        make_id = (lambda n: ant.local_id(antmaze_kind(n))) if local else antmaze_dataset_id
+        return [Maze(f"antmaze-{n}", family, make_id(n)) for n in params["antmaze_datasets"]]
     raise ValueError(f"unknown env_family {family!r}; choose one of {FAMILIES}")
 
 
 def ensure_maze_data(maze: Maze, params: dict) -> str:
-    """Generate the local PointMaze dataset, or download the AntMaze one (needs network)."""
+    """Generate the local PointMaze or AntMaze dataset, or download D4RL's AntMaze one (needs
+    network)."""
     if maze.family == "pointmaze":
         from ttlib.experiments.runs import ensure_dataset
 
         return ensure_dataset(maze.name, "diverse", params["dataset_transitions"], params["seed"])
+    if ant.is_local(maze.dataset_id):
+        return ant.ensure_local(maze.dataset_id, params)
     load_minari(maze.dataset_id, download=True)
     return maze.dataset_id
 
@@ -216,10 +226,13 @@ def evaluation_tasks(
 
 # ------------------------------------------------------------------ evaluation
 def make_maze_env(maze: Maze, max_steps: int) -> Callable:
-    """A factory for :func:`ttlib.evaluate.evaluate`: PointMaze from ttlib, AntMaze as the
-    Minari dataset's evaluation env (its fixed D4RL goal)."""
+    """A factory for :func:`ttlib.evaluate.evaluate`: PointMaze from ttlib; AntMaze D4RL's task
+    (its fixed start and goal), built by ttlib for local data, else the remote Minari
+    dataset's evaluation env."""
     if maze.family == "pointmaze":
         return lambda **kw: make_env(maze.name, max_episode_steps=max_steps, **kw)
+    if ant.is_local(maze.dataset_id):
+        return ant.eval_factory(maze.dataset_id, max_steps)
     dataset = load_minari(maze.dataset_id, download=True)
     return lambda **kw: dataset.recover_environment(eval_env=True, **kw)
 
@@ -228,6 +241,8 @@ def maze_layout(maze: Maze) -> tuple[list[list[int]], float]:
     """(layout with 1 = wall, cell size in world units) of a maze."""
     if maze.family == "pointmaze":
         return maze_map(maze.name), 1.0
+    if ant.is_local(maze.dataset_id):
+        return ant.layout(maze.dataset_id)
     env = make_maze_env(maze, 1)()
     m = env.unwrapped.maze
     layout = [[1 if c == 1 else 0 for c in row] for row in m.maze_map]
@@ -249,6 +264,8 @@ def evaluate_cached(
     n, max_steps, seed = params["episodes"], params["max_episode_steps"], params["seed"]
     identity = {"maze": maze.dataset_id, "method": method, "episodes": n}
     identity |= {"max_steps": max_steps, "seed": seed, **key}
+    if maze.family == "antmaze" and ant.is_local(maze.dataset_id):  # a key of its own
+        identity |= ant.eval_identity(maze.dataset_id, max_steps)
 
     def fit(path):
         options = None

@@ -130,6 +130,7 @@ _CHOICES = {
     "discretizers": ("quantile", "uniform"),
     "lr_schedule": ("original", "run_length", "constant"),
     "dataset_namespace": ("ttlib", "mujoco"),
+    "antmaze_namespace": ("ttlib", "D4RL"),
 }
 
 
