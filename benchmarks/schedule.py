@@ -8,7 +8,8 @@ the cross-entropy per token kind on the other 10 % (fixed windows, the same for 
 
     env OMP_NUM_THREADS=1 MUJOCO_GL=egl python benchmarks/schedule.py   # ~20 min per schedule
 
-Training resumes from ``cache/benchmarks/schedule-*`` if interrupted. Writes
+Training resumes from ``cache/benchmarks/schedule-*`` if interrupted; ``--only SCHEDULE``
+trains one of the two runs (one process per core), and a last call without it writes the table. Writes
 ``results/benchmarks/schedule.csv`` (the table ``book/differences.md`` shows) and ``.json``
 (command, commit, hardware, wall time of each run).
 """
@@ -36,6 +37,7 @@ from ttlib.train import gpt_config_for, held_out_loss, load_checkpoint, train
 ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "results" / "benchmarks"
 KINDS = ("state", "action", "reward", "value")
+SCHEDULES = ("original", "run_length")
 HELD_OUT_WINDOWS = 2048  # scored at the end: 8x the windows logged during training
 
 
@@ -44,6 +46,13 @@ def main(argv=None) -> None:
     ap.add_argument("--env", default="hopper")
     ap.add_argument("--kind", default="medium")
     ap.add_argument("--steps", type=int, default=None, help="default: the cpu preset's")
+    ap.add_argument(
+        "--only",
+        choices=SCHEDULES,
+        default=None,
+        help="train this schedule's run only (two processes side by side); a last call "
+        "without --only loads both finished runs and writes the table",
+    )
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
     params = start("d4rl", {"preset": "cpu"}).params
@@ -59,7 +68,7 @@ def main(argv=None) -> None:
     epoch_tokens = sum(len(ep.rewards) for ep in episodes[:cut]) * model_cfg.transition_dim
 
     rows, runs = [], []
-    for schedule in ("original", "run_length"):
+    for schedule in [args.only] if args.only else SCHEDULES:
         cfg = replace(base, schedule=schedule)
         name = f"schedule-{args.env}-{args.kind}-{base.max_steps}-{schedule}"
         folder = ROOT / "cache" / "benchmarks" / name
@@ -91,6 +100,8 @@ def main(argv=None) -> None:
             }
         )
         print(rows[-1], flush=True)
+    if args.only:
+        return
 
     OUT.mkdir(parents=True, exist_ok=True)
     with open(OUT / "schedule.csv", "w", newline="") as f:
