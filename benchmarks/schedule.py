@@ -9,9 +9,9 @@ the cross-entropy per token kind on the other 10 % (fixed windows, the same for 
     env OMP_NUM_THREADS=1 MUJOCO_GL=egl python benchmarks/schedule.py   # ~20 min per schedule
 
 Training resumes from ``cache/benchmarks/schedule-*`` if interrupted; ``--only SCHEDULE``
-trains one of the two runs (one process per core), and a last call without it writes the table. Writes
-``results/benchmarks/schedule.csv`` (the table ``book/differences.md`` shows) and ``.json``
-(command, commit, hardware, wall time of each run).
+trains one of the two runs (one process per core), and a last call without it writes the
+table: ``results/benchmarks/schedule.csv`` (the one ``book/differences.md`` shows) and
+``.json`` (command, commit, hardware, training time of each run).
 """
 
 from __future__ import annotations
