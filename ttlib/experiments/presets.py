@@ -176,9 +176,8 @@ def train_kwargs(params: dict) -> dict:
 
     ``lr_schedule`` is optional: blocks without it train with the original's schedule. The
     smoke and cpu blocks choose ``run_length``: their models see less than one epoch of
-    tokens, so the original's schedule would never leave its warm-up, and at the cpu d4rl
-    budget that left the held-out cross-entropy 0.25 nats per token higher (measured in
-    the book's fidelity table).
+    tokens, so the original's schedule would never leave its warm-up; what that costs at the
+    cpu d4rl budget is measured by ``benchmarks/schedule.py`` (the book's fidelity table).
     """
     return {"schedule": params["lr_schedule"]} if "lr_schedule" in params else {}
 
