@@ -14,7 +14,7 @@ ant in an open arena (walls only around it; the navigator keeps it away from inn
 * target: ``target_min``-``target_max`` m away in a random direction (waypoints are <= ~6 m
   away, cells being 4 m), a new one on arrival within 0.5 m (D4RL's goal radius);
 * reward per step: 20 x progress to the target in m (= speed towards it in m/s), +5 on
-  arrival, -0.05 |a|^2; the episode ends with -10 when the ant lies on its back.
+  arrival, -0.05 x (squared action norm); the episode ends with -10 when the ant lies on its back.
 
 History. Design "world" (results/policies/antmaze/) had the same reward but the raw state and
 the world-frame target vector (the policy had to rotate it by the yaw in the quaternion); its
