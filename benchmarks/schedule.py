@@ -65,7 +65,7 @@ def main(argv=None) -> None:
     held_out = SequenceDataset(episodes[cut:], data_cfg, discretizer=train_set.discretizer)
     model_cfg = gpt_config_for(train_set, **model_kwargs(params))
     base = train_config(params, 250)
-    epoch_tokens = sum(len(ep.rewards) for ep in episodes[:cut]) * model_cfg.transition_dim
+    epoch_tokens = len(train_set) * model_cfg.block_size  # the original's warm-up: windows x block
 
     rows, runs = [], []
     for schedule in [args.only] if args.only else SCHEDULES:
