@@ -48,7 +48,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import subprocess
 import sys
 import tempfile
 import time
@@ -61,7 +60,7 @@ import pandas as pd
 import torch
 
 from ttlib.data import SequenceDataset, data_fingerprint
-from ttlib.experiments.cache import cache_dir, config_key
+from ttlib.experiments.cache import cache_dir, code_version, config_key
 from ttlib.experiments.prediction import split_episodes, tt_configs
 from ttlib.experiments.presets import resolve
 from ttlib.experiments.runs import ensure_dataset, hardware
@@ -421,13 +420,6 @@ def plot(table: pd.DataFrame, n_bins: int, path: Path) -> None:
     plt.close(fig)
 
 
-def commit() -> str:
-    out = subprocess.run(
-        ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT
-    )
-    return out.stdout.strip()
-
-
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--env", default="halfcheetah", choices=["halfcheetah", "hopper"])
@@ -526,7 +518,7 @@ def main(argv=None) -> None:
         "same_init": args.same_init,
         "codes": runs,
         "wall_time_s": round(time.time() - t0, 1),
-        "commit": commit(),
+        **code_version(),  # git_sha and ttlib_modified, as every run.json records them
         "hardware": hardware(),
         "command": "python benchmarks/original_learning.py " + " ".join(argv),
     }

@@ -28,7 +28,7 @@ import numpy as np
 import torch
 
 from ttlib.data import SequenceDataset, load_episodes
-from ttlib.experiments.cache import train_config
+from ttlib.experiments.cache import code_version, train_config
 from ttlib.experiments.d4rl_data import dataset_config
 from ttlib.experiments.presets import model_kwargs
 from ttlib.experiments.runs import hardware, start
@@ -120,19 +120,11 @@ def main(argv=None) -> None:
         "tokens_seen": int(base.max_steps * base.batch_size * model_cfg.block_size),
         "model": model_kwargs(params),
         "runs": runs,
-        "commit": _commit(),
+        **code_version(),  # git_sha and ttlib_modified, as every run.json records them
         "hardware": hardware(),
         "command": "python benchmarks/schedule.py " + " ".join(sys.argv[1:]),
     }
     (OUT / "schedule.json").write_text(json.dumps(record, indent=1) + "\n")
-
-
-def _commit() -> str:
-    import subprocess
-
-    return subprocess.run(
-        ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT
-    ).stdout.strip()
 
 
 if __name__ == "__main__":

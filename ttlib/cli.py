@@ -1,5 +1,6 @@
-"""The `ttlib` command. Each `add_*` registers a sub-command whose runner raises on bad input;
-:func:`main` reports :data:`USER_ERRORS` as one line, exit code 2. Runners import what is heavy.
+"""The `ttlib` command. :func:`build_parser` declares every sub-command, each bound to a runner
+that raises on bad input; :func:`main` reports :data:`USER_ERRORS` as one line, exit code 2.
+Runners import what is heavy.
 """
 
 from __future__ import annotations

@@ -31,10 +31,9 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import gymnasium as gym
-import numpy as np
 
 from ttlib.datagen.antmaze_gen import SCALING, eval_env, split_kind
-from ttlib.envs import ANTMAZE_ENV, ANTMAZE_GOAL_RADIUS, ANTMAZE_MAX_EPISODE_STEPS
+from ttlib.envs import ANTMAZE_ENV, ANTMAZE_MAX_EPISODE_STEPS, antmaze_layout
 from ttlib.envs import dataset_id as local_dataset_id
 
 NAMESPACES = ("ttlib", "D4RL")
@@ -86,14 +85,15 @@ def episode_limit(maze: str, max_steps: int) -> int:
 class EndAtGoal(gym.Wrapper):
     """D4RL's evaluation episode: it terminates, a success, within 0.5 m of the goal.
 
-    ``info["success"]`` says the same (gymnasium-robotics' own flag uses 0.45 m), so
-    :func:`ttlib.evaluate.evaluate` counts what D4RL's return of 1 counts.
+    The wrapped env is :func:`ttlib.envs.make_antmaze`'s, whose reward is already D4RL's (1
+    within ``ANTMAZE_GOAL_RADIUS``), so a reward is the success. ``info["success"]`` says the
+    same (gymnasium-robotics' own flag uses 0.45 m), so :func:`ttlib.evaluate.evaluate` counts
+    what D4RL's return of 1 counts.
     """
 
     def step(self, action):
         obs, reward, terminated, truncated, info = self.env.step(action)
-        gap = np.asarray(obs["achieved_goal"]) - np.asarray(obs["desired_goal"])
-        reached = bool(np.linalg.norm(gap) <= ANTMAZE_GOAL_RADIUS)
+        reached = reward > 0
         return obs, reward, terminated or reached, truncated, {**info, "success": reached}
 
 
@@ -113,6 +113,4 @@ def eval_identity(dataset_id: str, max_steps: int) -> dict:
 
 def layout(dataset_id: str) -> tuple[list[list[int]], float]:
     """(layout with 1 = wall, cell size 4 m) of a local dataset's maze, without an env."""
-    from ttlib.envs import antmaze_layout
-
     return antmaze_layout(maze_of(dataset_id)), SCALING
