@@ -49,6 +49,29 @@ def test_an_unfinished_entry_is_fitted_again():
     assert len(calls) == 2
 
 
+def test_an_episodes_entry_never_lies_on_disk_without_its_provenance(monkeypatch):
+    """A kill after the episodes are written but before their provenance is (a cancelled Ray
+    task is interrupted anywhere) leaves no entry: the rerun computes it again."""
+    from ttlib.experiments import cache
+
+    real_save = cache.save_json
+
+    def killed_at_provenance(obj, path):
+        if path.name.endswith(".provenance.json"):
+            raise KeyboardInterrupt  # what ray.cancel raises in the worker
+        return real_save(obj, path)
+
+    monkeypatch.setattr(cache, "save_json", killed_at_provenance)
+    fit = lambda path: real_save({"score": 1.0}, path)  # noqa: E731
+    with pytest.raises(KeyboardInterrupt):
+        cached("eps", None, fit, lambda p: p, name="seed0", suffix=".json", episodes=1)
+    folder = cache.cache_dir("eps")
+    assert not (folder / "seed0.json").exists()
+    monkeypatch.setattr(cache, "save_json", real_save)
+    path = cached("eps", None, fit, lambda p: p, name="seed0", suffix=".json", episodes=1)
+    assert path == folder / "seed0.json" and cache.provenance_file(path).exists()
+
+
 def test_models_are_listed_once_with_their_training_time():
     calls = []
     cached("models", {"a": 1}, counting_fit(calls), load, name="m", steps=7)

@@ -197,7 +197,11 @@ def cached(
     if made_now:
         code = code_version()
         started, t0, c0 = time.time(), time.perf_counter(), time.process_time()
-        artefact = fit(path)
+        # episodes are written under a hidden name and moved into place after their
+        # provenance, so that a kill between the two writes never leaves an entry without one
+        # (a cancelled Ray task is interrupted at any line)
+        target = path if episodes is None else path.with_name(f".{path.name}.partial")
+        artefact = fit(target)
         wall, cpu = time.perf_counter() - t0, time.process_time() - c0
         if steps is not None:
             # a fit may know its time better (a resumed training's time covers every session;
@@ -207,6 +211,8 @@ def cached(
             info = {**code, "started_utc": _utc(started), "wall_seconds": round(wall, 3)}
             info["cpu_seconds"] = round(cpu, 3)  # this process's CPU time, all its threads
             save_json(info | (shared or {}), provenance_file(path))
+            os.replace(target, path)
+            artefact = load(path)
     if steps is not None:
         note_model(path, made_now, steps)
     if episodes is not None:
