@@ -15,6 +15,7 @@ from collections.abc import Sequence
 
 import torch
 
+from ttlib.experiments.archive import pack
 from ttlib.experiments.d4rl_table import run_table, summarise
 from ttlib.experiments.runs import start
 
@@ -52,6 +53,14 @@ def main(argv: Sequence[str] | None = None) -> None:
         default=None,
         help="only these envs of the preset (e.g. two processes on two cores: one per env list)",
     )
+    ap.add_argument("--kinds", nargs="+", default=None, help="only these dataset kinds")
+    ap.add_argument(
+        "--archive",
+        default=None,
+        metavar="DIR",
+        help="after each dataset, copy its models and episodes from the cache to DIR "
+        "(ttlib.experiments.archive; the cpu table's: results/d4rl/archive)",
+    )
     ap.add_argument("--log", default=None, help="append progress to this file")
     args = ap.parse_args(argv)
     logging.basicConfig(
@@ -59,6 +68,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     )
     torch.set_num_threads(1)
     namespace = {"preset": args.preset, **({"envs": args.envs} if args.envs else {})}
+    namespace |= {"kinds": args.kinds} if args.kinds else {}
     params = start("d4rl", namespace).params  # same data dirs as the notebook
     if args.ray:
         from ttlib.experiments.ray_tasks import Resources, fill_table
@@ -77,6 +87,8 @@ def main(argv: Sequence[str] | None = None) -> None:
             continue
         if not run.episodes.empty:
             log.info("done %s %s:\n%s", env, kind, summarise(run.episodes).round(1))
+        if args.archive:
+            log.info("%d files archived in %s", pack(args.archive), args.archive)
 
 
 if __name__ == "__main__":
