@@ -143,6 +143,40 @@ def test_evaluation_acts_as_d4rl_collected_sampled_and_noisy(monkeypatch):
     assert all(flags[-10:]) and (np.stack(actions) == 0.5).all()  # deterministic, no noise
 
 
+def test_training_env_adds_d4rls_noise_and_pays_for_staying_upright():
+    sent = []
+    env = ArenaTargets(ControllerConfig(), noise=0.2)
+    real = env.env.step
+    env.env.step = lambda a: sent.append(a) or real(a)
+    env.reset(seed=0)
+    for _ in range(40):
+        env.step(np.full(8, 0.5, dtype=np.float32))
+    assert 0.15 < np.std(np.stack(sent) - 0.5) < 0.25 and np.abs(np.stack(sent)).max() <= 1.0
+    rewards = []
+    for bonus in (1.0, 0.0):  # the same noiseless step, with and without the alive bonus
+        env = ArenaTargets(ControllerConfig(alive_bonus=bonus))
+        env.reset(seed=0)
+        rewards.append(env.step(np.zeros(8))[1])
+    assert np.isclose(rewards[0] - rewards[1], 1.0)
+
+
+def test_an_evaluation_episode_that_arrives_then_flips_fails(monkeypatch):
+    t = {"n": 0}
+
+    def scripted(env, action, flip_at):
+        t["n"] += 1
+        obs = np.zeros(env.observation_space.shape, dtype=np.float32)
+        return obs, 0.0, t["n"] == flip_at, False, {"reached": t["n"] == 2}
+
+    cfg = ControllerConfig(eval_steps=5, upright_steps=20)
+    controller = lambda obs, deterministic: np.zeros(8, dtype=np.float32)  # noqa: E731
+    for flip_at, expected in ((10, 0.0), (-1, 1.0)):
+        monkeypatch.setattr(ArenaTargets, "step", lambda env, a, f=flip_at: scripted(env, a, f))
+        t["n"] = 0
+        assert success_rate(controller, cfg, 1, seed=0) == expected
+        assert t["n"] == (10 if expected == 0.0 else 20)  # it ran until the flip / the end
+
+
 def test_sparse_reward_is_one_exactly_within_half_a_metre():
     env = make_antmaze("umaze")
     obs, _ = env.reset(seed=0)
