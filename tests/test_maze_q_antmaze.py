@@ -84,7 +84,7 @@ def checkout(tmp_path_factory):
     """A checkout whose results/policies holds a tiny (untrained) ant controller."""
     root = tmp_path_factory.mktemp("checkout")
     cfg = ControllerConfig(
-        algo="ppo", total_steps=64, chunk=64, milestone_every=64, n_envs=1, ppo_n_steps=64,
+        total_steps=64, chunk=64, milestone_every=64, n_envs=1, ppo_n_steps=64,
         episode_steps=50, eval_episodes=1, eval_steps=10, cache_dir=str(root / "cache"),
         out_dir=str(root / "results" / "policies" / CONTROLLER_DIR),
     )  # fmt: skip

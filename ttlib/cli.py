@@ -89,7 +89,7 @@ def _run_make_controller(args: argparse.Namespace) -> int:
 
     check_output_dir(args.cache_dir, "--cache-dir")
     check_output_dir(args.out_dir, "--out-dir")
-    names = ("algo", "total_steps", "chunk", "milestone_every", "n_envs", "subproc", "seed")
+    names = ("total_steps", "chunk", "milestone_every", "n_envs", "subproc", "seed")
     cfg = ControllerConfig(
         **_options(args, *names, "eval_episodes", "target_success", "cache_dir", "out_dir"),
         command="ttlib " + shlex.join(sys.argv[1:]),
@@ -298,7 +298,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_run_make_policies)
 
     p = sub.add_parser("make-controller", help="train the AntMaze goal-reaching ant controller")
-    p.add_argument("--algo", choices=("ppo", "sac"), default="ppo")
     p.add_argument("--total-steps", type=_positive_int, default=10_240_000)
     p.add_argument("--chunk", type=_positive_int, default=40_960, help="steps per checkpoint")
     p.add_argument("--milestone-every", type=_positive_int, default=409_600)
@@ -309,9 +308,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--target-success", type=float, default=0.9, help="stop at this arena success rate"
     )
     p.add_argument("--seed", type=_count, default=0)
-    p.add_argument("--cache-dir", default="cache/antmaze_heading", help="big resumable checkpoints")
     p.add_argument(
-        "--out-dir", default="results/policies/antmaze_heading", help="small committed files"
+        "--cache-dir", default="cache/antmaze_d4rl_ant", help="big resumable checkpoints"
+    )
+    p.add_argument(
+        "--out-dir", default="results/policies/antmaze_d4rl_ant", help="small committed files"
     )
     p.set_defaults(func=_run_make_controller)
 

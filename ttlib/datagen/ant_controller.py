@@ -4,10 +4,12 @@ D4RL's AntMaze data came from a goal-reaching ant policy (SAC, rlkit) steered by
 waypoints (`create_navigation_policy`, d4rl/locomotion/maze_env.py; scripts/generation/
 generate_ant_maze_datasets.py): the next cell's centre (+ U(0, 1 m) noise), replaced once the
 ant enters that cell, so only the final goal needs D4RL's 0.5 m; the policy saw the waypoint
-vector rescaled to length 10, a direction. Ours is trained for gymnasium-robotics' AntMaze v5
-ant in an open arena (walls only around it; the navigator keeps it away from inner walls):
+vector rescaled to length 10, a direction. Ours is trained in gymnasium-robotics' AntMaze v5
+with D4RL's ant (:func:`ttlib.envs.d4rl_ant_xml`) in an open arena (walls only around it; the
+navigator keeps it away from inner walls):
 
-* observation (``DESIGN`` "heading"): AntMaze's 27-number ant state seen from the torso's
+* observation (``DESIGN`` "heading-d4rl-ant"; "heading": the same on gymnasium's ant):
+  AntMaze's 27-number ant state seen from the torso's
   heading (the yaw taken out of the orientation quaternion, the x, y velocity rotated by
   -yaw), the unit direction to the target in that frame and its distance clipped to
   ``target_max``: the same input whichever way the ant faces;
@@ -17,23 +19,18 @@ ant in an open arena (walls only around it; the navigator keeps it away from inn
   arrival, -0.05 x (squared action norm), +``alive_bonus`` while upright; the episode ends
   with -10 when the ant lies on its back; actions get D4RL's noise (``train_noise``) in training.
 
-History. Design "world" (results/policies/antmaze/) had the same reward but the raw state and
-the world-frame target vector (the policy had to rotate it by the yaw in the quaternion); its
-success (deterministic actions) stayed at 5-35 % from 0.4M to 3M PPO steps: at 2.87M 7 +- 3 %
-of 60 targets, 0.09 m/s towards them, ~700 degrees of turning per 300 steps. Seed 0, 50
-targets a chunk, success at 41k, 82k, ...: "world" .02 .04 .06 .06 .08 .08 (464 s); "heading"
-0 .20 .28 .80 .96 (223 s); on 100 other targets 12 +- 3 % (246k) vs 94 +- 2.4 % (205k, 0.58
-m/s). Ant-v5's +1 per step alive: slower (.92 at 246k). But with sampled actions + D4RL's
-noise the 205k model reached 81 +- 4 % (18 % on its back; 78 % if trained with the noise),
-and with the navigator 3 of 10 goals each in umaze and medium-diverse mazes: hence
-``action_noise``, the evaluation (and the 90 % stop) under D4RL's collection conditions.
-That run (1.64M steps, 0.82-0.96 per chunk) still flipped in long runs: over 1000 noisy steps
-of chained arena targets 16 of 20 episodes ended on its back (first at 27-168 steps), and 9-10
-of 10 in the mazes, mostly > 1 m from a wall. Hence the alive bonus, noise in training, and an
-evaluation episode that only succeeds if the ant also stays upright for ``upright_steps``.
+History (measured, seed 0). Design "world" (results/policies/antmaze/) saw the raw state and
+a world-frame target; its success stayed at 5-35 % up to 3M PPO steps (7 +- 3 % of 60 targets
+at 2.87M). "heading" reached 94 +- 2.4 % of 100 targets at 205k (deterministic), 81 +- 4 %
+with sampled actions + D4RL's noise; hence ``action_noise`` in the evaluation. Its 1.64M run
+(0.82-0.96 per chunk) still ended on its back in 16 of 20 noisy 1000-step arena runs (first
+at 27-168 steps) and in 9-10 of 10 maze runs, mostly > 1 m from any wall; hence the alive
+bonus, ``train_noise`` and ``upright_steps``. Fine-tuning it so for 0.4M steps left 19 of 20
+such runs on its back: gymnasium's ant (torque 150) flips under random actions where D4RL's
+(torque 30, 0.1 s steps) does not, so "heading-d4rl-ant" retrains on D4RL's ant.
 
-PPO (SAC ran 32 steps/s here, PPO 540-650) has rl-baselines3-zoo's Ant-v3 settings (SB3's
-defaults, ``normalize: true``) and log std -1. Each chunk ends with the model (+ SAC's buffer)
+PPO (SB3's SAC ran 32 steps/s here, PPO 540-650; SAC support was removed) has rl-baselines3-zoo's
+Ant-v3 settings (SB3's defaults, ``normalize: true``) and log std -1. Each chunk ends with the model
 in the git-ignored ``cache_dir`` and the success on ``eval_episodes`` fresh targets (first one
 within ``eval_steps``) on the curve; every ``milestone_every`` steps the model, its VecNormalize
 statistics and ``controller.json`` go to ``out_dir`` (committed), where a fresh machine
@@ -59,23 +56,20 @@ from ttlib.envs import ANTMAZE_GOAL_RADIUS, make_antmaze
 from ttlib.errors import ConfigError, check_positive
 from ttlib.io import save_json
 
-ALGOS = ("sac", "ppo")
 # Open arena: 5 x 5 free cells (20 m x 20 m) inside a wall ring; the ant starts in the middle.
 ARENA: list[list[int]] = [[1] * 7] + [[1] + [0] * 5 + [1] for _ in range(5)] + [[1] * 7]
 ARENA_CENTRE = (3, 3)
 ARENA_HALF = 8.0  # targets stay within |x|, |y| <= this (walls at 10 m)
 FLIP_PENALTY = 10.0  # reward when an episode ends because the ant lies on its back
-DESIGN = "heading"  # the observation layout (docstring); unrecorded = the old "world"
-CONTROLLER_DIR = "antmaze_heading"  # the controller's folder under results/policies
+DESIGN = "heading-d4rl-ant"  # the observation layout (docstring); unrecorded = the old "world"
+CONTROLLER_DIR = "antmaze_d4rl_ant"  # the controller's folder under results/policies
 
 
 @dataclass
 class ControllerConfig:
-    algo: str = "ppo"
     total_steps: int = 10_240_000  # env steps of training
     chunk: int = 40_960  # checkpoint + evaluation every this many steps
     milestone_every: int = 409_600  # copy the model to out_dir (committed) this often
-    learning_starts: int = 10_000  # SAC: uniform-random warm-up steps
     n_envs: int = 2  # PPO: parallel arena envs
     subproc: bool = False  # PPO: envs in worker processes (SubprocVecEnv) instead of in-process
     ppo_n_steps: int = 1024  # PPO: rollout length per env (chunk: a multiple of n_steps x n_envs)
@@ -98,7 +92,7 @@ class ControllerConfig:
     # forfeits every later one; 0: the first heading run's reward
     upright_steps: int = 1000  # an evaluation episode succeeds only if upright this long
     seed: int = 0
-    cache_dir: str = f"cache/{CONTROLLER_DIR}"  # big files: SB3 checkpoints and replay buffer
+    cache_dir: str = f"cache/{CONTROLLER_DIR}"  # big files: SB3 checkpoints
     out_dir: str = f"results/policies/{CONTROLLER_DIR}"  # small committed files
     command: str = ""  # the command line, recorded in controller.json
 
@@ -113,8 +107,6 @@ class ControllerConfig:
             eval_steps=self.eval_steps,
             episode_steps=self.episode_steps,
         )
-        if self.algo not in ALGOS:
-            raise ConfigError(f"ControllerConfig algo={self.algo!r}: choose from {ALGOS}")
         if not 0 < self.target_min < self.target_max:
             raise ConfigError("ControllerConfig: need 0 < target_min < target_max")
 
@@ -246,12 +238,6 @@ def _reached(env, controller: Controller, seed: int, rng, noise: float, cfg) -> 
 # ---------------------------------------------------------------- checkpoints
 
 
-def _algo_class(algo: str):
-    from stable_baselines3 import PPO, SAC
-
-    return {"sac": SAC, "ppo": PPO}[algo]
-
-
 def milestone_path(out_dir: str | Path) -> Path:
     return Path(out_dir) / "milestone.zip"
 
@@ -266,7 +252,9 @@ def check_design(design: str, where: Path) -> None:
     """A clear error for a model of another observation layout than ``DESIGN``."""
     if design != DESIGN:
         msg = f"{where} holds an ant controller of design {design!r}, not {DESIGN!r} (another"
-        raise ConfigError(f"{msg} observation layout); use another --out-dir and --cache-dir.")
+        raise ConfigError(
+            f"{msg} observation layout or ant); use another --out-dir and --cache-dir."
+        )
 
 
 def _vecnorm_path(model_path: Path) -> Path:
@@ -284,13 +272,14 @@ def load_controller(path: str | Path) -> Controller:
         )
     info = read_curve(path.parent)
     check_design(info.get("design", "world"), path)
-    algo = info.get("config", {}).get("algo", "ppo")
     vecnorm = None
     if _vecnorm_path(path).exists():
         with open(_vecnorm_path(path), "rb") as f:
             vecnorm = pickle.load(f)  # a VecNormalize without its envs: the statistics
         vecnorm.training = False
-    return Controller(_algo_class(algo).load(path, device="cpu"), vecnorm)
+    from stable_baselines3 import PPO
+
+    return Controller(PPO.load(path, device="cpu"), vecnorm)
 
 
 def _save_model(model, path: Path) -> None:
@@ -307,15 +296,13 @@ def _normalized(model) -> bool:
 
 
 def _save_checkpoint(model, cfg: ControllerConfig, curve: list[dict]) -> None:
-    """Model (+ replay buffer) and curve into the cache; written to a temp folder, then swapped
+    """Model and curve into the cache; written to a temp folder, then swapped
     in, so a kill mid-save leaves the previous checkpoint whole."""
     cache = Path(cfg.cache_dir)
     tmp, final = cache / "ckpt.tmp", cache / "ckpt"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     _save_model(model, tmp / "model.zip")
-    if cfg.algo == "sac":
-        model.save_replay_buffer(tmp / "replay.pkl")
     save_json(curve, tmp / "curve.json")
     save_json({"design": DESIGN}, tmp / "controller.json")  # read_curve(ckpt) finds it
     shutil.rmtree(final, ignore_errors=True)
@@ -341,11 +328,12 @@ def _save_milestone(model, cfg: ControllerConfig, curve: list[dict]) -> None:
 
 
 def _load(cfg: ControllerConfig, env):
-    """(model, curve) from the local checkpoint, else from the committed milestone (SAC with an
-    empty replay buffer), else (None, []). ``env``: the raw vectorised arena."""
+    """(model, curve) from the local checkpoint, else from the committed milestone, else
+    (None, []). ``env``: the raw vectorised arena."""
+    from stable_baselines3 import PPO
     from stable_baselines3.common.vec_env import VecNormalize
 
-    algo, ckpt = _algo_class(cfg.algo), Path(cfg.cache_dir) / "ckpt"
+    ckpt = Path(cfg.cache_dir) / "ckpt"
     path = ckpt / "model.zip"
     if not path.exists():
         path = milestone_path(cfg.out_dir)
@@ -354,10 +342,8 @@ def _load(cfg: ControllerConfig, env):
     check_design(read_curve(path.parent).get("design", "world"), path)
     if _vecnorm_path(path).exists():
         env = VecNormalize.load(_vecnorm_path(path), env)
-    model = algo.load(path, env=env, device="cpu")
+    model = PPO.load(path, env=env, device="cpu")
     if path.parent == ckpt:
-        if cfg.algo == "sac":
-            model.load_replay_buffer(ckpt / "replay.pkl")
         curve = json.loads((ckpt / "curve.json").read_text())
     else:
         curve = read_curve(cfg.out_dir)["curve"]
@@ -367,25 +353,17 @@ def _load(cfg: ControllerConfig, env):
 
 
 def _new(cfg: ControllerConfig, env):
-    if cfg.algo == "sac":
-        return _algo_class("sac")(
-            "MlpPolicy",
-            env,
-            buffer_size=min(cfg.total_steps, 1_000_000),  # D4RL-scale runs; 1M x 29 floats
-            learning_starts=cfg.learning_starts,
-            seed=cfg.seed,
-            device="cpu",
-        )
     if cfg.chunk % (cfg.ppo_n_steps * cfg.n_envs):
         raise ConfigError(
             f"PPO chunk {cfg.chunk} is not a multiple of ppo_n_steps x n_envs "
             f"({cfg.ppo_n_steps} x {cfg.n_envs})"
         )
+    from stable_baselines3 import PPO
     from stable_baselines3.common.vec_env import VecNormalize
 
     if cfg.normalize:
         env = VecNormalize(env)
-    return _algo_class("ppo")(
+    return PPO(
         "MlpPolicy",
         env,
         n_steps=cfg.ppo_n_steps,
@@ -404,14 +382,14 @@ def train_controller(cfg: ControllerConfig) -> list[dict]:
     from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv
 
     torch.set_num_threads(1)
-    n_envs = cfg.n_envs if cfg.algo == "ppo" else 1
+    n_envs = cfg.n_envs
     vec_cls = SubprocVecEnv if cfg.subproc and n_envs > 1 else DummyVecEnv
     kw = {"cfg": cfg, "noise": cfg.train_noise}
     env = make_vec_env(ArenaTargets, n_envs, cfg.seed, vec_env_cls=vec_cls, env_kwargs=kw)
     model, curve = _load(cfg, env)
     if model is None:
         model = _new(cfg, env)
-        print(f"[antmaze] new {cfg.algo.upper()} controller run to {cfg.total_steps}", flush=True)
+        print(f"[antmaze] new PPO controller run to {cfg.total_steps}", flush=True)
     else:
         print(f"[antmaze] resumed at step {model.num_timesteps}", flush=True)
     bar = tqdm(

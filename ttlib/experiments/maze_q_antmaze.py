@@ -7,7 +7,7 @@ does for the D4RL table):
     the local ``ttlib/antmaze/<kind>-v0`` that ``ttlib make-data --env antmaze`` writes
     (:mod:`ttlib.datagen.antmaze_gen`), generated on first use with ``antmaze_transitions``
     transitions: D4RL's one million at cpu and paper, a few thousand at smoke. It needs the
-    committed ant controller (``results/policies/antmaze_heading``) and no network.
+    committed ant controller (``results/policies/antmaze_d4rl_ant``) and no network.
 ``D4RL`` (the paper preset)
     Minari's remote ``D4RL/antmaze/<kind>-v1``, downloaded on first use (needs network) and
     evaluated in the evaluation env Minari stores with it.
