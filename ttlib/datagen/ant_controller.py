@@ -27,7 +27,9 @@ with sampled actions + D4RL's noise; hence ``action_noise`` in the evaluation. I
 at 27-168 steps) and in 9-10 of 10 maze runs, mostly > 1 m from any wall; hence the alive
 bonus, ``train_noise`` and ``upright_steps``. Fine-tuning it so for 0.4M steps left 19 of 20
 such runs on its back: gymnasium's ant (torque 150) flips under random actions where D4RL's
-(torque 30, 0.1 s steps) does not, so "heading-d4rl-ant" retrains on D4RL's ant.
+(torque 30, 0.1 s steps) does not, so "heading-d4rl-ant" retrains on D4RL's ant: 0.98 of 50
+at 328k steps, then 1.00 per chunk to 983k; in the mazes (navigator, noise) 20 of 20 goals
+in umaze (median 382 steps) and medium-diverse (median 298), none on its back.
 
 PPO (SB3's SAC ran 32 steps/s here, PPO 540-650; SAC support was removed) has rl-baselines3-zoo's
 Ant-v3 settings (SB3's defaults, ``normalize: true``) and log std -1. Each chunk ends with the model
