@@ -19,17 +19,7 @@ navigator keeps it away from inner walls):
   arrival, -0.05 x (squared action norm), +``alive_bonus`` while upright; the episode ends
   with -10 when the ant lies on its back; actions get D4RL's noise (``train_noise``) in training.
 
-History (measured, seed 0). Design "world" (results/policies/antmaze/) saw the raw state and
-a world-frame target; its success stayed at 5-35 % up to 3M PPO steps (7 +- 3 % of 60 targets
-at 2.87M). "heading" reached 94 +- 2.4 % of 100 targets at 205k (deterministic), 81 +- 4 %
-with sampled actions + D4RL's noise; hence ``action_noise`` in the evaluation. Its 1.64M run
-(0.82-0.96 per chunk) still ended on its back in 16 of 20 noisy 1000-step arena runs (first
-at 27-168 steps) and in 9-10 of 10 maze runs, mostly > 1 m from any wall; hence the alive
-bonus, ``train_noise`` and ``upright_steps``. Fine-tuning it so for 0.4M steps left 19 of 20
-such runs on its back: gymnasium's ant (torque 150) flips under random actions where D4RL's
-(torque 30, 0.1 s steps) does not, so "heading-d4rl-ant" retrains on D4RL's ant: 0.98 of 50
-at 328k steps, then 1.00 per chunk to 983k; in the mazes (navigator, noise) 20 of 20 goals
-in umaze (median 382 steps) and medium-diverse (median 298), none on its back.
+How this design came about, with the measurements: results/policies/antmaze_d4rl_ant/README.md.
 
 PPO (SB3's SAC ran 32 steps/s here, PPO 540-650; SAC support was removed) has rl-baselines3-zoo's
 Ant-v3 settings (SB3's defaults, ``normalize: true``) and log std -1. Each chunk ends with the model
