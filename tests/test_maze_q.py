@@ -176,7 +176,6 @@ def test_real_iql_critic_runs_through_the_heuristic_and_value_map():
 
 def test_maze_data_has_no_terminal_penalty_and_the_goal_in_the_state():
     params = {
-        "env_family": "pointmaze",
         "mazes": ["pointmaze-large"],
         "discretizer": "uniform",
         "dataset_transitions": 1000,
@@ -188,11 +187,9 @@ def test_maze_data_has_no_terminal_penalty_and_the_goal_in_the_state():
     assert cfg.obs_keys == ["observation", "desired_goal"]
 
 
-def test_unknown_maze_or_family_is_rejected_by_name():
+def test_unknown_maze_is_rejected_by_name():
     with pytest.raises(ValueError, match="pointmaze-huge"):
-        maze_q.mazes_for({"env_family": "pointmaze", "mazes": ["pointmaze-huge"]})
-    with pytest.raises(ValueError, match="antmaze"):
-        maze_q.mazes_for({"env_family": "mujoco", "mazes": []})
+        maze_q.mazes_for({"mazes": ["pointmaze-huge"]})
 
 
 def test_glue_names_are_identifiers():
@@ -210,7 +207,7 @@ def test_antmaze_names_map_to_minari_d4rl_ids():
 
 
 def test_antmaze_family_uses_position_first_goal_last():
-    params = {"env_family": "antmaze", "antmaze_datasets": ["umaze", "large-play"]}
+    params = {"antmaze_datasets": ["umaze", "large-play"]}
     params["antmaze_namespace"] = "D4RL"  # Minari's remote datasets
     mazes = maze_q.mazes_for(params)
     assert [m.dataset_id for m in mazes] == ["D4RL/antmaze/umaze-v1", "D4RL/antmaze/large-play-v1"]

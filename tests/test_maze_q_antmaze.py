@@ -22,10 +22,10 @@ MAZE_IDS = {
 
 def params(**kw) -> dict:
     """The smoke block on AntMaze: local umaze data, a few steps of everything."""
-    base = preset_params("maze_q", "smoke")
+    base = preset_params("antmaze", "smoke")
     tiny = {"antmaze_datasets": ["umaze"], "antmaze_transitions": 60, "dataset_transitions": 60}
     tiny |= {"train_steps": 4, "iql_steps": 4, "bc_steps": 4, "episodes": 2}
-    return {**base, "env_family": "antmaze", "max_episode_steps": 5, **tiny, **kw}
+    return {**base, "max_episode_steps": 5, **tiny, **kw}
 
 
 def test_namespace_knob_picks_local_or_d4rl_ids_and_presets_default_to_local():
@@ -38,10 +38,10 @@ def test_namespace_knob_picks_local_or_d4rl_ids_and_presets_default_to_local():
     with pytest.raises(ValueError, match="antmaze_namespace"):
         ids("mujoco")
     # local at smoke and cpu, today's remote datasets at paper; D4RL-sized local data at cpu
-    namespace = {p: preset_params("maze_q", p)["antmaze_namespace"] for p in ("smoke", "cpu")}
+    namespace = {p: preset_params("antmaze", p)["antmaze_namespace"] for p in ("smoke", "cpu")}
     assert namespace == {"smoke": "ttlib", "cpu": "ttlib"}
-    assert preset_params("maze_q", "paper")["antmaze_namespace"] == "D4RL"
-    assert preset_params("maze_q", "cpu")["antmaze_transitions"] == 1_000_000
+    assert preset_params("antmaze", "paper")["antmaze_namespace"] == "D4RL"
+    assert preset_params("antmaze", "cpu")["antmaze_transitions"] == 1_000_000
     # both namespaces read the first dataset_transitions transitions (the remote meaning)
     for ns in ("ttlib", "D4RL"):
         (maze,) = maze_q.mazes_for(params(antmaze_namespace=ns))

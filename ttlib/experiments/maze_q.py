@@ -43,7 +43,6 @@ from ttlib.io import save_json
 from ttlib.iql import IQL, IQLConfig, train_iql
 from ttlib.search import PlannerConfig, TTPlanner
 
-FAMILIES = ("pointmaze", "antmaze")
 POINTMAZES = ("pointmaze-medium", "pointmaze-large")
 # The D4RL AntMaze datasets: Minari's remote D4RL/antmaze/<name>-v1 (they download on first
 # use) or, with antmaze_namespace: ttlib, the local ttlib/antmaze/<name>-v0 of `ttlib make-data
@@ -96,19 +95,16 @@ class Maze:
 
 
 def mazes_for(params: dict) -> list[Maze]:
-    """The mazes a notebook run covers: ``mazes`` for PointMaze, ``antmaze_datasets`` for
-    AntMaze (selected by ``env_family``; ``antmaze_namespace`` picks local or remote data)."""
-    family = params["env_family"]
-    if family == "pointmaze":
-        bad = [m for m in params["mazes"] if m not in POINTMAZES]
-        if bad:
-            raise ValueError(f"mazes {bad} are not PointMazes; choose from {list(POINTMAZES)}")
-        return [Maze(m, family, f"ttlib/{m}/diverse-v0") for m in params["mazes"]]
-    if family == "antmaze":
+    """The mazes a notebook run covers: the maze_q block's ``mazes`` (PointMaze) or the
+    antmaze block's ``antmaze_datasets`` (``antmaze_namespace`` picks local or remote data)."""
+    if "antmaze_datasets" in params:
         local = ant.namespace_of(params) == "ttlib"
         make_id = (lambda n: ant.local_id(antmaze_kind(n))) if local else antmaze_dataset_id
-        return [Maze(f"antmaze-{n}", family, make_id(n)) for n in params["antmaze_datasets"]]
-    raise ValueError(f"unknown env_family {family!r}; choose one of {FAMILIES}")
+        return [Maze(f"antmaze-{n}", "antmaze", make_id(n)) for n in params["antmaze_datasets"]]
+    bad = [m for m in params["mazes"] if m not in POINTMAZES]
+    if bad:
+        raise ValueError(f"mazes {bad} are not PointMazes; choose from {list(POINTMAZES)}")
+    return [Maze(m, "pointmaze", f"ttlib/{m}/diverse-v0") for m in params["mazes"]]
 
 
 def ensure_maze_data(maze: Maze, params: dict) -> str:

@@ -25,6 +25,7 @@ EXPERIMENTS = (
     "goal_reaching",
     "d4rl",
     "maze_q",
+    "antmaze",
     "compute_study",
 )
 _IPYTHON_NAMES = {"In", "Out", "get_ipython", "exit", "quit", "open"}
