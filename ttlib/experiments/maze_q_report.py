@@ -82,6 +82,23 @@ def paper_antmaze_table() -> pd.DataFrame:
     return df
 
 
+def beside_paper(successes: pd.DataFrame, digits: int = 1) -> pd.DataFrame:
+    """Our AntMaze cells next to the paper's for the same dataset names: one row per maze,
+    columns (method, "ours" | "paper"); the paper has no TT-without-Q AntMaze column."""
+    ours = wide_table(successes, digits, with_n=True)
+    published = paper_antmaze_table().set_index("dataset")
+    columns = {}
+    for method in [m for m in METHODS if m in ours.columns]:
+        columns[(method, "ours")] = ours[method]
+        if method in published.columns:
+            se = published.get(f"{method} se", pd.Series(np.nan, index=published.index))
+            columns[(method, "paper")] = [
+                paper.cell(published.loc[k, method], se[k]) if k in published.index else "—"
+                for k in (maze.removeprefix("antmaze-") for maze in ours.index)
+            ]
+    return pd.DataFrame(columns, index=ours.index)
+
+
 def _printed_averages() -> dict[str, float]:
     df = paper.paper_numbers("antmaze")
     df = df[df["dataset"] == "average"]
@@ -103,9 +120,10 @@ def paired_gains(episodes: pd.DataFrame, a: str = "TT(+Q)", b: str = "TT") -> di
     return out
 
 
-def verdict(episodes: pd.DataFrame) -> paper.Verdict:
+def verdict(episodes: pd.DataFrame, experiment: str = "maze_q") -> paper.Verdict:
     """The paper: TT(+Q) beats TT's own value and IQL on sparse-reward mazes. Reproduced when
-    TT(+Q) is clearly above TT in every maze, partly when in some, else not at this scale."""
+    TT(+Q) is clearly above TT in every maze, partly when in some, else not at this scale.
+    ``experiment`` names the page's glue keys (``maze_q`` or ``antmaze``)."""
     avg = {
         m: paper.paper_value("antmaze", m, "antmaze", "average") for m in ("TT(+Q)", "IQL", "BC")
     }
@@ -127,7 +145,7 @@ def verdict(episodes: pd.DataFrame) -> paper.Verdict:
         for maze, d in gains.items()
     )
     why += " A difference counts when it is at least two standard errors."
-    return paper.Verdict("maze_q", claim, ours, word, why)
+    return paper.Verdict(experiment, claim, ours, word, why)
 
 
 # ------------------------------------------------------------------ figures
