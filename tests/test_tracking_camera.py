@@ -43,7 +43,6 @@ def test_the_camera_follows_the_cheetah():
     assert _body_share(still_start) > 0.01 and _body_share(still_far) < 0.001
 
 
-
 def _antmaze_frames(xys, **kw):
     """Frames of AntMaze umaze with the ant's torso moved to each of ``xys``."""
     from ttlib.envs import make_antmaze

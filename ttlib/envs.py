@@ -6,10 +6,9 @@ Every part of ttlib builds environments through `make_env`, so the names used in
 
 from __future__ import annotations
 
-import functools
-
 import contextlib
 import difflib
+import functools
 import io
 
 import gymnasium as gym

@@ -17,7 +17,13 @@ import argparse
 import shutil
 from pathlib import Path
 
-from ttlib.experiments.cache import EPISODES_USED, MODELS_USED, cache_dir, provenance_file
+from ttlib.experiments.cache import (
+    EPISODES_USED,
+    MODELS_USED,
+    cache_dir,
+    model_entry,
+    provenance_file,
+)
 from ttlib.io import load_torch, save_torch
 
 # what a finished checkpoint needs to be loaded (not resumed): ttlib.train.load_checkpoint
@@ -35,9 +41,11 @@ def _copy(src: Path, dest: Path) -> None:
 
 def _files_used() -> list[Path]:
     """The cache files of the models and episodes listed for this run's record."""
-    root, files = cache_dir(), []
+    files = []
     for m in MODELS_USED:
-        (entry,) = [p for p in root.rglob(m["model"]) if p.parent != root]
+        entry = model_entry(m["model"])
+        if entry is None:
+            raise FileNotFoundError(f"model {m['model']} is not in the cache {cache_dir()}")
         files += sorted(entry.iterdir()) if entry.is_dir() else [entry]
         files.append(entry.with_suffix(".json"))  # its training time and commit
     for e in EPISODES_USED:

@@ -132,6 +132,17 @@ def note_model(path: Path, trained_now: bool, steps: int) -> None:
     MODELS_USED.append(entry)
 
 
+def model_entry(name: str) -> Path | None:
+    """The cached model called ``name`` (:func:`note_model`'s ``model``: a folder or a file),
+    one or two levels below the cache root (``models/<name>``, ``d4rl/baselines/<name>``);
+    None if it is not there. Its training record is ``entry.with_suffix(".json")``."""
+    for pattern in (f"*/{name}", f"*/*/{name}"):
+        found = sorted(cache_dir().glob(pattern))
+        if found:
+            return found[0]
+    return None
+
+
 def provenance_file(path: Path) -> Path:
     """Where the provenance of the evaluation episodes cached at ``path`` is kept: beside the
     entry, ``<stem>.provenance.json`` (an entry may itself be a .json file)."""

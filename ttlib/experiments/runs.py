@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ttlib.experiments.cache import EPISODES_USED, MODELS_USED, _git, cache_dir, code_version
+from ttlib.experiments.cache import EPISODES_USED, MODELS_USED, _git, code_version, model_entry
 from ttlib.experiments.presets import repo_root, resolve, results_dir
 from ttlib.experiments.provenance import provenance_markdown
 from ttlib.io import save_json
@@ -167,13 +167,10 @@ class Run:
 
 
 def _timing_file(model: str) -> Path | None:
-    """``<cache>/<kind>/<entry>.json`` of a cached model named ``model`` (None if missing)."""
-    stem = Path(model).stem if model.endswith(".pt") else model
-    for pattern in (f"*/{stem}.json", f"*/*/{stem}.json"):
-        found = sorted(cache_dir().glob(pattern))
-        if found:
-            return found[0]
-    return None
+    """``<entry>.json`` beside the cached model named ``model`` (None if missing)."""
+    entry = model_entry(model)
+    timing = None if entry is None else entry.with_suffix(".json")
+    return timing if timing is not None and timing.exists() else None
 
 
 def footer(run: Run, **extra):
