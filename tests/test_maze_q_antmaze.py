@@ -123,3 +123,22 @@ def test_smoke_antmaze_run_generates_local_data_and_evaluates_d4rls_task(checkou
     # unchanged: tests/test_provenance.py finds them under their old names)
     assert [k["maze"] for k in keys] == ["ttlib/antmaze/umaze-v0"] * 2
     assert all(k["eval_task"] == "d4rl-antmaze" and k["episode_limit"] == 5 for k in keys)
+
+
+def test_rollout_video_films_the_first_episode_once_and_caches_it(checkout, monkeypatch):
+    import imageio.v2 as imageio
+
+    monkeypatch.setattr(runs, "repo_root", lambda: checkout)
+    p = params(max_episode_steps=9)
+    (maze,) = maze_q.mazes_for(p)
+    models = maze_q.train_maze(maze, p)
+    first = maze_q.rollout_video(models, p, "BC", every=3)
+    try:
+        frames = imageio.mimread(first["gif"])
+    except FileNotFoundError:
+        pytest.fail("rollout_video returned a GIF path that does not exist")
+    assert first["steps"] == 9 and len(frames) == 1 + 9 // 3  # the reset and every 3rd step
+    assert frames[0].shape[:2] == (160, 160)
+    # a second call loads the cached folder instead of running the episode again
+    monkeypatch.setattr(maze_q, "evaluate", lambda *a, **kw: pytest.fail("ran again"))
+    assert maze_q.rollout_video(models, p, "BC", every=3) == first

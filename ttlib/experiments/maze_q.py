@@ -27,12 +27,14 @@ from ttlib.baselines import BCConfig, BehaviourCloning, train_bc
 from ttlib.data import DataConfig, Episode, data_fingerprint, load_minari
 from ttlib.datagen.maze_controller import bfs_distances
 from ttlib.envs import ANTMAZE_KINDS, make_env, maze_map
-from ttlib.evaluate import evaluate
+from ttlib.evaluate import evaluate, save_video
 from ttlib.experiments import maze_q_antmaze as ant
 from ttlib.experiments.cache import (
     TrainedTT,
+    cache_dir,
     cached,
     cached_model,
+    config_key,
     planner_identity,
     train_config,
     train_tt,
@@ -333,8 +335,8 @@ def train_maze(maze: Maze, params: dict) -> MazeModels:
     return MazeModels(maze, data_cfg, tt, iql, bc)
 
 
-def evaluate_maze(models: MazeModels, params: dict, methods: Sequence[str] = METHODS) -> list:
-    """Evaluate ``methods`` on the maze's evaluation tasks; one dict per method."""
+def agents(models: MazeModels, params: dict) -> dict[str, tuple[Callable[[], object], dict]]:
+    """Per method, (a maker of its agent, what made it: the cache key of its episodes)."""
     m = models
     data = {"data": m.data_cfg.to_dict(), "fingerprint": data_fingerprint(m.episodes)}
     train = train_config(params, 500).to_dict()
@@ -342,7 +344,7 @@ def evaluate_maze(models: MazeModels, params: dict, methods: Sequence[str] = MET
     critic = {"iql": iql_config(params).to_dict()}
     reward, q = planner_config(params, "reward"), planner_config(params, "q")
     q_function = q_heuristic(m.iql, m.data_cfg.discount)
-    agents = {
+    return {
         "TT": (
             lambda: TTPlanner(m.tt.model, m.tt.discretizer, reward),
             {**tt, "planner": planner_identity(reward)},
@@ -354,8 +356,58 @@ def evaluate_maze(models: MazeModels, params: dict, methods: Sequence[str] = MET
         "IQL": (lambda: m.iql, {**data, **critic}),
         "BC": (lambda: m.bc, {**data, "bc": m.bc.config.__dict__}),
     }
-    unknown = [x for x in methods if x not in agents]
+
+
+def evaluate_maze(models: MazeModels, params: dict, methods: Sequence[str] = METHODS) -> list:
+    """Evaluate ``methods`` on the maze's evaluation tasks; one dict per method."""
+    made = agents(models, params)
+    unknown = [x for x in methods if x not in made]
     if unknown:
         raise ValueError(f"unknown methods {unknown}; choose from {list(METHODS)}")
     with torch.inference_mode():
-        return [evaluate_cached(m.maze, x, agents[x][0], params, agents[x][1]) for x in methods]
+        return [evaluate_cached(models.maze, x, made[x][0], params, made[x][1]) for x in methods]
+
+
+def rollout_video(models: MazeModels, params: dict, method: str = "TT(+Q)", every: int = 5) -> dict:
+    """The first evaluation episode of ``method`` in a local AntMaze, run alone and rendered
+    every ``every`` steps by the ant's following camera; cached as a folder holding
+    ``rollout.gif`` and ``episode.json`` (success, steps). Returns that json's fields and
+    ``gif``, the GIF's path."""
+    maze = models.maze
+    if not ant.is_local(maze.dataset_id):
+        raise ValueError(f"rollout_video renders local AntMaze data, not {maze.dataset_id}")
+    agent_fn, key = agents(models, params)[method]
+    max_steps, seed = params["max_episode_steps"], params["seed"]
+    identity = {"maze": maze.dataset_id, "method": method, "max_steps": max_steps, "seed": seed}
+    identity |= {"every": every, **key, **ant.eval_identity(maze.dataset_id, max_steps)}
+
+    def fit(folder):
+        with torch.inference_mode():
+            result = evaluate(
+                agent_fn(),
+                ant.video_factory(maze.dataset_id, max_steps),
+                n_episodes=1,
+                max_steps=max_steps,
+                seed=seed,
+                obs_keys=maze.obs_keys,
+                video_episodes=1,
+                frame_every=every,
+                progress=False,
+            )
+        if not result.frames:
+            raise RuntimeError("MuJoCo could not render here (set MUJOCO_GL=egl or osmesa)")
+        folder.mkdir(parents=True, exist_ok=True)
+        save_video(result.frames[0], folder / "rollout.gif", fps=10)
+        success = bool(result.success[0]) if result.success is not None else False
+        episode = {"success": success, "steps": int(result.lengths[0]), "every": every}
+        save_json(episode, folder / "episode.json")
+        return episode
+
+    def read(folder):
+        episode = folder / "episode.json"
+        return json.loads(episode.read_text()) if episode.exists() else None
+
+    name = f"video-{maze.name}-{method}"
+    episode = cached("maze_q", identity, fit, read, name=name, episodes=1)
+    folder = cache_dir("maze_q") / f"{name}-{config_key(identity)}"
+    return {**episode, "gif": folder / "rollout.gif"}

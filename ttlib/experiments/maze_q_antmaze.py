@@ -111,6 +111,13 @@ def eval_identity(dataset_id: str, max_steps: int) -> dict:
     return {"eval_task": "d4rl-antmaze", "episode_limit": episode_limit(maze, max_steps)}
 
 
+def video_factory(dataset_id: str, max_steps: int, size: int = 160) -> Callable[..., gym.Env]:
+    """:func:`eval_factory` whose rendering env draws ``size``² frames from the ant's own
+    camera (:func:`ttlib.envs.d4rl_ant_xml`: it looks down on the torso wherever it walks)."""
+    factory = eval_factory(dataset_id, max_steps)
+    return lambda **kw: factory(**kw, width=size, height=size) if kw else factory()
+
+
 def layout(dataset_id: str) -> tuple[list[list[int]], float]:
     """(layout with 1 = wall, cell size 4 m) of a local dataset's maze, without an env."""
     return antmaze_layout(maze_of(dataset_id)), SCALING
