@@ -140,5 +140,5 @@ def test_rollout_video_films_the_first_episode_once_and_caches_it(checkout, monk
     assert first["steps"] == 9 and len(frames) == 1 + 9 // 3  # the reset and every 3rd step
     assert frames[0].shape[:2] == (160, 160)
     # a second call loads the cached folder instead of running the episode again
-    monkeypatch.setattr(maze_q, "evaluate", lambda *a, **kw: pytest.fail("ran again"))
+    monkeypatch.setattr(ant, "evaluate", lambda *a, **kw: pytest.fail("ran again"))
     assert maze_q.rollout_video(models, p, "BC", every=3) == first

@@ -27,14 +27,12 @@ from ttlib.baselines import BCConfig, BehaviourCloning, train_bc
 from ttlib.data import DataConfig, Episode, data_fingerprint, load_minari
 from ttlib.datagen.maze_controller import bfs_distances
 from ttlib.envs import ANTMAZE_KINDS, make_env, maze_map
-from ttlib.evaluate import evaluate, save_video
+from ttlib.evaluate import evaluate
 from ttlib.experiments import maze_q_antmaze as ant
 from ttlib.experiments.cache import (
     TrainedTT,
-    cache_dir,
     cached,
     cached_model,
-    config_key,
     planner_identity,
     train_config,
     train_tt,
@@ -369,45 +367,7 @@ def evaluate_maze(models: MazeModels, params: dict, methods: Sequence[str] = MET
 
 
 def rollout_video(models: MazeModels, params: dict, method: str = "TT(+Q)", every: int = 5) -> dict:
-    """The first evaluation episode of ``method`` in a local AntMaze, run alone and rendered
-    every ``every`` steps by the ant's following camera; cached as a folder holding
-    ``rollout.gif`` and ``episode.json`` (success, steps). Returns that json's fields and
-    ``gif``, the GIF's path."""
-    maze = models.maze
-    if not ant.is_local(maze.dataset_id):
-        raise ValueError(f"rollout_video renders local AntMaze data, not {maze.dataset_id}")
+    """The first evaluation episode of ``method`` in a local AntMaze, filmed and cached
+    (:func:`ttlib.experiments.maze_q_antmaze.rollout_video`)."""
     agent_fn, key = agents(models, params)[method]
-    max_steps, seed = params["max_episode_steps"], params["seed"]
-    identity = {"maze": maze.dataset_id, "method": method, "max_steps": max_steps, "seed": seed}
-    identity |= {"every": every, **key, **ant.eval_identity(maze.dataset_id, max_steps)}
-
-    def fit(folder):
-        with torch.inference_mode():
-            result = evaluate(
-                agent_fn(),
-                ant.video_factory(maze.dataset_id, max_steps),
-                n_episodes=1,
-                max_steps=max_steps,
-                seed=seed,
-                obs_keys=maze.obs_keys,
-                video_episodes=1,
-                frame_every=every,
-                progress=False,
-            )
-        if not result.frames:
-            raise RuntimeError("MuJoCo could not render here (set MUJOCO_GL=egl or osmesa)")
-        folder.mkdir(parents=True, exist_ok=True)
-        save_video(result.frames[0], folder / "rollout.gif", fps=10)
-        success = bool(result.success[0]) if result.success is not None else False
-        episode = {"success": success, "steps": int(result.lengths[0]), "every": every}
-        save_json(episode, folder / "episode.json")
-        return episode
-
-    def read(folder):
-        episode = folder / "episode.json"
-        return json.loads(episode.read_text()) if episode.exists() else None
-
-    name = f"video-{maze.name}-{method}"
-    episode = cached("maze_q", identity, fit, read, name=name, episodes=1)
-    folder = cache_dir("maze_q") / f"{name}-{config_key(identity)}"
-    return {**episode, "gif": folder / "rollout.gif"}
+    return ant.rollout_video(models.maze, method, agent_fn, key, params, every)
