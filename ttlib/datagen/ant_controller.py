@@ -1,32 +1,28 @@
 """The goal-reaching ant controller behind the AntMaze datasets (`ttlib make-controller`).
 
-D4RL's AntMaze data came from a goal-reaching ant policy (SAC, rlkit) steered by BFS
-waypoints (`create_navigation_policy`, d4rl/locomotion/maze_env.py; scripts/generation/
-generate_ant_maze_datasets.py): the next cell's centre (+ U(0, 1 m) noise), replaced once the
-ant enters that cell, so only the final goal needs D4RL's 0.5 m; the policy saw the waypoint
-vector rescaled to length 10, a direction. Ours is trained in gymnasium-robotics' AntMaze v5
-with D4RL's ant (:func:`ttlib.envs.d4rl_ant_xml`) in an open arena (walls only around it; the
-navigator keeps it away from inner walls):
+D4RL steered a goal-reaching ant policy (SAC, rlkit) with BFS waypoints (d4rl/locomotion/
+maze_env.py, ``create_navigation_policy``): the next cell's centre plus U(0, 1 m) noise, given
+as a direction (the waypoint vector rescaled to length 10). Ours is a PPO policy trained with
+D4RL's ant (:func:`ttlib.envs.d4rl_ant_xml`) in gymnasium-robotics' AntMaze v5 with an open
+arena for a maze (the navigator keeps it off inner walls):
 
-* observation (``DESIGN`` "heading-d4rl-ant"; "heading": the same on gymnasium's ant):
-  AntMaze's 27-number ant state seen from the torso's
-  heading (the yaw taken out of the orientation quaternion, the x, y velocity rotated by
-  -yaw), the unit direction to the target in that frame and its distance clipped to
-  ``target_max``: the same input whichever way the ant faces;
-* target: ``target_min``-``target_max`` m away in a random direction (waypoints are <= ~6 m
-  away, cells being 4 m), a new one on arrival within 0.5 m (D4RL's goal radius);
-* reward per step: 20 x progress to the target in m (= speed towards it in m/s), +5 on
-  arrival, -0.05 x (squared action norm), +``alive_bonus`` while upright; the episode ends
-  with -10 when the ant lies on its back; actions get D4RL's noise (``train_noise``) in training.
+* observation (``DESIGN``): the 27-number ant state seen from the torso's heading (yaw taken
+  out of the orientation quaternion, x, y velocity rotated by -yaw), the unit direction to
+  the target in that frame and its distance clipped to ``target_max``;
+* target: ``target_min``-``target_max`` m away in a random direction (cells are 4 m), a new
+  one on arrival within D4RL's 0.5 m;
+* reward per step: 20 x progress towards the target (m), +5 on arrival, -0.05 x |action|²,
+  +``alive_bonus`` while upright; -10 and the end when the ant lies on its back; training
+  actions get D4RL's noise (``train_noise``).
 
 How this design came about, with the measurements: results/policies/antmaze_d4rl_ant/README.md.
 
-PPO (SB3's SAC ran 32 steps/s here, PPO 540-650; SAC support was removed) has rl-baselines3-zoo's
-Ant-v3 settings (SB3's defaults, ``normalize: true``) and log std -1. Each chunk ends with the model
-in the git-ignored ``cache_dir`` and the success on ``eval_episodes`` fresh targets (first one
-within ``eval_steps``) on the curve; every ``milestone_every`` steps the model, its VecNormalize
-statistics and ``controller.json`` go to ``out_dir`` (committed), where a fresh machine
-resumes (not bitwise). Both record ``DESIGN``: another design is not loaded.
+PPO (SB3's SAC ran 32 steps/s here, PPO 540-650) has rl-baselines3-zoo's Ant-v3 settings (SB3's
+defaults, VecNormalize) and log std -1. Each chunk ends with the model in the git-ignored
+``cache_dir`` and the success on ``eval_episodes`` fresh targets on the curve; every
+``milestone_every`` steps the model, its VecNormalize statistics and ``controller.json`` go to
+``out_dir`` (committed), where a fresh machine resumes (not bitwise). Both record ``DESIGN``:
+another design is not loaded.
 """
 
 from __future__ import annotations
@@ -65,8 +61,6 @@ class ControllerConfig:
     n_envs: int = 2  # PPO: parallel arena envs
     subproc: bool = False  # PPO: envs in worker processes (SubprocVecEnv) instead of in-process
     ppo_n_steps: int = 1024  # PPO: rollout length per env (chunk: a multiple of n_steps x n_envs)
-    # PPO: running normalisation of observations and rewards (SB3 VecNormalize; rl-zoo's)
-    normalize: bool = True
     # PPO: initial log std of the Gaussian policy. SB3's 0 (std 1) flips this ant: uniform
     # random actions put it on its back within 26-114 steps here, half-size ones never in 300
     ppo_log_std_init: float = -1.0
@@ -76,8 +70,7 @@ class ControllerConfig:
     eval_episodes: int = 50  # one target per evaluation episode
     eval_steps: int = 300  # an evaluation target counts as reached within this many steps
     target_success: float = 0.9  # training stops once a chunk's success rate reaches it
-    # evaluation as D4RL collected its data: sampled actions + N(0, action_noise^2) (its
-    # --noisy), clipped; 0: deterministic actions (the criterion of the docstring's history)
+    # evaluation: sampled actions + D4RL's noise N(0, action_noise^2), clipped; 0: deterministic
     action_noise: float = 0.2
     train_noise: float = 0.2  # the same noise on the training env's actions (0: none)
     alive_bonus: float = 1.0  # reward per upright step (Ant-v5's healthy reward), so a flip
@@ -157,7 +150,6 @@ class ArenaTargets(gym.Env):
         super().reset(seed=seed)
         cell = np.array(ARENA_CENTRE)
         obs, info = self.env.reset(seed=seed, options={"reset_cell": cell, "goal_cell": cell})
-        self._obs = obs
         self.target = self._new_target(obs["achieved_goal"])
         self._dist = np.linalg.norm(self.target - obs["achieved_goal"])
         return goal_obs(obs, self.target, self.cfg.target_max), info
@@ -168,7 +160,6 @@ class ArenaTargets(gym.Env):
             action = action + self.noise * self.np_random.standard_normal(np.shape(action))
             action = np.clip(action, -1.0, 1.0).astype(np.float32)
         obs, _, _, truncated, info = self.env.step(action)
-        self._obs = obs
         dist = np.linalg.norm(self.target - obs["achieved_goal"])
         reward = 20.0 * (self._dist - dist) - 0.05 * float(np.square(action).sum())
         info["reached"] = bool(dist <= ANTMAZE_GOAL_RADIUS)
@@ -186,8 +177,8 @@ class ArenaTargets(gym.Env):
 
 
 class Controller:
-    """A trained controller: the SB3 model and the observation normaliser it was trained with
-    (a VecNormalize, only its statistics used; None without normalisation)."""
+    """A trained controller: the SB3 model and the VecNormalize it was trained with (only its
+    observation statistics are used; None: raw observations)."""
 
     def __init__(self, model, vecnorm=None):
         self.model, self.vecnorm = model, vecnorm
@@ -243,9 +234,9 @@ def read_curve(out_dir: str | Path) -> dict:
 def check_design(design: str, where: Path) -> None:
     """A clear error for a model of another observation layout than ``DESIGN``."""
     if design != DESIGN:
-        msg = f"{where} holds an ant controller of design {design!r}, not {DESIGN!r} (another"
         raise ConfigError(
-            f"{msg} observation layout or ant); use another --out-dir and --cache-dir."
+            f"{where} holds an ant controller of design {design!r}, not {DESIGN!r} (another "
+            "observation layout or ant); use another --out-dir and --cache-dir."
         )
 
 
@@ -275,16 +266,9 @@ def load_controller(path: str | Path) -> Controller:
 
 
 def _save_model(model, path: Path) -> None:
-    """model.zip and, with normalisation, its statistics next to it (model_vecnorm.pkl)."""
+    """model.zip and its observation statistics next to it (model_vecnorm.pkl)."""
     model.save(path)
-    if _normalized(model):
-        model.get_env().save(_vecnorm_path(path))
-
-
-def _normalized(model) -> bool:
-    from stable_baselines3.common.vec_env import VecNormalize
-
-    return isinstance(model.get_env(), VecNormalize)
+    model.get_env().save(_vecnorm_path(path))
 
 
 def _save_checkpoint(model, cfg: ControllerConfig, curve: list[dict]) -> None:
@@ -353,11 +337,9 @@ def _new(cfg: ControllerConfig, env):
     from stable_baselines3 import PPO
     from stable_baselines3.common.vec_env import VecNormalize
 
-    if cfg.normalize:
-        env = VecNormalize(env)
     return PPO(
         "MlpPolicy",
-        env,
+        VecNormalize(env),  # running normalisation of observations and rewards (rl-zoo's)
         n_steps=cfg.ppo_n_steps,
         policy_kwargs={"log_std_init": cfg.ppo_log_std_init},
         seed=cfg.seed,
@@ -393,12 +375,7 @@ def train_controller(cfg: ControllerConfig) -> list[dict]:
         file=sys.stdout,
     )
     while model.num_timesteps < cfg.total_steps:
-        # (entries measured without the upright criterion do not stop it)
-        if (
-            curve
-            and curve[-1].get("upright_steps") == cfg.upright_steps
-            and curve[-1]["success"] >= cfg.target_success
-        ):
+        if curve and curve[-1]["success"] >= cfg.target_success:
             print(f"[antmaze] success {curve[-1]['success']:.2f} reached", flush=True)
             break
         t0 = time.time()
@@ -406,7 +383,7 @@ def train_controller(cfg: ControllerConfig) -> list[dict]:
             min(cfg.chunk, cfg.total_steps - model.num_timesteps), reset_num_timesteps=False
         )
         step = model.num_timesteps
-        controller = Controller(model, model.get_env() if _normalized(model) else None)
+        controller = Controller(model, model.get_env())
         success = success_rate(controller, cfg, cfg.eval_episodes, seed=cfg.seed + 10_000)
         curve = [c for c in curve if c["step"] < step]
         curve.append({"step": step, "success": success, "wall_s": round(time.time() - t0, 1)})
