@@ -364,10 +364,3 @@ def evaluate_maze(models: MazeModels, params: dict, methods: Sequence[str] = MET
         raise ValueError(f"unknown methods {unknown}; choose from {list(METHODS)}")
     with torch.inference_mode():
         return [evaluate_cached(models.maze, x, made[x][0], params, made[x][1]) for x in methods]
-
-
-def rollout_video(models: MazeModels, params: dict, method: str = "TT(+Q)", every: int = 5) -> dict:
-    """The first evaluation episode of ``method`` in a local AntMaze, filmed and cached
-    (:func:`ttlib.experiments.maze_q_antmaze.rollout_video`)."""
-    agent_fn, key = agents(models, params)[method]
-    return ant.rollout_video(models.maze, method, agent_fn, key, params, every)

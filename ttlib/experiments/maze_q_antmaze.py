@@ -28,18 +28,13 @@ once the ant is within D4RL's 0.5 m of the goal.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 
 import gymnasium as gym
-import torch
 
 from ttlib.datagen.antmaze_gen import SCALING, eval_env, split_kind
 from ttlib.envs import ANTMAZE_ENV, ANTMAZE_MAX_EPISODE_STEPS, antmaze_layout
 from ttlib.envs import dataset_id as local_dataset_id
-from ttlib.evaluate import evaluate, save_video
-from ttlib.experiments.cache import cache_dir, cached, config_key
-from ttlib.io import save_json
 
 NAMESPACES = ("ttlib", "D4RL")
 LOCAL_PREFIX = "ttlib/antmaze/"
@@ -126,46 +121,3 @@ def video_factory(dataset_id: str, max_steps: int, size: int = 160) -> Callable[
 def layout(dataset_id: str) -> tuple[list[list[int]], float]:
     """(layout with 1 = wall, cell size 4 m) of a local dataset's maze, without an env."""
     return antmaze_layout(maze_of(dataset_id)), SCALING
-
-
-def rollout_video(maze, method: str, agent_fn, key: dict, params: dict, every: int = 5) -> dict:
-    """The first evaluation episode of ``method`` (made by ``agent_fn``; ``key``: what made it)
-    in the local AntMaze ``maze``, run alone and rendered every ``every`` steps by the ant's
-    following camera; cached as a folder holding ``rollout.gif`` and ``episode.json``
-    (success, steps). Returns that json's fields and ``gif``, the GIF's path."""
-    if not is_local(maze.dataset_id):
-        raise ValueError(f"rollout_video renders local AntMaze data, not {maze.dataset_id}")
-    max_steps, seed = params["max_episode_steps"], params["seed"]
-    identity = {"maze": maze.dataset_id, "method": method, "max_steps": max_steps, "seed": seed}
-    identity |= {"every": every, **key, **eval_identity(maze.dataset_id, max_steps)}
-
-    def fit(folder):
-        with torch.inference_mode():
-            result = evaluate(
-                agent_fn(),
-                video_factory(maze.dataset_id, max_steps),
-                n_episodes=1,
-                max_steps=max_steps,
-                seed=seed,
-                obs_keys=maze.obs_keys,
-                video_episodes=1,
-                frame_every=every,
-                progress=False,
-            )
-        if not result.frames:
-            raise RuntimeError("MuJoCo could not render here (set MUJOCO_GL=egl or osmesa)")
-        folder.mkdir(parents=True, exist_ok=True)
-        save_video(result.frames[0], folder / "rollout.gif", fps=10)
-        success = bool(result.success[0]) if result.success is not None else False
-        episode = {"success": success, "steps": int(result.lengths[0]), "every": every}
-        save_json(episode, folder / "episode.json")
-        return episode
-
-    def read(folder):
-        episode = folder / "episode.json"
-        return json.loads(episode.read_text()) if episode.exists() else None
-
-    name = f"video-{maze.name}-{method}"
-    episode = cached("maze_q", identity, fit, read, name=name, episodes=1)
-    folder = cache_dir("maze_q") / f"{name}-{config_key(identity)}"
-    return {**episode, "gif": folder / "rollout.gif"}

@@ -82,21 +82,19 @@ def paper_antmaze_table() -> pd.DataFrame:
     return df
 
 
-def beside_paper(successes: pd.DataFrame, digits: int = 1) -> pd.DataFrame:
-    """Our AntMaze cells next to the paper's for the same dataset names: one row per maze,
-    columns (method, "ours" | "paper"); the paper has no TT-without-Q AntMaze column."""
-    ours = wide_table(successes, digits, with_n=True)
+def paper_rows(mazes: Sequence[str]) -> pd.DataFrame:
+    """The paper's AntMaze cells (TT(+Q) ± its s.e., IQL, BC; D4RL's data) for our mazes
+    (``antmaze-umaze`` → the paper's ``umaze`` row), to stand beside our table."""
     published = paper_antmaze_table().set_index("dataset")
-    columns = {}
-    for method in [m for m in METHODS if m in ours.columns]:
-        columns[(method, "ours")] = ours[method]
-        if method in published.columns:
-            se = published.get(f"{method} se", pd.Series(np.nan, index=published.index))
-            columns[(method, "paper")] = [
-                paper.cell(published.loc[k, method], se[k]) if k in published.index else "—"
-                for k in (maze.removeprefix("antmaze-") for maze in ours.index)
-            ]
-    return pd.DataFrame(columns, index=ours.index)
+    rows = {}
+    for maze in mazes:
+        row = published.loc[maze.removeprefix("antmaze-")]
+        rows[maze] = {
+            "TT(+Q)": paper.cell(row["TT(+Q)"], row["TT(+Q) se"]),
+            "IQL": paper.cell(row["IQL"], np.nan),
+            "BC": paper.cell(row["BC"], np.nan),
+        }
+    return pd.DataFrame.from_dict(rows, orient="index").rename_axis("paper (AntMaze v0)")
 
 
 def _printed_averages() -> dict[str, float]:
