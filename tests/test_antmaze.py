@@ -399,6 +399,14 @@ def test_console_script_trains_the_controller_and_makes_a_dataset(tmp_path, caps
     row = data_summary(["ttlib/antmaze/umaze-v0"]).iloc[0]
     assert row["transitions"] == 120 and row["episodes"] == 1  # D4RL's 1000-step episodes
     assert row["success_rate"] in (0.0, 1.0)  # the controller's own success, one episode
+    from ttlib.datagen.report import compact_table
+
+    shown = compact_table(
+        data_summary(["ttlib/antmaze/umaze-v0"]).assign(
+            d4rl_transitions=np.nan, d4rl_normalized_mean=np.nan
+        )
+    ).iloc[0]
+    assert shown["goal reached (%)"] == f"{100 * row['success_rate']:.1f}"
     with pytest.raises(SystemExit) as exit_:
         cli.main(["make-controller", "--chunk", "0"])
     assert exit_.value.code == 2 and "--chunk" in capsys.readouterr().err

@@ -132,7 +132,8 @@ def plot_returns(returns: pd.DataFrame, reference: pd.DataFrame):
 
 
 def compact_table(table: pd.DataFrame) -> pd.DataFrame:
-    """Five columns for the book: size and normalised mean, ours beside D4RL's."""
+    """Six columns for the book: size and normalised mean, ours beside D4RL's, and for goal
+    datasets (AntMaze) the share of episodes whose ant reached the goal it was sent to."""
 
     def fmt(x, spec: str) -> str:
         return "" if pd.isna(x) else format(x, spec)
@@ -144,6 +145,7 @@ def compact_table(table: pd.DataFrame) -> pd.DataFrame:
             "D4RL transitions": [fmt(x, ",.0f") for x in table["d4rl_transitions"]],
             "normalised mean": [fmt(x, ".1f") for x in table["normalized_score_mean"]],
             "D4RL normalised mean": [fmt(x, ".0f") for x in table["d4rl_normalized_mean"]],
+            "goal reached (%)": [fmt(100 * x, ".1f") for x in table.get("success_rate", [])],
         }
     )
 
