@@ -246,3 +246,23 @@ def test_value_by_distance_averages_cells_by_their_path_length_to_the_goal():
     assert table[0] == pytest.approx(-100.5)
     assert table[2] == pytest.approx(0.5)
     assert table[4] == pytest.approx(99.5)
+
+
+def test_closest_approach_counts_cells_along_the_maze_not_through_walls():
+    # D4RL's umaze: the start (1, 1) and the goal (3, 1) are 2 rows apart, 6 cells by the corridor
+    from ttlib.datagen.maze_controller import cell_to_xy
+
+    layout = [[1, 1, 1, 1, 1], [1, 0, 0, 0, 1], [1, 1, 1, 0, 1], [1, 0, 0, 0, 1], [1, 1, 1, 1, 1]]
+    xy = lambda *cells: [list(cell_to_xy(layout, c)) for c in cells]  # noqa: E731
+    goal = cell_to_xy(layout, (3, 1)).tolist()
+    evaluations = [
+        {"maze": "u", "method": "stuck", "paths": [xy((1, 1))], "goals": [goal]},
+        {"maze": "u", "method": "halfway", "paths": [xy((1, 1), (1, 2), (1, 3), (2, 3))],
+         "goals": [goal]},
+        {"maze": "u", "method": "there", "paths": [xy((1, 1), (1, 2), (1, 3), (2, 3), (3, 3),
+         (3, 2), (3, 1)), xy((1, 1))], "goals": [goal, goal]},
+    ]  # fmt: skip
+    table = report.closest_approach(evaluations, {"u": (layout, 1.0)}).set_index("method")
+    assert (table["start (cells to goal)"] == 6).all()
+    assert table["closest (cells, median)"].to_dict() == {"stuck": 6, "halfway": 3, "there": 3}
+    assert table["entered the goal's cell (%)"].to_dict() == {"stuck": 0, "halfway": 0, "there": 50}

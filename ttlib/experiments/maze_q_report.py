@@ -67,6 +67,35 @@ def wide_table(successes: pd.DataFrame, digits: int = 1, with_n: bool = False) -
     return table[order].reindex(list(dict.fromkeys(successes["maze"])))
 
 
+def closest_approach(evaluations: list[dict], layouts: dict[str, tuple]) -> pd.DataFrame:
+    """How far along the maze each method got, when success alone says little: per maze and
+    method, the shortest-path distance (in cells) from the start to the goal's cell and the
+    fewest cells between the agent and the goal's cell over an episode, median and share of
+    episodes that entered the goal's cell. ``layouts``: maze → (layout, cell size)."""
+    rows = []
+    for ev in evaluations:
+        layout, scaling = layouts[ev["maze"]]
+        fewest, start = [], []
+        for path, goal in zip(ev["paths"], ev["goals"], strict=True):
+            goal_cell = tuple(int(v) for v in xy_to_cell(layout, goal, scaling))
+            dist = bfs_distances(layout, goal_cell)
+            cells = xy_to_cell(layout, np.asarray(path), scaling)
+            along = dist[cells[:, 0], cells[:, 1]]
+            start.append(along[0])
+            fewest.append(along[along >= 0].min())
+        fewest = np.array(fewest)
+        rows.append(
+            {
+                "maze": ev["maze"],
+                "method": ev["method"],
+                "start (cells to goal)": int(np.median(start)),
+                "closest (cells, median)": float(np.median(fewest)),
+                "entered the goal's cell (%)": 100 * float(np.mean(fewest == 0)),
+            }
+        )
+    return pd.DataFrame(rows)
+
+
 # ------------------------------------------------------------------ the paper's numbers
 def paper_antmaze_table() -> pd.DataFrame:
     """Success rates (×100) on D4RL AntMaze v0 as the paper reports them, read from
