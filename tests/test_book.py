@@ -34,6 +34,7 @@ PAGES = {
     "experiments/goal_reaching.html": "Goal reaching in four rooms",
     "experiments/d4rl.html": "D4RL locomotion: the offline-RL table",
     "experiments/maze_q.html": "Q-guided beam search on sparse-reward mazes",
+    "experiments/antmaze.html": "AntMaze: TT(+Q) on ant mazes generated here",
     "compute.html": "How much compute does TT need?",
     "experiments/compute_study.html": "Score against training tokens",
 }
@@ -288,7 +289,7 @@ def test_d4rl_page_renders_the_table_with_the_papers_columns(built_book):
     paper_average = f"{paper_value('d4rl', 'TT (quantile)', '', 'average'):.1f}"
     assert paper_average in text, "the paper's numbers must be on the D4RL page too"
     page = (html / "experiments" / "d4rl.html").read_text(encoding="utf-8")
-    assert page.count("<img") >= 3, "the D4RL page should show its score, loss and curve figures"
+    assert page.count("<img") >= 2, "the D4RL page should show its score and loss figures"
 
 
 def test_experiment_pages_show_their_rollout_gifs(built_book):
