@@ -167,10 +167,10 @@ class Run:
 
 
 def _timing_file(model: str) -> Path | None:
-    """``<entry>.json`` beside the cached model named ``model`` (None if missing)."""
-    entry = model_entry(model)
-    timing = None if entry is None else entry.with_suffix(".json")
-    return timing if timing is not None and timing.exists() else None
+    """``<entry>.json`` beside the cached model named ``model`` (None if missing; it may
+    outlive the model itself)."""
+    stem = Path(model).stem if model.endswith(".pt") else model
+    return model_entry(f"{stem}.json")
 
 
 def footer(run: Run, **extra):
