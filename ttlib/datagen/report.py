@@ -145,7 +145,7 @@ def compact_table(table: pd.DataFrame) -> pd.DataFrame:
             "D4RL transitions": [fmt(x, ",.0f") for x in table["d4rl_transitions"]],
             "normalised mean": [fmt(x, ".1f") for x in table["normalized_score_mean"]],
             "D4RL normalised mean": [fmt(x, ".0f") for x in table["d4rl_normalized_mean"]],
-            "goal reached (%)": [fmt(100 * x, ".1f") for x in table.get("success_rate", [])],
+            "goal reached (%)": [fmt(100 * x, ".1f") for x in table["success_rate"]],
         }
     )
 
