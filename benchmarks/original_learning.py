@@ -504,7 +504,10 @@ def main(argv=None) -> None:
     record_path = out / "original_learning.json"
     record = json.loads(record_path.read_text()) if record_path.exists() else {}
     record.setdefault("what", "held-out CE per token kind, original code vs ttlib, equal tokens")
-    record.setdefault("runs", {})[f"{args.env}/{cfg.schedule}"] = {
+    # One entry per env and schedule; each code's run keeps its own provenance, so codes run
+    # by separate calls (``--codes original`` then ``--codes ttlib``) are both on record.
+    entry = record.setdefault("runs", {}).setdefault(f"{args.env}/{cfg.schedule}", {})
+    entry.update({
         "dataset": data_cfg.dataset_id,
         "train_episodes": len(train_eps),
         "train_windows": len(train_set),
@@ -516,12 +519,17 @@ def main(argv=None) -> None:
         "tokens_per_step": cfg.batch_size * model_cfg.block_size,
         "sampler_of_original": args.sampler,
         "same_init": args.same_init,
-        "codes": runs,
-        "wall_time_s": round(time.time() - t0, 1),
-        **code_version(),  # git_sha and ttlib_modified, as every run.json records them
-        "hardware": hardware(),
-        "command": "python benchmarks/original_learning.py " + " ".join(argv),
-    }
+    })  # fmt: skip
+    for stale in ("wall_time_s", "git_sha", "ttlib_modified", "hardware", "command"):
+        entry.pop(stale, None)  # these are per code now
+    for label, run in runs.items():
+        entry.setdefault("codes", {})[label] = {
+            **run,
+            "wall_time_s": round(time.time() - t0, 1),
+            **code_version(),  # git_sha and ttlib_modified, as every run.json records them
+            "hardware": hardware(),
+            "command": "python benchmarks/original_learning.py " + " ".join(argv),
+        }
     record_path.write_text(json.dumps(record, indent=1) + "\n")
 
 

@@ -8,6 +8,7 @@ import torch
 from ttlib.data import Episode
 from ttlib.discretize import UniformDiscretizer
 from ttlib.experiments.prediction import (
+    original_learning,
     RolloutConfig,
     error_quantiles,
     error_table,
@@ -203,3 +204,25 @@ def test_learning_curves_draw_only_the_logged_columns():
     fig = learning_curves({"old": old, "new": new}, ["loss_state", "val_loss_state"], ["a", "b"])
     assert [len(ax.lines) for ax in fig.axes] == [1, 2]
     np.testing.assert_allclose(fig.axes[1].lines[1].get_xdata(), [1.0, 2.0])  # in millions
+
+
+def test_original_learning_compares_the_codes_at_equal_tokens(tmp_path):
+    columns = ["env", "schedule", "code", "step", "tokens", "val_loss_state"]
+    rows = [  # 8 logged steps of 0.1M tokens per code; the last scores the code's `loss`
+        ("hopper", "run_length", code, step, 100_000 * step, loss + 8 - step)
+        for code, loss in (("original", 4.0), ("ttlib", 3.0), ("original-same-init", 9.0))
+        for step in range(1, 9)
+    ]
+    rows.append(("hopper", "original", "ttlib", 8, 800_000, 0.0))  # not the page's schedule
+    rows.append(("walker", "run_length", "original", 1, 100_000, 1.0))  # one code: no pair
+    rows = pd.DataFrame(rows, columns=columns)
+    rows.to_csv(tmp_path / "original_learning.csv", index=False)
+    got = original_learning(tmp_path)
+    assert list(got.curves) == ["hopper"]
+    assert list(got.curves["hopper"]["tokens"]) == [100_000 * s for s in range(1, 9)]
+    at = got.at_tokens.set_index("tokens (M)")
+    assert list(at.index) == [0.2, 0.4, 0.8]  # the steps nearest 1/4, 1/2 and all
+    assert list(at["original"]) == [10.0, 8.0, 4.0]
+    assert list(at["ttlib − original"]) == [-1.0, -1.0, -1.0]
+    assert got.record == {}  # no .json beside it
+    assert original_learning(tmp_path / "missing") is None

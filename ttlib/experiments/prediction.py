@@ -13,9 +13,11 @@ one as fit and is re-encoded in one pass: the planner's own window (:mod:`ttlib.
 
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import asdict, dataclass, replace
 from functools import partial
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -27,6 +29,7 @@ from ttlib.discretize import Discretizer
 from ttlib.envs import make_env
 from ttlib.experiments.cache import cached_model, train_config
 from ttlib.experiments.presets import model_kwargs
+from ttlib.experiments.provenance import machine_text
 from ttlib.train import TrainConfig
 from ttlib.window import Window  # the planner's window: one jump rule for both
 
@@ -253,3 +256,52 @@ def dynamics_cached(data_cfg: DataConfig, episodes: list[Episode], steps: int, s
 
     train = partial(train_dynamics, episodes, cfg, progress=False)
     return cached_model("dynamics", data_cfg, identity, train, ProbabilisticDynamics.load, steps)
+
+
+# ------------------------------------------------ the original code's learning (issue #25)
+@dataclass
+class OriginalLearning:
+    """``benchmarks/original_learning.py``'s committed output, read back for the page."""
+
+    curves: dict[str, pd.DataFrame]  # per env: tokens and each code's held-out state CE
+    at_tokens: pd.DataFrame  # both codes at a few equal token counts, and their difference
+    record: dict  # the benchmark's original_learning.json: command, commit, time per code
+
+
+def original_learning(folder: Path, fractions=(0.25, 0.5, 1.0)) -> OriginalLearning | None:
+    """The held-out state cross-entropy of the original code and of ttlib trained alike
+    (the page's schedule), or None where the benchmark has not been run. ``at_tokens`` takes
+    the logged step nearest each fraction of the run that both codes reached."""
+    csv, json_path = folder / "original_learning.csv", folder / "original_learning.json"
+    if not csv.exists():
+        return None
+    table = pd.read_csv(csv)
+    table = table[(table["schedule"] == "run_length") & table["code"].isin(["original", "ttlib"])]
+    curves, rows = {}, []
+    for env, part in table.groupby("env", sort=False):
+        wide = part.pivot(index="tokens", columns="code", values="val_loss_state")
+        if not {"original", "ttlib"} <= set(wide.columns):
+            continue  # one code run so far: nothing to compare
+        wide = wide[["original", "ttlib"]].dropna()
+        curves[env] = wide.reset_index()
+        for f in fractions:
+            tokens = wide.index[np.abs(wide.index - f * wide.index.max()).argmin()]
+            o, t = wide.loc[tokens, "original"], wide.loc[tokens, "ttlib"]
+            rows.append({"env": env, "tokens (M)": round(tokens / 1e6, 2), "original": o,
+                         "ttlib": t, "ttlib − original": t - o})  # fmt: skip
+    record = json.loads(json_path.read_text()) if json_path.exists() else {}
+    return OriginalLearning(curves, pd.DataFrame(rows).round(3), record)
+
+
+def original_learning_provenance(record: dict) -> str:
+    """One markdown line per code run: its command, commit, hardware and training time."""
+    lines = []
+    for key, run in record.get("runs", {}).items():
+        for code, r in run.get("codes", {}).items():
+            seconds, hw = r.get("train_seconds") or 0.0, r.get("hardware", {})
+            lines.append(
+                f"- {key.split('/')[0]}, {code}: `{r.get('command', '?')}` at commit "
+                f"`{str(r.get('git_sha', '?'))[:8]}` on {machine_text(hw)}, "
+                f"{hw.get('torch_threads', '?')} torch thread(s); training {seconds / 60:.1f} min"
+            )
+    return "\n".join(lines)

@@ -145,15 +145,19 @@ def _group_minutes(g: dict, k: str) -> str:
     return text
 
 
+def machine_text(hw: dict) -> str:
+    """A run's ``hardware`` record in words: CPU, cores, GPU."""
+    text = f"{hw.get('cpu') or 'unknown CPU'}, {hw.get('cores')} cores"
+    return text + (f", GPU {hw['gpu']}" if hw.get("gpu") else ", no GPU")
+
+
 def provenance_markdown(record: dict | Path | str) -> str:
     """The footer of an experiment page: what ran, where, on which code, for how long, the
     cached models and evaluation episodes it used with the time and commit of the code that
     made them, and what it all cost (markdown)."""
     if not isinstance(record, dict):
         record = json.loads(Path(record).read_text())
-    hw = record.get("hardware", {})
-    machine = f"{hw.get('cpu') or 'unknown CPU'}, {hw.get('cores')} cores"
-    machine += f", GPU {hw['gpu']}" if hw.get("gpu") else ", no GPU"
+    machine = machine_text(record.get("hardware", {}))
     sha = (record.get("git_sha") or "unknown")[:8]
     edited = " (ttlib had uncommitted edits)" if record.get("ttlib_modified_at_start") else ""
     lines = [
