@@ -54,8 +54,6 @@ from ttlib.envs import (
 )
 
 SCALING = 4.0  # AntMaze's maze_size_scaling: a cell is 4 m wide
-DATA_EPISODE_STEPS = 1000  # D4RL's generation timeout, for every maze
-ACTION_NOISE = 0.2  # D4RL's --noisy std
 START = (1, 1)  # D4RL's reset cell ``r`` in every map
 UMAZE_GOAL = (3, 1)
 EVAL_GOALS = {"umaze": (3, 1), "medium": (6, 6), "large": (7, 9)}  # the *_TEST maps' ``g``
