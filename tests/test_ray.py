@@ -1,5 +1,6 @@
-"""The D4RL table on Ray: the tasks fill the serial run's caches with the serial run's numbers,
-and a task that fails is one error naming it, with nothing half-written in the cache."""
+"""The D4RL table and the mazes on Ray: the tasks fill the serial run's caches with the serial
+run's numbers, and a task that fails is one error naming it, with nothing half-written in the
+cache."""
 
 from __future__ import annotations
 
@@ -15,8 +16,9 @@ import torch
 
 from ttlib.errors import ConfigError
 from ttlib.experiments import d4rl_table as dt
-from ttlib.experiments import ray_tasks
+from ttlib.experiments import maze_q, ray_tasks
 from ttlib.experiments.cache import EPISODES_USED, MODELS_USED
+from ttlib.experiments.presets import preset_params
 from ttlib.train import load_checkpoint
 
 from conftest import hopper_like_episodes, tiny_params, write_minari_dataset
@@ -93,13 +95,17 @@ def test_reproduce_passes_ray_only_to_the_notebooks_that_take_it(tmp_path, monke
 
     monkeypatch.setattr(papermill, "execute_notebook", execute)
     monkeypatch.setattr(reproduce, "executed_dir", lambda preset: tmp_path)
-    reproduce.reproduce("smoke", ["d4rl", "maze_q"], progress=False, ray="local")
+    reproduce.reproduce("smoke", ["d4rl", "maze_q", "attention"], progress=False, ray="local")
     assert seen == {
         "d4rl": (
             {"preset": "smoke", "ray": "local"},
             "ttlib reproduce --preset smoke --only d4rl --ray local",
         ),
-        "maze_q": ({"preset": "smoke"}, "ttlib reproduce --preset smoke --only maze_q"),
+        "maze_q": (
+            {"preset": "smoke", "ray": "local"},
+            "ttlib reproduce --preset smoke --only maze_q --ray local",
+        ),
+        "attention": ({"preset": "smoke"}, "ttlib reproduce --preset smoke --only attention"),
     }
 
 
@@ -136,6 +142,46 @@ def test_ray_local_fills_the_caches_with_the_serial_runs_numbers(tmp_path, monke
         b, _, _ = load_checkpoint(tmp_path / "ray" / ckpt.relative_to(tmp_path / "serial"))
         for name, w in a.state_dict().items():
             assert torch.equal(b.state_dict()[name], w), name
+
+
+def smoke_maze_params(tmp_path: Path, monkeypatch) -> dict:
+    """The smoke maze_q block, its dataset generated under ``tmp_path``."""
+    monkeypatch.setenv("MINARI_DATASETS_PATH", str(tmp_path / "minari"))
+    return {**preset_params("maze_q", "smoke"), "preset": "smoke", "ray": None}
+
+
+def test_maze_tasks_train_each_maze_once_before_its_evaluations(tmp_path, monkeypatch):
+    params = smoke_maze_params(tmp_path, monkeypatch)
+    tasks = ray_tasks.maze_tasks({**params, "mazes": ["pointmaze-medium", "pointmaze-large"]})
+    for maze in ("pointmaze-medium", "pointmaze-large"):
+        mine = [t for t in tasks if t.name.endswith(maze)]
+        assert [t.name for t in mine] == [f"train {maze}"] + [
+            f"evaluate {method} {maze}" for method in maze_q.METHODS
+        ]
+        assert [t.kind for t in mine] == ["train"] + ["eval"] * len(maze_q.METHODS)
+        assert all(t.after == (f"train {maze}",) for t in mine[1:])
+
+
+@pytest.mark.slow
+def test_ray_local_fills_the_maze_caches_with_the_serial_runs_numbers(
+    tmp_path, monkeypatch, local_ray
+):
+    params = smoke_maze_params(tmp_path, monkeypatch)
+    (maze,) = maze_q.mazes_for(params)
+    monkeypatch.setenv("TTLIB_CACHE", str(tmp_path / "serial"))
+    serial = maze_q.evaluate_maze(maze_q.train_maze(maze, params), params)
+
+    monkeypatch.setenv("TTLIB_CACHE", str(tmp_path / "ray"))
+    ray_tasks.fill_mazes({**params, "ray": "local"})
+    MODELS_USED.clear()
+    EPISODES_USED.clear()
+    loaded = maze_q.evaluate_maze(maze_q.train_maze(maze, params), params)
+    # the tasks made everything: this process only loaded it
+    assert len(MODELS_USED) == 3 and not any(m["trained_in_this_run"] for m in MODELS_USED)
+    assert len(EPISODES_USED) == len(maze_q.METHODS)
+    assert not any(e["computed_in_this_run"] for e in EPISODES_USED)
+    assert loaded == serial
+    assert files(tmp_path / "ray") == files(tmp_path / "serial")  # the same cache keys
 
 
 def crashing_training(env, kind, disc, params, seed):

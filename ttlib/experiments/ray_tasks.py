@@ -1,13 +1,18 @@
-"""The D4RL table's work as Ray tasks: one machine's cores (``ray local``) or a cluster.
+"""The D4RL table's and the mazes' work as Ray tasks: one machine's cores (``ray local``) or a
+cluster.
 
 Each unit of work is a task with the resources it declares: training a TT model, training a
 baseline (BC, IQL), and planning a batch of evaluation episodes of one agent (a batch waits for
-its agent's training). A task calls the same cached functions a serial run calls, so what it
-makes lands in the same content-keyed caches (:func:`ttlib.experiments.cache.cached`), under
-the same keys and with the same numbers: every task plans with one torch thread per CPU it
-declares (one by default, as the serial run does), and episodes are batched as the serial run
-batches them. The serial loop (:func:`ttlib.experiments.d4rl_table.run_table`) then finds
-everything cached and renders from it, as after the hand-split fill workers of before.
+its agent's training). The maze experiments (``maze_q``, ``antmaze``) have one training task
+per maze (TT, IQL and BC, in that order: the critic and BC read the episodes TT's dataset
+holds) and one evaluation task per maze and method.
+
+A task calls the same cached functions a serial run calls, so what it makes lands in the same
+content-keyed caches (:func:`ttlib.experiments.cache.cached`), under the same keys and with the
+same numbers: every task plans with one torch thread per CPU it declares (one by default, as
+the serial run does), and episodes are batched as the serial run batches them. The serial
+loops (:func:`ttlib.experiments.d4rl_table.run_table`, the maze notebooks' cells) then find
+everything cached and render from it.
 
 The driver passes its cache folder, Minari data folder and checkout to every task
 (``TTLIB_CACHE``, ``MINARI_DATASETS_PATH``, ``TTLIB_ROOT``): on a cluster they must be the same
@@ -162,6 +167,50 @@ def table_tasks(
             args = (method, env, kind, params, seed, batch)
             tasks[name] = Task(name, "eval", evaluate, args, (train(method, env, kind, seed),))
     return list(tasks.values())
+
+
+# ------------------------------------------------------------------ the mazes' tasks
+def _maze(name: str, params: dict):
+    from ttlib.experiments import maze_q
+
+    return next(m for m in maze_q.mazes_for(params) if m.name == name)
+
+
+def train_maze(name: str, params: dict) -> None:
+    from ttlib.experiments import maze_q
+
+    maze_q.train_maze(_maze(name, params), params)
+
+
+def evaluate_maze(name: str, params: dict, method: str) -> None:
+    from ttlib.experiments import maze_q
+
+    models = maze_q.train_maze(_maze(name, params), params)  # loads: its task ran first
+    maze_q.evaluate_maze(models, params, [method])
+
+
+def maze_tasks(params: dict) -> list[Task]:
+    """Every training and evaluation the maze notebooks run (``maze_q.mazes_for(params)``),
+    as tasks: each maze's training, then one task per method planning all its episodes (as
+    the serial run plans them). The datasets are made here, before any task reads them."""
+    from ttlib.experiments import maze_q
+
+    tasks = []
+    for maze in maze_q.mazes_for(params):
+        maze_q.ensure_maze_data(maze, params)
+        train = f"train {maze.name}"
+        tasks.append(Task(train, "train", train_maze, (maze.name, params)))
+        for method in maze_q.METHODS:
+            args = (maze.name, params, method)
+            tasks.append(
+                Task(f"evaluate {method} {maze.name}", "eval", evaluate_maze, args, (train,))
+            )
+    return tasks
+
+
+def fill_mazes(params: dict, address: str | None = None) -> None:
+    """Fill the maze notebooks' caches on Ray at ``address`` (default ``params["ray"]``)."""
+    run_tasks(maze_tasks(params), address or params["ray"])
 
 
 # ------------------------------------------------------------------ running them

@@ -12,7 +12,7 @@ from pathlib import Path
 from ttlib.experiments.presets import EXPERIMENTS, PRESETS, ConfigError, repo_root
 from ttlib.experiments.provenance import compute_summary
 
-RAY_EXPERIMENTS = ("d4rl",)  # the notebooks with a `ray` parameter (the others run as before)
+RAY_EXPERIMENTS = ("d4rl", "maze_q", "antmaze")  # the notebooks with a `ray` parameter
 
 
 def executed_dir(preset: str) -> Path:
