@@ -106,7 +106,7 @@ def test_d4rl_episodes_are_found_under_their_old_keys_and_old_entries_say_not_re
     text = provenance.provenance_markdown(record)
     assert "not recorded" in text
     assert (
-        "| `maze_q` | 3 (1) | 0 | not recorded / not recorded | not recorded | not recorded |"
+        "| `maze_q` | 3 (1) | 0 | not recorded / not recorded | not recorded, not recorded |"
         in text
     )
 

@@ -191,14 +191,15 @@ def provenance_markdown(record: dict | Path | str) -> str:
             f" trained in this run; their training took {_minutes(sum(trained))} in all"
             + (" (some times not recorded)." if len(trained) < len(models) else ".")
         )
-        rows = ["| model | steps | training | trained here | commit | trained (UTC) |"]
-        rows.append("|---|---:|---:|---|---|---|")
+        # four columns, the name as plain text so that it wraps at its hyphens: the table
+        # stays within the page's column (a code-font name does not wrap)
+        rows = ["| model | steps | training | trained by (commit, UTC) |", "|---|---:|---:|---|"]
         for m in models:
+            here = " (this run)" if m.get("trained_in_this_run") else ""
             rows.append(
-                f"| `{m['model']}` | {m.get('steps')} | {_minutes(m.get('train_seconds'))} | "
-                f"{'yes' if m.get('trained_in_this_run') else 'no'} | "
-                f"{_commit(m.get('git_sha'), m.get('ttlib_modified'))} | "
-                f"{m.get('trained_utc') or 'not recorded'} |"
+                f"| {m['model']} | {m.get('steps')} | {_minutes(m.get('train_seconds'))}{here} | "
+                f"{_commit(m.get('git_sha'), m.get('ttlib_modified'))}, "
+                f"{m.get('trained_utc') or 'time not recorded'} |"
             )
         lines.append("\n".join(rows))
     episodes = record.get("cached_episodes")
@@ -210,8 +211,8 @@ def provenance_markdown(record: dict | Path | str) -> str:
             "were computed. By cache and by the commit of the code that computed them:"
         )
         rows = [
-            "| cache | episodes (entries) | computed here | wall / CPU | commit | started (UTC) |",
-            "|---|---:|---:|---:|---|---|",
+            "| cache | episodes (entries) | computed here | wall / CPU | by (commit, UTC) |",
+            "|---|---:|---:|---:|---|",
         ]
         for g in _episode_groups(episodes):
             starts = sorted(g["starts"])
@@ -220,7 +221,7 @@ def provenance_markdown(record: dict | Path | str) -> str:
             rows.append(
                 f"| `{g['cache']}` | {g['episodes']} ({g['entries']}) | {g['here']} | "
                 f"{_group_minutes(g, 'wall_seconds')} / {_group_minutes(g, 'cpu_seconds')} | "
-                f"{_commit(g['git_sha'], g['ttlib_modified'])} | {when} |"
+                f"{_commit(g['git_sha'], g['ttlib_modified'])}, {when} |"
             )
         lines.append("\n".join(rows))
     elif episodes is not None:
