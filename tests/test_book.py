@@ -15,6 +15,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
+from test_book_companion import BOX_TITLE, VERDICTS
 
 ROOT = Path(__file__).resolve().parent.parent
 BOOK = ROOT / "book"
@@ -228,9 +229,25 @@ def test_intro_has_the_headline_table_of_verdicts(built_book):
         "Q-guided search",
     ):
         assert title in head, title
-    verdicts = ("reproduced", "partly", "not at this scale", "not computed")
-    assert sum(head.count(v) for v in verdicts) >= 6
-    assert ".ipynb::" not in head
+    verdicts = ("reproduced", "partly", "not at this scale")
+    assert sum(head.count(v) for v in verdicts) >= 8
+    assert ".ipynb::" not in head and "missing" not in head
+
+
+def test_every_published_experiment_page_has_its_verdict_box_and_provenance(built_book):
+    # the published pages, not only the smoke ones of test_book_companion: a page executed
+    # before the pages computed verdicts and recorded their provenance must be re-executed
+    _, html = built_book
+    for page in PAGES:
+        if page.startswith("experiments/"):
+            raw = (html / page).read_text(encoding="utf-8")
+            start = raw.find(BOX_TITLE)
+            assert start >= 0, f"{page}: no verdict box"
+            box = raw[start : raw.find("</div>", start)]
+            assert re.search("<strong>(" + "|".join(VERDICTS) + ")</strong>", box), page
+            text = _text(html / page)
+            assert "Provenance of this page." in text, f"{page}: no provenance footer"
+            assert re.search(r"at commit [0-9a-f]{8}", text), page
 
 
 def test_no_page_shows_stderr(built_book):

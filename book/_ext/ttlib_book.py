@@ -32,7 +32,10 @@ from pathlib import Path
 import yaml
 from docutils import nodes
 from docutils.parsers.rst import directives
+from sphinx.util import logging
 from sphinx.util.docutils import SphinxDirective
+
+log = logging.getLogger(__name__)
 
 ROOT = Path(__file__).resolve().parents[2]
 PRESETS_FILE = ROOT / "_config.yml"
@@ -201,12 +204,11 @@ class VerdictTable(SphinxDirective):
             cells = []
             for key in ("paper", "ours", "verdict"):
                 html = glued.get(f"{name}_{key}", {}).get("text/html")
-                missing = (
-                    "not computed: the page predates the verdicts" if key == "verdict" else "–"
-                )
-                cells.append(
-                    ("html", "".join(html) if isinstance(html, list) else html) if html else missing
-                )
+                if not html:  # a page run before it computed its verdict: run it again
+                    log.warning(f"{doc}.ipynb glues no {name}_{key}; re-execute the page",
+                                location=self.get_location())  # fmt: skip
+                    html = "missing"
+                cells.append(("html", "".join(html) if isinstance(html, list) else html))
             body.append([link, *cells])
         table = _table(["experiment", "the paper", "this run", "verdict"], body)
         if "name" in self.options:
