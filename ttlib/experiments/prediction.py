@@ -294,14 +294,16 @@ def original_learning(folder: Path, fractions=(0.25, 0.5, 1.0)) -> OriginalLearn
 
 
 def original_learning_provenance(record: dict) -> str:
-    """One markdown line per code run: its command, commit, hardware and training time."""
+    """One markdown line per code run: its training time, and the command, commit and
+    machine of the call that wrote its record (a resumed run: the last call)."""
     lines = []
     for key, run in record.get("runs", {}).items():
         for code, r in run.get("codes", {}).items():
             seconds, hw = r.get("train_seconds") or 0.0, r.get("hardware", {})
             lines.append(
-                f"- {key.split('/')[0]}, {code}: `{r.get('command', '?')}` at commit "
+                f"- {key.split('/')[0]}, {code}: trained for {seconds / 60:.1f} min (wall "
+                f"time); recorded by `{r.get('command', '?')}` at commit "
                 f"`{str(r.get('git_sha', '?'))[:8]}` on {machine_text(hw)}, "
-                f"{hw.get('torch_threads', '?')} torch thread(s); training {seconds / 60:.1f} min"
+                f"{hw.get('torch_threads', '?')} torch thread(s)"
             )
     return "\n".join(lines)
