@@ -236,8 +236,8 @@ def test_provenance_footer_names_preset_commit_machine_time_and_models(tmp_path)
         "Some CPU, 2 cores, no GPU",
         "wall time 1.5 min",
         "10.0 min",
-        "| `a-123` | 10 | 2.0 min | yes | fedcba98 |",
-        "| `b-456.pt` | 5 | not recorded | no | not recorded |",
+        "| a-123 | 10 | 2.0 min (this run) | fedcba98, time not recorded |",
+        "| b-456.pt | 5 | not recorded | not recorded, time not recorded |",
     ):
         assert part in text, part
 
