@@ -183,3 +183,23 @@ def test_every_experiment_page_ends_with_its_provenance(smoke_book):
         assert "Provenance of this page." in text, name
         assert re.search(r"at commit [0-9a-f]{8}", text), name
         assert "wall time" in text and "cores" in text, name
+
+
+def _row_numbered_tables(page: str) -> int:
+    """Tables whose first header cell is empty and whose row headers are 0, 1, 2, ...: a
+    pandas RangeIndex shown as a column of row numbers that mean nothing to a reader."""
+    found = 0
+    for table in re.findall(r"<table.*?</table>", page, flags=re.S):
+        head = re.search(r"<thead>.*?<th[^>]*>(.*?)</th>", table, flags=re.S)
+        body = re.search(r"<tbody>(.*?)</tbody>", table, flags=re.S)
+        if not head or not body or head.group(1).strip():
+            continue
+        rows = re.findall(r"<tr>\s*<th[^>]*>(.*?)</th>", body.group(1), flags=re.S)
+        found += bool(rows) and [r.strip() for r in rows] == [str(i) for i in range(len(rows))]
+    return found
+
+
+def test_no_table_shows_row_numbers_as_its_first_column(smoke_book):
+    _, html = smoke_book
+    shown = {name: _row_numbered_tables(_page(html, name)) for name in EXPERIMENTS}
+    assert not any(shown.values()), f"tables with a row-number column: {shown}"
