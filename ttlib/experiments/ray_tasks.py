@@ -170,6 +170,8 @@ def table_tasks(
 
 
 # ------------------------------------------------------------------ the mazes' tasks
+# maze_q is imported inside these functions: it brings the maze envs, which the D4RL table's
+# tasks (and the d4rl notebook that imports this module) do not need.
 def _maze(name: str, params: dict):
     from ttlib.experiments import maze_q
 
