@@ -29,7 +29,7 @@ from ttlib.discretize import Discretizer
 from ttlib.envs import make_env
 from ttlib.experiments.cache import cached_model, train_config
 from ttlib.experiments.presets import model_kwargs
-from ttlib.experiments.provenance import machine_text
+from ttlib.experiments.provenance import commit_text, machine_text, minutes_text
 from ttlib.train import TrainConfig
 from ttlib.window import Window  # the planner's window: one jump rule for both
 
@@ -299,11 +299,10 @@ def original_learning_provenance(record: dict) -> str:
     lines = []
     for key, run in record.get("runs", {}).items():
         for code, r in run.get("codes", {}).items():
-            seconds, hw = r.get("train_seconds") or 0.0, r.get("hardware", {})
+            hw, sha = r.get("hardware", {}), commit_text(r.get("git_sha"), r.get("ttlib_modified"))
             lines.append(
-                f"- {key.split('/')[0]}, {code}: trained for {seconds / 60:.1f} min (wall "
-                f"time); recorded by `{r.get('command', '?')}` at commit "
-                f"`{str(r.get('git_sha', '?'))[:8]}` on {machine_text(hw)}, "
-                f"{hw.get('torch_threads', '?')} torch thread(s)"
+                f"- {key.split('/')[0]}, {code}: trained for {minutes_text(r.get('train_seconds'))}"
+                f" (wall time); recorded by `{r.get('command', '?')}` at commit `{sha}` on "
+                f"{machine_text(hw)}, {hw.get('torch_threads', '?')} torch thread(s)"
             )
     return "\n".join(lines)

@@ -11,11 +11,11 @@ import json
 from pathlib import Path
 
 
-def _minutes(seconds) -> str:
+def minutes_text(seconds) -> str:
     return "not recorded" if seconds is None else f"{float(seconds) / 60:.1f} min"
 
 
-def _commit(sha: str | None, modified: bool | None = None) -> str:
+def commit_text(sha: str | None, modified: bool | None = None) -> str:
     """A short commit, marked where ttlib had uncommitted edits (None: not recorded)."""
     if not sha:
         return "not recorded"
@@ -104,10 +104,10 @@ def compute_summary(record: dict) -> dict:
     if missing_commit:
         missing.append("commit of " + ", ".join(missing_commit))
     out["total"] = out["notebook"] + loaded_models + loaded_episodes
-    commits = [_commit(record.get("git_sha"), record.get("ttlib_modified_at_start"))]
+    commits = [commit_text(record.get("git_sha"), record.get("ttlib_modified_at_start"))]
     for item in [*models, *episodes]:
         if item.get("git_sha"):
-            c = _commit(item["git_sha"], item.get("ttlib_modified"))
+            c = commit_text(item["git_sha"], item.get("ttlib_modified"))
             commits += [] if c in commits else [c]
     out["commits"] = commits
     # the caches' commits are all known where nothing but times is missing
@@ -139,7 +139,7 @@ def _episode_groups(episodes: list[dict]) -> list[dict]:
 
 
 def _group_minutes(g: dict, k: str) -> str:
-    text = _minutes(g.get(k))
+    text = minutes_text(g.get(k))
     if g.get(k) is not None and g.get(f"{k}_missing"):
         text += f" ({g[f'{k}_missing']} not recorded)"
     return text
@@ -163,11 +163,11 @@ def provenance_markdown(record: dict | Path | str) -> str:
     lines = [
         f"**Provenance of this page.** Preset `{record.get('preset')}`, run by "
         f"`{record.get('command')}` at commit `{sha}`{edited} on {machine}, started "
-        f"{record.get('started_utc')}; wall time {_minutes(record.get('wall_time_s'))}."
+        f"{record.get('started_utc')}; wall time {minutes_text(record.get('wall_time_s'))}."
     ]
     cost = compute_summary(record)
     total = (
-        f"Compute behind it: {_minutes(cost['total'])} (the notebook's wall time plus the "
+        f"Compute behind it: {minutes_text(cost['total'])} (the notebook's wall time plus the "
         "recorded times of the models and episodes it loaded from the cache)"
     )
     if cost["not_recorded"]:
@@ -177,7 +177,7 @@ def provenance_markdown(record: dict | Path | str) -> str:
     lines.append(total + f". Commits involved: {commits}.")
     if "cached_episodes" not in record and record.get("episode_seconds") is not None:
         lines.append(
-            f"The evaluation episodes took {_minutes(record['episode_seconds'])} "
+            f"The evaluation episodes took {minutes_text(record['episode_seconds'])} "
             "when they were computed (they may come from the cache)."
         )
     models = record.get("models", [])
@@ -188,7 +188,7 @@ def provenance_markdown(record: dict | Path | str) -> str:
         trained_here = sum(bool(m.get("trained_in_this_run")) for m in models)
         lines.append(
             f"It used {len(models)} cached model(s), {trained_here}"
-            f" trained in this run; their training took {_minutes(sum(trained))} in all"
+            f" trained in this run; their training took {minutes_text(sum(trained))} in all"
             + (" (some times not recorded)." if len(trained) < len(models) else ".")
         )
         # four columns, the name as plain text so that it wraps at its hyphens: the table
@@ -196,9 +196,10 @@ def provenance_markdown(record: dict | Path | str) -> str:
         rows = ["| model | steps | training | trained by (commit, UTC) |", "|---|---:|---:|---|"]
         for m in models:
             here = " (this run)" if m.get("trained_in_this_run") else ""
+            took = minutes_text(m.get("train_seconds")) + here
             rows.append(
-                f"| {m['model']} | {m.get('steps')} | {_minutes(m.get('train_seconds'))}{here} | "
-                f"{_commit(m.get('git_sha'), m.get('ttlib_modified'))}, "
+                f"| {m['model']} | {m.get('steps')} | {took} | "
+                f"{commit_text(m.get('git_sha'), m.get('ttlib_modified'))}, "
                 f"{m.get('trained_utc') or 'time not recorded'} |"
             )
         lines.append("\n".join(rows))
@@ -207,7 +208,7 @@ def provenance_markdown(record: dict | Path | str) -> str:
         here = sum(bool(e.get("computed_in_this_run")) for e in episodes)
         lines.append(
             f"It used {_count(len(episodes), 'cached entry')} of evaluation episodes, {here} "
-            f"computed in this run; they took {_minutes(cost['episodes'])} (wall) when they "
+            f"computed in this run; they took {minutes_text(cost['episodes'])} (wall) when they "
             "were computed. By cache and by the commit of the code that computed them:"
         )
         rows = [
@@ -221,7 +222,7 @@ def provenance_markdown(record: dict | Path | str) -> str:
             rows.append(
                 f"| `{g['cache']}` | {g['episodes']} ({g['entries']}) | {g['here']} | "
                 f"{_group_minutes(g, 'wall_seconds')} / {_group_minutes(g, 'cpu_seconds')} | "
-                f"{_commit(g['git_sha'], g['ttlib_modified'])}, {when} |"
+                f"{commit_text(g['git_sha'], g['ttlib_modified'])}, {when} |"
             )
         lines.append("\n".join(rows))
     elif episodes is not None:
