@@ -15,7 +15,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
-from test_book_companion import BOX_TITLE, VERDICTS
+from test_book_companion import assert_provenance_footer, assert_verdict_box
 
 ROOT = Path(__file__).resolve().parent.parent
 BOOK = ROOT / "book"
@@ -241,13 +241,8 @@ def test_every_published_experiment_page_has_its_verdict_box_and_provenance(buil
     for page in PAGES:
         if page.startswith("experiments/"):
             raw = (html / page).read_text(encoding="utf-8")
-            start = raw.find(BOX_TITLE)
-            assert start >= 0, f"{page}: no verdict box"
-            box = raw[start : raw.find("</div>", start)]
-            assert re.search("<strong>(" + "|".join(VERDICTS) + ")</strong>", box), page
-            text = _text(html / page)
-            assert "Provenance of this page." in text, f"{page}: no provenance footer"
-            assert re.search(r"at commit [0-9a-f]{8}", text), page
+            assert_verdict_box(raw, page)
+            assert_provenance_footer(raw, page)
 
 
 def test_no_page_shows_stderr(built_book):

@@ -81,6 +81,23 @@ class _Tables(HTMLParser):
             self._depth -= 1
 
 
+def assert_verdict_box(page: str, name: str) -> int:
+    """The page (HTML) has the verdict box with a verdict word in it; where the box starts."""
+    start = page.find(BOX_TITLE)
+    assert start >= 0, f"{name}: no verdict box"
+    box = page[start : page.find("</div>", start)]
+    assert re.search("<strong>(" + "|".join(VERDICTS) + ")</strong>", box), name
+    return start
+
+
+def assert_provenance_footer(page: str, name: str) -> None:
+    """The page (HTML) ends with its provenance: commit, machine and wall time."""
+    text = re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", page))
+    assert "Provenance of this page." in text, f"{name}: no provenance footer"
+    assert re.search(r"at commit [0-9a-f]{8}", text), name
+    assert "wall time" in text and "cores" in text, name
+
+
 def _page(html: Path, name: str) -> str:
     return (html / "experiments" / f"{name}.html").read_text(encoding="utf-8")
 
@@ -127,10 +144,7 @@ def test_every_experiment_page_opens_with_a_computed_verdict(smoke_book):
     _, html = smoke_book
     for name in EXPERIMENTS:
         page = _page(html, name)
-        start = page.find(BOX_TITLE)
-        assert start >= 0, f"{name}: no verdict box"
-        box = page[start : page.find("</div>", start)]
-        assert re.search("<strong>(" + "|".join(VERDICTS) + ")</strong>", box), name
+        start = assert_verdict_box(page, name)
         assert page.find('<section id="how-the-verdict-is-computed"') > start, name
         # the box comes before the page's first code cell
         first_cell = page.find('class="cell docutils container')
@@ -179,10 +193,7 @@ def test_tables_fit_the_content_column(smoke_book):
 def test_every_experiment_page_ends_with_its_provenance(smoke_book):
     _, html = smoke_book
     for name in EXPERIMENTS:
-        text = re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", _page(html, name)))
-        assert "Provenance of this page." in text, name
-        assert re.search(r"at commit [0-9a-f]{8}", text), name
-        assert "wall time" in text and "cores" in text, name
+        assert_provenance_footer(_page(html, name), name)
 
 
 def _row_numbered_tables(page: str) -> int:
