@@ -8,11 +8,11 @@ import torch
 from ttlib.data import Episode
 from ttlib.discretize import UniformDiscretizer
 from ttlib.experiments.prediction import (
-    original_learning,
     RolloutConfig,
     error_quantiles,
     error_table,
     horizon_errors,
+    original_learning,
     sample_segments,
     tt_configs,
     tt_rollout,

@@ -40,15 +40,21 @@ Cell = tuple[int, int]
 GOAL_DIMS = [0, 1]  # the point's x and y: the first two entries of PointMaze's observation
 
 
-def goal_configs(dataset_id: str, params: dict) -> tuple[DataConfig, TrainConfig, dict]:
-    """Data, training and model settings of the goal-conditioned model, from notebook params.
+def goal_configs(
+    dataset_id: str, params: dict, **data_knobs
+) -> tuple[DataConfig, TrainConfig, dict]:
+    """Data, training and model settings of the goal-conditioned model, from notebook params
+    (``data_knobs`` override DataConfig fields, e.g. ``n_transitions`` or ``n_bins``).
 
     Hindsight goals: every training window is paired with the xy position (``GOAL_DIMS``) of a
     later state of its own episode, so any reached position is a goal the data shows how to
     get to.
     """
     data_cfg = DataConfig(
-        dataset_id=dataset_id, discretizer=params["discretizer"], goal_dims=list(GOAL_DIMS)
+        dataset_id=dataset_id,
+        discretizer=params["discretizer"],
+        goal_dims=list(GOAL_DIMS),
+        **data_knobs,
     )
     return data_cfg, train_config(params, 250), model_kwargs(params)
 
