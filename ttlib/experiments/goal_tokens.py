@@ -25,7 +25,7 @@ import torch.nn.functional as F
 
 from ttlib.data import Episode
 from ttlib.discretize import Discretizer
-from ttlib.experiments.goals import GOAL_DIMS, hindsight_goal_episodes
+from ttlib.experiments.goals import GOAL_DIMS, GoalPolicyAgent, hindsight_goal_episodes
 
 
 @dataclass
@@ -103,19 +103,11 @@ def train_goal_classifier(episodes: Sequence[Episode], discretizer: Discretizer,
     return model.eval()
 
 
-class ClassifierAgent:
+class ClassifierAgent(GoalPolicyAgent):
     """A :class:`GoalClassifier` as an Agent (given each episode's goal xy at reset)."""
 
+    needs = "a goal classifier"
+
     def __init__(self, model: GoalClassifier):
-        self.model, self.goals = model, None
-
-    def reset(self, n_episodes: int, goals: np.ndarray | None = None) -> None:
-        if goals is None:
-            raise ValueError("a goal classifier needs the goals: reset(n, goals=...)")
-        self.goals = np.asarray(goals, dtype=np.float64).reshape(n_episodes, -1)
-
-    def act(self, observations: np.ndarray, index: np.ndarray) -> np.ndarray:
-        return self.model.act(np.asarray(observations, dtype=np.float64), self.goals[index])
-
-    def observe(self, rewards: np.ndarray, index: np.ndarray) -> None:
-        pass
+        super().__init__(model.act)
+        self.model = model

@@ -38,6 +38,7 @@ Cell = tuple[int, int]
 
 
 GOAL_DIMS = [0, 1]  # the point's x and y: the first two entries of PointMaze's observation
+ActFn = Callable[[np.ndarray, np.ndarray], np.ndarray]  # (states, goals) -> actions
 
 
 def goal_configs(
@@ -287,29 +288,40 @@ def train_goal_bc(
     return train_bc(hindsight_goal_episodes(episodes, copies, seed), cfg, progress=False)
 
 
-class GoalBCAgent:
-    """A goal-conditioned BC policy as an Agent: each episode's goal xy is appended to its
-    observations, as in training."""
+class GoalPolicyAgent:
+    """A goal-conditioned policy ``policy(states (n, N), goals (n, G)) -> actions`` as an Agent:
+    each episode's goal xy, given at ``reset``, goes with its observations."""
 
-    def __init__(self, bc: BehaviourCloning):
-        self.bc = bc
+    needs = "a goal-conditioned policy"  # who asks for the goals, in the error message
+
+    def __init__(self, policy: ActFn):
+        self.policy = policy
         self.goals: np.ndarray | None = None
 
     def reset(self, n_episodes: int, goals: np.ndarray | None = None) -> None:
         if goals is None:
-            raise ValueError("goal-conditioned BC needs the goals: reset(n, goals=...)")
-        self.goals = np.asarray(goals, dtype=np.float32).reshape(n_episodes, -1)
+            raise ValueError(f"{self.needs} needs the goals: reset(n, goals=...)")
+        self.goals = np.asarray(goals, dtype=np.float64).reshape(n_episodes, -1)
 
     def act(self, observations: np.ndarray, index: np.ndarray) -> np.ndarray:
-        obs = np.asarray(observations, dtype=np.float32)
-        return self.bc.act(np.concatenate([obs, self.goals[index]], axis=1))
+        return self.policy(np.asarray(observations, dtype=np.float64), self.goals[index])
 
     def observe(self, rewards: np.ndarray, index: np.ndarray) -> None:
         pass
 
 
+class GoalBCAgent(GoalPolicyAgent):
+    """A goal-conditioned BC policy as an Agent: each episode's goal xy is appended to its
+    observations, as in training."""
+
+    needs = "goal-conditioned BC"
+
+    def __init__(self, bc: BehaviourCloning):
+        super().__init__(lambda s, g: bc.act(np.concatenate([s, g], axis=1).astype(np.float32)))
+        self.bc = bc
+
+
 # ------------------------------------------------------------------ goal following
-ActFn = Callable[[np.ndarray, np.ndarray], np.ndarray]
 # the planner at horizon 1, beam 1, no history: what tt_greedy_actions decodes
 GREEDY = PlannerConfig(
     mode="goal", horizon=1, beam_width=1, n_expand=1, max_context_transitions=0, deterministic=True
