@@ -7,21 +7,20 @@ over the longer run), logging the held-out cross-entropy as the page does.
 
 Training runs through :func:`ttlib.experiments.cache.train_tt` and checkpoints every 500 steps,
 so a killed run resumes bit for bit. ``--keep DIR`` copies the latest checkpoint (optimiser
-and random states included: it is what resuming needs) to DIR after the run or on Ctrl-C, and
-a later run on a fresh machine starts from DIR's checkpoint when the cache has none::
+and random states included: it is what resuming needs) and its training record to DIR after
+the run or on Ctrl-C, and a later run on a fresh machine starts from DIR's checkpoint when the
+cache has fewer steps::
 
     env OMP_NUM_THREADS=1 python benchmarks/prediction_longer.py --env hopper --factor 4 \\
         --keep results/prediction/resume
 
-At the end it writes ``<keep>/<model>.curve.csv``: steps, tokens and the training and
-held-out losses per token kind, as logged.
+The prediction page restores the kept run the same way and shows its learning curve and its
+rollouts beside the page's model (its ``longer_envs`` and ``longer_factor`` knobs).
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import shutil
 from pathlib import Path
 
 import pandas as pd
@@ -29,16 +28,6 @@ import pandas as pd
 from ttlib.experiments import prediction, runs
 from ttlib.experiments.cache import cache_dir, train_tt
 from ttlib.experiments.presets import preset_params
-
-
-def _run_folder(models: Path, data: dict, train: dict) -> Path:
-    """The cache folder of this run: the one whose recorded data and training configs match."""
-    data, train = json.loads(json.dumps(data)), json.loads(json.dumps(train))  # tuples -> lists
-    for config in models.glob("*/config.json"):
-        c = json.loads(config.read_text())
-        if c.get("data") == data and c.get("train") == train:
-            return config.parent
-    raise FileNotFoundError(f"no cache folder in {models} holds this run")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -49,27 +38,19 @@ def main(argv: list[str] | None = None) -> None:
     args = ap.parse_args(argv)
 
     p = preset_params("prediction", "cpu")
-    p["train_steps"] = args.factor * p["train_steps"]
     did = runs.ensure_dataset(args.env, p["dataset_kind"], p["dataset_transitions"], p["seed"])
-    data_cfg, train_cfg, model_kw = prediction.tt_configs(did, p)
+    data_cfg, train_cfg, model_kw = prediction.longer_configs(did, p, args.factor)
     train_eps, test_eps = prediction.split_episodes(data_cfg)
     models = cache_dir("models")
     if args.keep is not None:  # a kept run continues where it stopped
-        for folder in args.keep.glob("*/checkpoint.pt"):
-            target = models / folder.parent.name
-            if not (target / "checkpoint.pt").exists():
-                shutil.copytree(folder.parent, target, dirs_exist_ok=True)
+        prediction.restore_kept(args.keep, models)
     try:
         tt = train_tt(data_cfg, train_cfg, model_kw, eval_episodes=test_eps, progress=True)
-    finally:
-        if args.keep is not None:
-            folder = _run_folder(models, data_cfg.to_dict(), train_cfg.to_dict())
-            shutil.copytree(folder, args.keep / folder.name, dirs_exist_ok=True)
-            print(f"kept {folder} in {args.keep / folder.name}")
-    curve = pd.DataFrame(tt.history)
-    if args.keep is not None:
-        curve.to_csv(args.keep / f"{tt.folder.name}.curve.csv", index=False)
-    print(curve.tail(3).to_string())
+    finally:  # also on Ctrl-C; nothing to keep where training failed before its first write
+        folder = prediction.kept_run(models, data_cfg, train_cfg)
+        if args.keep is not None and folder is not None:
+            print(f"kept {folder} in {prediction.keep_run(folder, args.keep)}")
+    print(pd.DataFrame(tt.history).tail(3).to_string())
 
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@ from ttlib.data import (
     load_minari,
     returns_to_go,
 )
+from ttlib.discretize import relative_goal_bins
 
 from conftest import linear_episodes, write_minari_dataset
 
@@ -87,9 +88,28 @@ def test_final_goal_sampling_gives_every_window_its_episodes_last_state():
         assert (goals[i].numpy() == ds.discretizer.encode(last, dims=[0, 1])[0]).all()
 
 
+def test_relative_goals_are_the_goal_bins_minus_the_windows_first_state_clipped():
+    eps = linear_episodes(4, 10)
+    absolute = SequenceDataset(eps, DataConfig("synthetic", n_bins=10, n_transitions=3,
+                                               goal_dims=[0, 1]))  # fmt: skip
+    relative = SequenceDataset(eps, DataConfig("synthetic", n_bins=10, n_transitions=3,
+                                               goal_dims=[0, 1], goal_relative=True))  # fmt: skip
+    idx = torch.arange(len(absolute))
+    x, *_, goals = absolute.batch(idx, generator=torch.Generator().manual_seed(0))
+    *_, rel = relative.batch(idx, generator=torch.Generator().manual_seed(0))
+    offset = (goals - x[:, :2]).clamp(-5, 4) + 5  # the first state's x, y bins
+    assert torch.equal(rel, offset)
+    assert not torch.equal(rel, goals)
+    assert relative_goal_bins(np.array([9, 0, 3]), np.array([0, 9, 3]), 10).tolist() == [9, 0, 5]
+
+
 def test_goal_sampling_default_keeps_old_cache_keys_and_rejects_unknown_names():
     assert "goal_sampling" not in DataConfig("d").to_dict()
     assert DataConfig("d", goal_sampling="final").to_dict()["goal_sampling"] == "final"
+    assert "goal_relative" not in DataConfig("d", goal_dims=[0]).to_dict()
+    assert DataConfig("d", goal_dims=[0], goal_relative=True).to_dict()["goal_relative"]
+    with pytest.raises(ValueError, match="goal_relative=True needs goal_dims"):
+        DataConfig("d", goal_relative=True)
     with pytest.raises(ValueError, match="goal_sampling"):
         DataConfig("d", goal_sampling="last")
 

@@ -228,6 +228,36 @@ def test_goal_mode_reaches_the_goal_in_a_grid(goal):
     assert len(planner.context[0]) == cfg.max_context_transitions
 
 
+def relative_grid_rule(prefix, goal):
+    """grid_rule for a model trained with relative goals: its goal tokens are the goal's cells
+    minus those of the sequence's first state, shifted by K // 2."""
+    return grid_rule(prefix, goal - K // 2 + prefix[:, :2])
+
+
+@pytest.mark.parametrize("relative", [True, False])
+def test_a_relative_goal_model_is_given_the_goal_from_the_sequences_first_state(relative):
+    model = ToyModel(GRID_CFG, relative_grid_rule)
+    disc = toy_discretizer(GRID_CFG.transition_dim, K)
+    cfg = PlannerConfig(mode="goal", horizon=3, beam_width=4, n_expand=2, cdf_act=None,
+                        deterministic=True, max_context_transitions=0)  # fmt: skip
+    planner = TTPlanner(model, disc, cfg, goal_dims=[0, 1], goal_relative=relative)
+    planner.reset(1, goals=np.array([[4.5, 4.5]]))
+    s = torch.tensor([[2, 0]])
+    for _ in range(8):
+        a = planner.act(s.numpy() + 0.5)
+        s = grid_step(s, torch.as_tensor(disc.encode(a, dims=[2]))[:, 0])
+        planner.observe(np.zeros(1))
+    # given absolute bins, the model reads the goal (4, 4) as 5 + (4, 4) - s: off the grid
+    assert (tuple(s[0].tolist()) == (4, 4)) is relative
+
+
+def test_a_relative_goal_planner_refuses_a_window_its_first_state_would_leave():
+    with pytest.raises(ValueError, match="relative goal"):
+        TTPlanner(ToyModel(GRID_CFG, relative_grid_rule), toy_discretizer(5, K),
+                  PlannerConfig(mode="goal", horizon=3, max_context_transitions=1),
+                  goal_dims=[0, 1], goal_relative=True)  # fmt: skip
+
+
 # ---------------------------------------------------------------- real model equivalences
 def random_gpt(n_transitions=4):
     model = tiny_gpt(n_transitions).double()

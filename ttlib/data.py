@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ttlib.discretize import Discretizer, make_discretizer
+from ttlib.discretize import Discretizer, make_discretizer, relative_goal_bins
 from ttlib.errors import ConfigError, DatasetError, check_number, check_positive, is_int, summary
 
 
@@ -52,6 +52,10 @@ class DataConfig:
     # the episode's last (the original's GoalDataset). With "final" the episode's sparse
     # rewards and values are about the goal the model is given.
     goal_sampling: str = "future"
+    # True: the goal tokens are the goal's bins minus those of the window's first state (see
+    # relative_goal_bins), so "the goal is three bins to the right" is one token wherever the
+    # point is; False: the goal's own bins (the original's goal prefix).
+    goal_relative: bool = False
 
     def __post_init__(self):
         # out-of-range windows crash deep in torch (or build nothing) if not caught here
@@ -68,11 +72,14 @@ class DataConfig:
         if not (is_int(self.n_bins) and self.n_bins >= 2):
             raise ConfigError(f"DataConfig n_bins={self.n_bins!r}: must be an integer >= 2")
         check_number("DataConfig", "(0, 1]", lambda v: 0 < v <= 1, discount=self.discount)
+        if self.goal_relative and not self.goal_dims:
+            raise ConfigError("DataConfig goal_relative=True needs goal_dims")
 
     def to_dict(self) -> dict:
         d = asdict(self)
-        if d["goal_sampling"] == "future":
-            del d["goal_sampling"]  # the default is left out, so older cache keys stay valid
+        for key, default in (("goal_sampling", "future"), ("goal_relative", False)):
+            if d[key] == default:
+                del d[key]  # defaults are left out, so older cache keys stay valid
         return d
 
 
@@ -362,5 +369,9 @@ class SequenceDataset:
                 lo = self.starts[index]
                 u = torch.rand(len(index), generator=generator)
                 pick = lo + (u * (hi - lo + 1).float()).long().clamp_max(hi - lo)
-            out.append(self._goal_tokens[pick])
+            goal = self._goal_tokens[pick]
+            if self.cfg.goal_relative:  # relative to the window's first state
+                first = self.tokens[self.starts[index]][:, self.cfg.goal_dims]
+                goal = relative_goal_bins(goal, first, self.cfg.n_bins)
+            out.append(goal)
         return tuple(out)

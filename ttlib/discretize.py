@@ -185,6 +185,15 @@ DISCRETIZERS: dict[str, type[Discretizer]] = {
 }
 
 
+def relative_goal_bins(goal_bins, from_bins, n_bins: int):
+    """Goal tokens relative to a state: each goal bin minus the state's bin of the same dim,
+    clipped to [-n_bins // 2, n_bins - 1 - n_bins // 2] and shifted into [0, n_bins), so the
+    tokens stay in the goal embedding's range (arrays or tensors of equal shape). Clipping
+    keeps the direction of a far goal and drops its distance."""
+    half = n_bins // 2
+    return (goal_bins - from_bins).clip(-half, n_bins - 1 - half) + half
+
+
 def make_discretizer(kind: str, n_bins: int = 100) -> Discretizer:
     """Build an unfitted discretizer by name ('uniform' or 'quantile')."""
     if kind not in DISCRETIZERS:

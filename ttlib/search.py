@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ttlib.discretize import Discretizer
+from ttlib.discretize import Discretizer, relative_goal_bins
 from ttlib.memory import check_planning_memory
 from ttlib.window import Window
 
@@ -288,6 +288,7 @@ class TTPlanner:
         q_function: QFunction | None = None,
         memory_limit: int | str | None = None,
         episode_seeds: Sequence[int] | None = None,
+        goal_relative: bool = False,
     ):
         self.model = model.eval()
         self.memory_limit = memory_limit  # reset()'s (and evaluate()'s early check's)
@@ -307,6 +308,15 @@ class TTPlanner:
         self.generators: list[torch.Generator] = []
         if c.goal_dim > 0 and self.goal_dims is None:
             raise ValueError("this model is goal-conditioned: pass goal_dims (the data config's)")
+        # goal_relative: the model was trained with DataConfig(goal_relative=True), its goal
+        # relative to the first state of its sequence; that state must not leave the window
+        self.goal_relative = goal_relative
+        seen = self.config.max_context_transitions + self.config.horizon
+        if goal_relative and seen > c.n_transitions:
+            raise ValueError(
+                f"a relative goal needs context + horizon ({seen} transitions) within the "
+                f"model's window ({c.n_transitions}): the sequence's first state must stay in it"
+            )
         self.plans: list[Plan] = []
         self.n_episodes = 0
 
@@ -362,6 +372,8 @@ class TTPlanner:
             prefix = [np.concatenate([*self.context[index[r]], obs_tokens[r]]) for r in rows]
             context = torch.as_tensor(np.stack(prefix), device=self.device).reshape(len(rows), -1)
             goal = None if self.goal_tokens is None else self.goal_tokens[index[rows]]
+            if goal is not None and self.goal_relative:  # as trained: from the first state
+                goal = relative_goal_bins(goal, context[:, self.goal_dims], c.n_bins)
             generator = self.generator
             if self.episode_seeds is not None:
                 generator = [self.generators[index[r]] for r in rows]

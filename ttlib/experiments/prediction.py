@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from dataclasses import asdict, dataclass, replace
 from functools import partial
 from pathlib import Path
@@ -30,6 +31,7 @@ from ttlib.envs import make_env
 from ttlib.experiments.cache import cached_model, train_config
 from ttlib.experiments.presets import model_kwargs
 from ttlib.experiments.provenance import commit_text, machine_text, minutes_text
+from ttlib.io import load_torch
 from ttlib.train import TrainConfig
 from ttlib.window import Window  # the planner's window: one jump rule for both
 
@@ -62,6 +64,55 @@ def tt_configs(
         max_transitions=int(round((1 - held_out_fraction) * params["dataset_transitions"])),
     )
     return data_cfg, train_config(params, 500), model_kwargs(params)
+
+
+def longer_configs(
+    dataset_id: str, params: dict, factor: int
+) -> tuple[DataConfig, TrainConfig, dict]:
+    """:func:`tt_configs` for ``factor`` times the steps (with the ``run_length`` schedule the
+    learning rate then decays over the longer run): the page's longer-trained model."""
+    return tt_configs(dataset_id, {**params, "train_steps": factor * params["train_steps"]})
+
+
+def kept_run(models: Path, data_cfg: DataConfig, train_cfg: TrainConfig) -> Path | None:
+    """The folder in ``models`` whose recorded data and training configs are these, or None."""
+
+    def as_stored(d: dict) -> dict:  # tuples -> lists, as config.json holds them
+        return json.loads(json.dumps(d))
+
+    data, train = as_stored(data_cfg.to_dict()), as_stored(train_cfg.to_dict())
+    for config in sorted(models.glob("*/config.json")):
+        c = json.loads(config.read_text())
+        if c.get("data") == data and c.get("train") == train:
+            return config.parent
+    return None
+
+
+def keep_run(folder: Path, keep: Path) -> Path:
+    """Copy a model's cache folder (its resume checkpoint) and its training record
+    (``<folder>.json``: time and commit) into ``keep``, where git can hold them."""
+    shutil.copytree(folder, keep / folder.name, dirs_exist_ok=True)
+    if folder.with_suffix(".json").exists():
+        shutil.copy2(folder.with_suffix(".json"), keep / f"{folder.name}.json")
+    return keep / folder.name
+
+
+def restore_kept(keep: Path, models: Path) -> list[str]:
+    """Put the runs kept in ``keep`` (:func:`keep_run`) into the model cache ``models`` where
+    the cache holds none or fewer steps of them, so training resumes from, or loads, the kept
+    checkpoint. Returns the names restored."""
+    restored = []
+    for ckpt in sorted(keep.glob("*/checkpoint.pt")):
+        target = models / ckpt.parent.name
+        have = target / "checkpoint.pt"
+        if have.exists() and load_torch(have)["step"] >= load_torch(ckpt)["step"]:
+            continue
+        shutil.copytree(ckpt.parent, target, dirs_exist_ok=True)
+        record = keep / f"{ckpt.parent.name}.json"
+        if record.exists():
+            shutil.copy2(record, target.with_suffix(".json"))
+        restored.append(target.name)
+    return restored
 
 
 def split_episodes(data_cfg: DataConfig) -> tuple[list[Episode], list[Episode]]:

@@ -126,6 +126,7 @@ def resolve(experiment: str, namespace: dict, path: str | Path | None = None) ->
 # count used to train models first and then fail; a zero beam width was silently clamped).
 # Every integer knob is a count or size >= 1, except these:
 _AT_LEAST_ZERO = ("seed",)
+_MAY_BE_EMPTY = ("longer_envs",)  # lists that may name nothing: an optional extra run
 _CHOICES = {
     "discretizer": ("quantile", "uniform"),
     "discretizers": ("quantile", "uniform"),
@@ -145,7 +146,7 @@ def check_params(experiment: str, params: dict) -> None:
         low = 0 if name in _AT_LEAST_ZERO else 1
         if is_int(value) and value < low:
             bad(name, f"must be an integer >= {low}")
-        if isinstance(value, list) and not value:
+        if isinstance(value, list) and not value and name not in _MAY_BE_EMPTY:
             bad(name, "must list at least one value")
         choices = _CHOICES.get(name)
         values = value if isinstance(value, list) else [value]
