@@ -260,6 +260,7 @@ def test_play_goals_are_hand_picked_and_diverse_goals_are_random():
 # ---------------------------------------------------------------- controller training
 
 
+@pytest.mark.slow
 def test_controller_chunks_write_milestones_and_resume(tmp_path, capsys):
     def chunks_run() -> list[str]:
         return re.findall(r"\[antmaze\] step \d+: success [\d.]+", capsys.readouterr().out)
@@ -299,6 +300,7 @@ def test_bad_controller_settings_and_missing_controller(tmp_path):
         make_dataset("antmaze", "umaze", GenConfig(transitions=10, policy_dir=str(tmp_path)))
 
 
+@pytest.mark.slow
 def test_a_controller_of_another_design_is_neither_resumed_nor_used(tmp_path):
     from ttlib.errors import ConfigError
 
@@ -382,6 +384,7 @@ def test_bad_antmaze_kind_is_a_clear_error():
         make_datasets(["antmaze"], ["medium-ply"])
 
 
+@pytest.mark.slow
 def test_console_script_trains_the_controller_and_makes_a_dataset(tmp_path, capsys):
     from ttlib import cli
 

@@ -33,6 +33,7 @@ def linear_policy_episodes(n=4000, seed=0):
 
 
 @pytest.mark.parametrize("loss", ["mse", "gaussian"])
+@pytest.mark.slow
 def test_bc_recovers_a_linear_policy(loss, tmp_path):
     """The regression target is GAIN s exactly (the noise has mean 0). Its spread is 0.6, the
     noise 0.05; a fit off by 0.05 RMSE would be as wrong as the noise itself."""
@@ -49,6 +50,7 @@ def test_bc_recovers_a_linear_policy(loss, tmp_path):
     np.testing.assert_allclose(again.act(s), model.act(s))
 
 
+@pytest.mark.slow
 def test_dynamics_one_step_error_on_held_out_episodes_is_small(tmp_path):
     """s' = A s + B a is learnable exactly; r = -|s|² is smooth. Held-out mean squared errors
     must be below 1 % of the variance of Δs and 5 % of the variance of r (observed: ~0.01 %

@@ -176,6 +176,7 @@ def test_until_trains_a_sessions_chunk_and_a_later_call_goes_on(tmp_path, synthe
     assert sorted(again.points) == [2, 3]  # shows no point beyond it, though more are kept
 
 
+@pytest.mark.slow
 def test_study_evaluates_every_kept_point_once_and_reuses_its_episodes(tmp_path, monkeypatch,
                                                                        synthetic_data):  # fmt: skip
     monkeypatch.setattr(cs, "results_dir", lambda name, preset: tmp_path)
@@ -200,6 +201,7 @@ def test_study_evaluates_every_kept_point_once_and_reuses_its_episodes(tmp_path,
     assert study.paper_search.empty  # paper_search_at: None
 
 
+@pytest.mark.slow
 def test_paper_search_replans_the_base_runs_listed_point_with_the_originals_search(
     tmp_path, monkeypatch, synthetic_data
 ):

@@ -216,6 +216,7 @@ def test_evaluation_episodes_are_cached_one_by_one():
 
 
 # ------------------------------------------------------------------ end to end
+@pytest.mark.slow
 def test_table_on_synthetic_hopper_data(monkeypatch):
     write_minari_dataset("ttlib/hopper/synthetic-v0", hopper_like_episodes())
 

@@ -35,6 +35,7 @@ def test_seed_batches_are_runs_of_consecutive_seeds():
     assert seed_batches([], 10) == []
 
 
+@pytest.mark.slow
 def test_episodes_planned_together_equal_each_planned_alone(hopper_planner):
     model, disc, planner = hopper_planner
     seeds = [20, 21, 22]
@@ -55,6 +56,7 @@ def test_episodes_planned_together_equal_each_planned_alone(hopper_planner):
     assert mixed.returns[1:].tolist() != together.returns[1:].tolist()
 
 
+@pytest.mark.slow
 def test_batched_episodes_are_cached_one_by_one_with_a_share_of_the_time(hopper_planner):
     model, disc, planner = hopper_planner
     key = {"model": "untrained", "planner": "H2B4"}

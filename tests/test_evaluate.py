@@ -126,6 +126,7 @@ def test_rendering_failure_only_drops_the_frames():
     assert res.frames == [] and res.lengths.tolist() == [2, 3]
 
 
+@pytest.mark.slow
 def test_frames_are_recorded_when_rendering_works():
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")

@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import pytest
 import torch
 
 from ttlib.data import DataConfig, Episode, SequenceDataset
@@ -209,6 +210,7 @@ def falling_episodes(n=200, length=12, seed=0) -> list[Episode]:
     return eps
 
 
+@pytest.mark.slow
 def test_a_plan_that_runs_into_a_termination_loses_to_one_that_does_not():
     # No termination penalty: only the stop token tells the model the episode is over, and
     # the planner drops its mass from E[r] and E[V] without renormalising (the original's

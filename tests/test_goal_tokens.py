@@ -32,6 +32,7 @@ def fitted_discretizer(eps, n_bins=20):
 
 
 @pytest.mark.parametrize("tokens", [False, True])
+@pytest.mark.slow
 def test_the_classifier_learns_to_push_towards_the_goal(tokens):
     eps = straight_episodes()
     disc = fitted_discretizer(eps)

@@ -63,6 +63,7 @@ def test_expectile_interpolates_mean_and_max():
 
 
 @pytest.mark.parametrize("tau", [0.5, 0.7, 0.99])
+@pytest.mark.slow
 def test_iql_recovers_the_expectile_values(tau):
     """Rewards are deterministic, so the only error is optimisation noise from minibatches.
     The tolerance 0.05 is 2.5 % of the reward range and a sixth of the gap between the
@@ -80,6 +81,7 @@ def test_iql_recovers_the_expectile_values(tau):
         assert v[1].item() > 1.9  # close to the max over the data's actions
 
 
+@pytest.mark.slow
 def test_awr_policy_prefers_the_high_advantage_action_and_roundtrips(tmp_path):
     model = fit(0.7)
     assert model.act(np.array(S1)).item() > 0.8  # weighted towards a = 1 (r = 2)

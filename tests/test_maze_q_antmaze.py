@@ -92,6 +92,7 @@ def checkout(tmp_path_factory):
     return root
 
 
+@pytest.mark.slow
 def test_smoke_antmaze_run_generates_local_data_and_evaluates_d4rls_task(checkout, monkeypatch):
     import minari
 

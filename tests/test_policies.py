@@ -34,6 +34,7 @@ def tiny_run(tmp_path_factory):
     return cfg, finalize(cfg)
 
 
+@pytest.mark.slow
 def test_training_resumes_from_the_last_checkpoint(tiny_run):
     cfg, _ = tiny_run
     from stable_baselines3 import SAC
@@ -57,6 +58,7 @@ def test_training_resumes_from_the_last_checkpoint(tiny_run):
     ]
 
 
+@pytest.mark.slow
 def test_finalize_writes_small_weights_only_files(tiny_run):
     cfg, info = tiny_run
     out = Path(cfg.out_dir) / "hopper"

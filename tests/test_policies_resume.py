@@ -5,6 +5,8 @@ import shutil
 from dataclasses import replace
 from pathlib import Path
 
+import pytest
+
 from ttlib.datagen.policies import PolicyConfig, train
 
 from conftest import tiny_sac_config
@@ -16,6 +18,7 @@ def _cfg(root: Path, **kw) -> PolicyConfig:
     return tiny_sac_config(root, **(base | kw))
 
 
+@pytest.mark.slow
 def test_stop_score_ends_training_after_the_first_chunk_that_reaches_it(tmp_path):
     # Every return is above -1e9, so the run must stop after its first 100-step chunk.
     cfg = _cfg(tmp_path, stop_score=-1e9)
@@ -24,6 +27,7 @@ def test_stop_score_ends_training_after_the_first_chunk_that_reaches_it(tmp_path
     assert [e["step"] for e in evals] == [100]
 
 
+@pytest.mark.slow
 def test_a_fresh_machine_resumes_from_the_committed_milestone(tmp_path):
     cfg = _cfg(tmp_path, total_steps=100)
     train(cfg)
@@ -40,6 +44,7 @@ def test_a_fresh_machine_resumes_from_the_committed_milestone(tmp_path):
     assert json.loads(milestone.with_suffix(".json").read_text())["step"] == 200
 
 
+@pytest.mark.slow
 def test_finalize_on_a_fresh_machine_uses_the_committed_early_files(tmp_path):
     """Train 300 steps in 100-step chunks, lose the local cache, then finalize: medium/expert
     actors and medium-replay must come from early/ and equal what the local cache gave."""
@@ -94,6 +99,7 @@ def test_cut_transitions_closes_the_running_episode_as_a_truncation():
     assert whole["final_observations"][:, 0].tolist() == [100.0]
 
 
+@pytest.mark.slow
 def test_save_early_by_hand_also_brings_the_milestone_to_the_latest_checkpoint(tmp_path):
     from ttlib.datagen.policies import save_early
 
@@ -110,6 +116,7 @@ def test_save_early_by_hand_also_brings_the_milestone_to_the_latest_checkpoint(t
     assert info["prefix_end"] == 400  # prefix_score never reached: the whole buffer so far
 
 
+@pytest.mark.slow
 def test_a_resumed_run_keeps_the_replay_prefix_it_cannot_rebuild(tmp_path):
     import numpy as np
 

@@ -150,6 +150,7 @@ def smoke_maze_params(tmp_path: Path, monkeypatch) -> dict:
     return {**preset_params("maze_q", "smoke"), "preset": "smoke", "ray": None}
 
 
+@pytest.mark.slow
 def test_maze_tasks_train_each_maze_once_before_its_evaluations(tmp_path, monkeypatch):
     params = smoke_maze_params(tmp_path, monkeypatch)
     tasks = ray_tasks.maze_tasks({**params, "mazes": ["pointmaze-medium", "pointmaze-large"]})

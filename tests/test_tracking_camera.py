@@ -35,6 +35,7 @@ def _body_share(frame: np.ndarray) -> float:
     return float(((r > g + 20) & (r > b + 40)).mean())
 
 
+@pytest.mark.slow
 def test_the_camera_follows_the_cheetah():
     at_start, far_away = _frames_at([0.0, 10.0])
     assert _body_share(at_start) > 0.01 and _body_share(far_away) > 0.01
@@ -72,6 +73,7 @@ def _ant_share(frame: np.ndarray) -> float:
     return float(((r > 180) & (g > 150) & (b > 90) & (r - b > 40) & (g - b > 25)).mean())
 
 
+@pytest.mark.slow
 def test_the_antmaze_camera_looks_down_on_the_ant_wherever_it_walks():
     # two free cells 8 m apart: the start corner and the far end of the U
     corners = [[-4.0, -4.0], [4.0, 4.0]]

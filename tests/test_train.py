@@ -18,6 +18,7 @@ def small_dataset(n_bins=20, n_transitions=4, seed=1):
     return SequenceDataset(eps, DataConfig("synthetic", n_bins=n_bins, n_transitions=n_transitions))
 
 
+@pytest.mark.slow
 def test_model_learns_the_dynamics_not_just_the_marginals():
     """Quantile bins make every state token's marginal uniform, so a model that ignored the
     previous transition could not beat ln K nats on state tokens. The dynamics are
