@@ -121,6 +121,10 @@ def test_prediction_verdict_needs_tt_clearly_closer():
     assert verdicts.prediction({"hopper": close}, 100).verdict == "reproduced"
     assert verdicts.prediction({"hopper": close, "walker2d": far}, 100).verdict == "partly"
     assert verdicts.prediction({"hopper": far}, 100).verdict == "not at this scale"
+    # a TT trained longer on the page is the one that counts for its environment
+    longer = {**far, "TT (argmax), longer": rng.normal(0.1, 0.05, 20)}
+    v = verdicts.prediction({"hopper": longer, "walker2d": far}, 100)
+    assert v.verdict == "partly" and "hopper: MLP − TT (argmax), longer = +" in v.why
 
 
 def test_imitation_verdict_asks_for_a_test_that_could_see_a_shortfall():
