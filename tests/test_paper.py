@@ -146,6 +146,10 @@ def test_goal_reaching_verdict():
     assert verdicts.goal_reaching([1] * 10, [1] * 10).verdict == "reproduced"
     assert verdicts.goal_reaching([1, 1, 1, 1, 0, 0, 0, 0, 0, 0] * 3, [1] * 30).verdict == "partly"
     assert verdicts.goal_reaching([0] * 10, [1] * 10).verdict == "not at this scale"
+    # a variant of ours is reported beside the verdict and does not change it
+    v = verdicts.goal_reaching([0] * 10, [1] * 10, variant=("relative goals", [1] * 8 + [0] * 2))
+    assert v.verdict == "not at this scale"
+    assert "Changed by us (relative goals), TT reached 80 ± 13.3 % (n = 10)." in v.why
 
 
 def test_attention_verdict_counts_patterns_above_chance():

@@ -126,7 +126,7 @@ def resolve(experiment: str, namespace: dict, path: str | Path | None = None) ->
 # count used to train models first and then fail; a zero beam width was silently clamped).
 # Every integer knob is a count or size >= 1, except these:
 _AT_LEAST_ZERO = ("seed",)
-_MAY_BE_EMPTY = ("longer_envs",)  # lists that may name nothing: an optional extra run
+_MAY_BE_EMPTY = ("longer_envs", "relative_longer")  # lists that may name nothing: optional runs
 _CHOICES = {
     "discretizer": ("quantile", "uniform"),
     "discretizers": ("quantile", "uniform"),

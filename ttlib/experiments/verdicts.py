@@ -11,6 +11,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from ttlib.evaluate import mean_se
 from ttlib.experiments.paper import (
     Verdict,
     independent_difference,
@@ -101,10 +102,14 @@ def imitation(per_episode: pd.DataFrame) -> Verdict:
     return Verdict("imitation", claim, "; ".join(parts), word, why)
 
 
-def goal_reaching(tt_success, controller_success) -> Verdict:
+def goal_reaching(
+    tt_success, controller_success, variant: tuple[str, object] | None = None
+) -> Verdict:
     """Success (0/1) per start/goal pair for TT and the data's controller on the same pairs.
     Reproduced when TT clearly succeeds and is not clearly below the controller; partly when
-    it clearly succeeds but less often than the controller."""
+    it clearly succeeds but less often than the controller. ``variant`` (a label and its
+    successes on the same pairs): a TT changed by us, reported beside the verdict, which is
+    the paper's method's alone."""
     tt, ctrl = np.asarray(tt_success, float), np.asarray(controller_success, float)
     claim = (
         "a goal placed before the trajectory steers beam search into other rooms (a "
@@ -124,4 +129,8 @@ def goal_reaching(tt_success, controller_success) -> Verdict:
         f"TT success {above_zero.text()} points; controller − TT = {gap.text()} points, "
         "paired over start/goal pairs (a difference counts at two standard errors)."
     )
+    if variant is not None:
+        label, success = variant[0], np.asarray(variant[1], float)
+        m, se = mean_se(100 * success)
+        why += f" Changed by us ({label}), TT reached {m:.0f} ± {se:.1f} % (n = {len(success)})."
     return Verdict("goal_reaching", claim, ours, word, why)
