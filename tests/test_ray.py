@@ -233,3 +233,69 @@ def test_a_failing_task_is_one_error_naming_it_with_nothing_half_written(
         assert baseline.with_suffix(".json").exists()
     run = dt.run_table(params, methods=["TT (uniform)", "BC"])  # a rerun resumes and finishes
     assert len(run.episodes) == 2 * params["episodes"]
+
+
+# ------------------------------------------------------------------ the compute study's tasks
+def study_params(tmp_path, monkeypatch, **kw) -> dict:
+    """test_compute_study's tiny study on a Hopper medium-replay dataset of 180 transitions."""
+    from test_compute_study import tiny_params as tiny_study
+
+    write_minari_dataset("ttlib/hopper/medium-replay-v0", hopper_like_episodes())
+    return tiny_study(**kw)
+
+
+def test_study_tasks_train_each_run_once_before_its_points(tmp_path, monkeypatch):
+    params = study_params(tmp_path, monkeypatch, paper_search_envs=["hopper"], train_up_to=1000)
+    tasks = ray_tasks.study_tasks(params, models=tmp_path)
+    base, second, wide = (f"hopper/medium-replay 1x{n} seed {s}" for n, s in ((16, 0), (16, 1),
+                                                                              (32, 0)))  # fmt: skip
+    assert [t.name for t in tasks] == [
+        f"train {base}",
+        f"evaluate {base} at 1000 tokens",  # not 2000: beyond train_up_to
+        f"evaluate {base} with the original's search",
+        f"train {second}",
+        f"evaluate {second} at 1000 tokens",
+        f"train {wide}",  # its only point (2000 tokens) is beyond train_up_to
+        "reference BC hopper/medium-replay",
+        "reference IQL hopper/medium-replay",
+    ]
+    for t in tasks:
+        trained_first = (f"train {t.name.split(' ', 1)[1].split(' at ')[0].split(' with ')[0]}",)
+        assert t.after == (trained_first if t.kind == "eval" else ())
+    assert [t.kind for t in tasks] == ["train", "eval", "eval", "train", "eval", "train",
+                                       "baseline", "baseline"]  # fmt: skip
+    only = ray_tasks.study_tasks(params, train_only=True, until=2000, models=tmp_path)
+    assert [t.name for t in only] == [f"train {base}", f"train {second}", f"train {wide}"]
+    assert all(t.args[-1] == 2000 for t in only)
+
+
+@pytest.mark.slow
+def test_ray_local_fills_the_study_with_the_serial_runs_numbers(tmp_path, monkeypatch, local_ray):
+    from ttlib.experiments import compute_study as cs
+
+    params = study_params(tmp_path, monkeypatch, paper_search_envs=["hopper"],
+                          paper_search_at=[2000], max_episode_steps=2)  # fmt: skip
+    monkeypatch.setenv("TTLIB_CACHE", str(tmp_path / "serial" / "cache"))
+    monkeypatch.setattr(cs, "results_dir", lambda name, preset: tmp_path / "serial")
+    serial = cs.run_study(params)
+
+    monkeypatch.setenv("TTLIB_CACHE", str(tmp_path / "ray" / "cache"))
+    ray_tasks.fill_study({**params, "ray": "local"}, models=tmp_path / "ray" / "models")
+    monkeypatch.setattr(cs, "results_dir", lambda name, preset: tmp_path / "ray")
+    MODELS_USED.clear()
+    EPISODES_USED.clear()
+    loaded = cs.run_study(params)
+    # the tasks made everything: this process only loaded it
+    assert MODELS_USED and not any(m["trained_in_this_run"] for m in MODELS_USED)
+    assert EPISODES_USED and not any(e["computed_in_this_run"] for e in EPISODES_USED)
+    for name in ("episodes", "references", "paper_search", "histories"):
+        a, b = getattr(serial, name), getattr(loaded, name)
+        assert len(a) > 0
+        pd.testing.assert_frame_equal(a.drop(columns="seconds", errors="ignore"),
+                                      b.drop(columns="seconds", errors="ignore"))  # fmt: skip
+    for run in ("hopper-medium-replay-1x16-seed0", "hopper-medium-replay-1x32-seed0"):
+        (a,) = (tmp_path / "serial" / "models").glob(f"{run}-*/checkpoint.pt")
+        (b,) = (tmp_path / "ray" / "models").glob(f"{run}-*/checkpoint.pt")
+        wa, wb = (torch.load(p, weights_only=False)["model"] for p in (a, b))
+        assert all(torch.equal(wa[k], wb[k]) for k in wa)  # the same weights, bit for bit
+    assert files(tmp_path / "ray" / "cache") == files(tmp_path / "serial" / "cache")

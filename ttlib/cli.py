@@ -376,7 +376,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("reproduce", help="run the experiment notebooks with papermill")
     p.add_argument("--preset", choices=PRESETS, default="smoke")
     p.add_argument("--only", nargs="+", default=None, help="experiment names")
-    p.add_argument("--ray", metavar="ADDRESS", help="D4RL table as Ray tasks: 'local' or address")
+    p.add_argument(
+        "--ray",
+        metavar="ADDRESS",
+        help="run the notebooks that take it as Ray tasks: 'local' or an address",
+    )
     p.add_argument("--ray-resources", default=None, metavar="SPEC", help="e.g. train_gpus=1")
     p.set_defaults(func=_run_reproduce)
     return parser

@@ -16,6 +16,8 @@ The notebook's work can run without it, one process per dataset (resumable: kill
 it again; it goes on from the last checkpoint)::
 
     python -m ttlib.experiments.compute_study --preset cpu --only hopper [--train-only]
+
+or as Ray tasks on one machine's cores or a cluster (``--ray local``, ``--ray HEAD:6379``).
 """
 
 from __future__ import annotations
@@ -101,6 +103,7 @@ class StudyRun:
     batch_size: int
     points: dict[int, Path]  # step -> fp16 weights
     history: list[dict]
+    step_at: dict[int, int]  # the spec's token counts -> the steps its weights are kept at
 
     @property
     def label(self) -> str:
@@ -171,14 +174,15 @@ def train_run(
         keep_point(ckpt, _point_file(folder, step))
         trained = True
     if not ckpt.exists():  # ``until`` is below this run's first point
-        return StudyRun(spec, folder, model_cfg, cfg.batch_size, {}, [])
+        return StudyRun(spec, folder, model_cfg, cfg.batch_size, {}, [], step_at)
     state = load_torch(ckpt)
     if trained or not folder.with_suffix(".json").exists():
         # the whole run's seconds (every session's), the commit of the session that extended it
         note_training(folder, started, state.get("train_seconds"), code, replace=True)
     note_model(folder, trained, int(state["step"]))
     points = {s: _point_file(folder, s) for s in todo if _point_file(folder, s).exists()}
-    return StudyRun(spec, folder, model_cfg, cfg.batch_size, points, list(state["history"]))
+    history = list(state["history"])
+    return StudyRun(spec, folder, model_cfg, cfg.batch_size, points, history, step_at)
 
 
 # The original's own search (its horizon and beam width per dataset): planner_config scales a
@@ -213,13 +217,16 @@ def evaluate_point(
     )
 
 
-def reference_scores(env: str, kind: str, params: dict) -> pd.DataFrame:
-    """BC and IQL (the D4RL table's models and episodes: same data, steps and seed share its
-    caches) and the data's own complete episodes, as rows env, kind, method, episode, score."""
+def reference_scores(
+    env: str, kind: str, params: dict, methods: Sequence[str] = BASELINES
+) -> pd.DataFrame:
+    """BC and IQL (or ``methods``: the D4RL table's models and episodes; same data, steps and
+    seed share its caches) and the data's own complete episodes, as rows env, kind, method,
+    episode, score."""
     data_cfg = dataset_config(env, kind, params)
     data = load_episodes(data_cfg)
     frames = [data_episode_scores({**params, "envs": [env], "kinds": [kind]}).assign(method="data")]
-    for method in BASELINES:
+    for method in methods:
         spec = BaselineSpec(method, int(params["baseline_steps"]), int(params["seed"]))
         policy = baseline_cached(spec, data_cfg, data)
         policy_key = {**asdict(spec), "dataset_id": data_cfg.dataset_id}
@@ -277,6 +284,11 @@ def until_for(params: dict, env: str) -> int | None:
     return up_to.get(env) if isinstance(up_to, dict) else up_to
 
 
+def models_dir(params: dict) -> Path:
+    """Where the preset's runs live: committed under results/ for cpu, build/ for smoke."""
+    return results_dir("compute_study", params["preset"]) / "models"
+
+
 def run_study(
     params: dict,
     envs: Sequence[str] | None = None,
@@ -286,7 +298,7 @@ def run_study(
 ) -> Study:
     """Train every run of ``params`` (or of ``envs``; up to ``until`` tokens, by default the
     preset's ``train_up_to``), then evaluate every kept point up to there."""
-    models = results_dir("compute_study", params["preset"]) / "models"
+    models = models_dir(params)
     specs = [s for s in run_specs(params) if envs is None or s.env in envs]
     runs = [
         train_run(
@@ -332,6 +344,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         help="train no point beyond N tokens (default: the preset's train_up_to)",
     )
     ap.add_argument("--log", default=None, help="append progress to this file")
+    ap.add_argument("--ray", default=None, metavar="ADDRESS", help="as Ray tasks: local or address")
     args = ap.parse_args(argv)
     logging.basicConfig(
         level=logging.INFO, filename=args.log, format="%(asctime)s %(message)s", datefmt="%H:%M:%S"
@@ -339,6 +352,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     torch.set_num_threads(1)  # one process per core: run one per dataset side by side
     params = start("compute_study", {"preset": args.preset}).params
     until = None if args.until is None else int(args.until)
+    if args.ray:  # every training and evaluation as a Ray task; run_study then loads them
+        from ttlib.experiments import ray_tasks
+
+        ray_tasks.fill_study(params, args.ray, envs=args.only, train_only=args.train_only,
+                             until=until)  # fmt: skip
     run_study(params, args.only, args.train_only, until=until)
 
 

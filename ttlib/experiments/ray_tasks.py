@@ -1,11 +1,12 @@
-"""The D4RL table's and the mazes' work as Ray tasks: one machine's cores (``ray local``) or a
-cluster.
+"""The D4RL table's, the mazes' and the compute study's work as Ray tasks: one machine's cores
+(``ray local``) or a cluster.
 
 Each unit of work is a task with the resources it declares: training a TT model, training a
 baseline (BC, IQL), and planning a batch of evaluation episodes of one agent (a batch waits for
 its agent's training). The maze experiments (``maze_q``, ``antmaze``) have one training task
 per maze (TT, IQL and BC, in that order: the critic and BC read the episodes TT's dataset
-holds) and one evaluation task per maze and method.
+holds) and one evaluation task per maze and method. The compute study has one training task
+per run and one evaluation task per kept point.
 
 A task calls the same cached functions a serial run calls, so what it makes lands in the same
 content-keyed caches (:func:`ttlib.experiments.cache.cached`), under the same keys and with the
@@ -26,6 +27,7 @@ import logging
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, fields
+from pathlib import Path
 
 from ttlib.data import load_episodes, minari_root
 from ttlib.errors import ConfigError
@@ -213,6 +215,87 @@ def maze_tasks(params: dict) -> list[Task]:
 def fill_mazes(params: dict, address: str | None = None) -> None:
     """Fill the maze notebooks' caches on Ray at ``address`` (default ``params["ray"]``)."""
     run_tasks(maze_tasks(params), address or params["ray"])
+
+
+# ------------------------------------------------------------------ the compute study's tasks
+# compute_study is imported inside these functions, as maze_q is above.
+def _until(params: dict, env: str, until: int | None) -> int | None:
+    from ttlib.experiments import compute_study as cs
+
+    return cs.until_for(params, env) if until is None else until
+
+
+def train_study_run(spec, params: dict, models: Path, until: int | None) -> None:
+    from ttlib.experiments import compute_study as cs
+
+    cs.train_run(spec, params, models, until=_until(params, spec.env, until))
+
+
+def evaluate_study_point(
+    spec, params: dict, models: Path, until: int | None, tokens: int | None
+) -> None:
+    """The episodes of one kept point (``tokens``), or with ``tokens`` None the run's points
+    planned again with the original's search (:func:`compute_study.paper_search_episodes`)."""
+    from ttlib.experiments import compute_study as cs
+
+    run = cs.train_run(spec, params, models, until=_until(params, spec.env, until))  # loads
+    if tokens is None:
+        cs.paper_search_episodes([run], params)
+    elif run.step_at[tokens] in run.points:  # else missed by an earlier run, as serially
+        cs.evaluate_point(run, run.step_at[tokens], params)
+
+
+def study_reference(env: str, kind: str, method: str, params: dict) -> None:
+    from ttlib.experiments import compute_study as cs
+
+    cs.reference_scores(env, kind, params, [method])
+
+
+def study_tasks(
+    params: dict,
+    envs: Sequence[str] | None = None,
+    train_only: bool = False,
+    until: int | None = None,
+    models: Path | None = None,
+) -> list[Task]:
+    """Every training and evaluation :func:`compute_study.run_study` does with these
+    arguments, as tasks: one training per run (to its last point up to ``until`` tokens, by
+    default the preset's ``train_up_to``), then one task per kept point planning its episodes,
+    one replanning the base run with the original's search where the preset asks, and one per
+    dataset and baseline (BC, IQL) for the reference lines. The datasets are made here."""
+    from ttlib.experiments import compute_study as cs
+
+    models = models or cs.models_dir(params)
+    tasks = []
+    specs = [s for s in cs.run_specs(params) if envs is None or s.env in envs]
+    for spec in specs:
+        dataset_config(spec.env, spec.kind, params)  # generated once, here
+        name = f"{spec.env}/{spec.kind} {params['n_layer']}x{spec.n_embd} seed {spec.seed}"
+        stop = _until(params, spec.env, until)
+        args = (spec, params, models, until)
+        tasks.append(Task(f"train {name}", "train", train_study_run, args))
+        if train_only:
+            continue
+        for tokens in (t for t in spec.points if stop is None or t <= stop):
+            task = Task(f"evaluate {name} at {tokens} tokens", "eval", evaluate_study_point,
+                        (*args, tokens), (f"train {name}",))  # fmt: skip
+            tasks.append(task)
+        base = (spec.seed, spec.n_embd) == (int(params["seed"]), int(params["n_embd"]))
+        if base and spec.env in (params.get("paper_search_envs") or ()):
+            task = Task(f"evaluate {name} with the original's search", "eval",
+                        evaluate_study_point, (*args, None), (f"train {name}",))  # fmt: skip
+            tasks.append(task)
+    for env, kind in dict.fromkeys((s.env, s.kind) for s in specs) if not train_only else []:
+        for method in dt.BASELINES:
+            name = f"reference {method} {env}/{kind}"
+            tasks.append(Task(name, "baseline", study_reference, (env, kind, method, params)))
+    return tasks
+
+
+def fill_study(params: dict, address: str | None = None, **kw) -> None:
+    """Fill the compute study's caches and runs on Ray at ``address`` (default
+    ``params["ray"]``); ``kw`` as :func:`study_tasks`."""
+    run_tasks(study_tasks(params, **kw), address or params["ray"])
 
 
 # ------------------------------------------------------------------ running them

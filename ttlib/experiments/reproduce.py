@@ -12,7 +12,8 @@ from pathlib import Path
 from ttlib.experiments.presets import EXPERIMENTS, PRESETS, ConfigError, repo_root
 from ttlib.experiments.provenance import compute_summary
 
-RAY_EXPERIMENTS = ("d4rl", "maze_q", "antmaze")  # the notebooks with a `ray` parameter
+# the notebooks with a `ray` parameter
+RAY_EXPERIMENTS = ("d4rl", "maze_q", "antmaze", "compute_study")
 
 
 def executed_dir(preset: str) -> Path:
