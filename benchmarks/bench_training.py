@@ -14,7 +14,8 @@ compute more (SDPA on the CPU scores every query against every key); that is not
 
     OMP_NUM_THREADS=1 nice python benchmarks/bench_training.py
 Writes ``results/benchmarks/training.json``; ``benchmarks/plot.py`` turns it into
-``training.csv``.
+``training.csv``. ``--bound`` only times attention and the GEMMs of a step, the share of the
+peak a step could reach if nothing else cost anything (``training_bound.json``).
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ from bench_planning import ROOT, machine_info, matmul_peak_flops
 from ttlib.data import DataConfig, Episode, SequenceDataset
 from ttlib.experiments.compute_fit import train_flops_per_token  # the compute study's too
 from ttlib.interop.original import original_from_ttlib
-from ttlib.model import GPTConfig, TrajectoryGPT
+from ttlib.model import GPTConfig, TrajectoryGPT, causal_attention_in_halves
 from ttlib.train import TrainConfig, autocast, gpt_config_for, train
 
 # name: (n_embd, batch, dropout). cpu = the cpu preset's d4rl model; paper = the paper's.
@@ -145,6 +146,52 @@ def speed(setting: str, before, steps: int, peaks: dict) -> dict:
     return out
 
 
+def cpu_seconds(fn, reps: int) -> float:
+    """Best of ``reps`` process-CPU timings of ``fn`` after one warm-up call."""
+    fn()
+    times = []
+    for _ in range(reps):
+        c = time.process_time()
+        fn()
+        times.append(time.process_time() - c)
+    return min(times)
+
+
+def step_bound(setting: str, peaks: dict, reps: int = 5) -> dict:
+    """How much of the fp32 peak a step could reach if everything but its attention and its
+    linear layers' GEMMs (forward and both backward products, heads included) were free:
+    model FLOPs over (attention fwd + bwd as the model calls it) + (those GEMMs at the rates
+    they reach alone). If this is below a target, no saving outside those two reaches it."""
+    E, bs, dropout = SETTINGS[setting]
+    cfg = GPTConfig(observation_dim=17, action_dim=6, n_embd=E, dropout=dropout)
+    T, L, D = cfg.block_size, cfg.n_layer, E // cfg.n_head
+    allowed = TrajectoryGPT(cfg).attention_mask(0, T)
+    q, k, v = (torch.randn(bs, cfg.n_head, T, D, requires_grad=True) for _ in range(3))
+    attention = L * cpu_seconds(  # the path a whole-window pass takes (T >= 64)
+        lambda: causal_attention_in_halves(q, k, v, allowed, dropout).sum().backward(), reps
+    )
+    M, V = bs * T, cfg.n_bins + 1
+    shapes = [(M, E, n) for n in (3 * E, E, 4 * E)] + [(M, 4 * E, E)]  # qkv, proj, fc1, fc2
+    gemm, gemm_flops = 0.0, 0
+    for m, k_, n in shapes + [(M, E, V)]:  # the heads as one GEMM: each position uses one
+        times = L if n != V else 1
+        for a, b in (((m, k_), (k_, n)), ((m, n), (n, k_)), ((k_, m), (m, n))):  # y, dX, dW
+            x, w = torch.randn(*a), torch.randn(*b)
+            gemm += times * cpu_seconds(lambda x=x, w=w: x @ w, reps)
+            gemm_flops += times * 2 * m * k_ * n
+    flops = train_flops_per_token(cfg) * bs * T
+    out = {"attention_cpu_s": attention, "gemm_cpu_s": gemm, "step_gflop": flops / 1e9}
+    out["gemm_share_of_peak"] = gemm_flops / gemm / peaks["fp32"]
+    out["bound_share_of_fp32_peak"] = flops / (attention + gemm) / peaks["fp32"]
+    print(
+        f"{setting} bound: attention {attention:.3f} s + GEMMs {gemm:.3f} s "
+        f"({out['gemm_share_of_peak']:.0%} of peak) per step -> at most "
+        f"{out['bound_share_of_fp32_peak']:.0%} of fp32 peak",
+        flush=True,
+    )
+    return out
+
+
 def synthetic_dataset(n_transitions: int = 10, seed: int = 0) -> SequenceDataset:
     """Episodes of stable random linear dynamics with HalfCheetah's dimensions (17, 6)."""
     rng = np.random.default_rng(seed)
@@ -195,8 +242,20 @@ def main(argv=None):
     p.add_argument("--baseline-rev", default="44e46f0", help="ttlib_before; 'none' to skip")
     p.add_argument("--loss-steps", type=int, default=150, help="0 skips the loss curves")
     p.add_argument("--out", type=Path, default=ROOT / "results" / "benchmarks" / "training.json")
+    p.add_argument(
+        "--bound", action="store_true", help="only the attention + GEMM bound: training_bound.json"
+    )
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
+    if args.bound:
+        peak = matmul_peak_flops(dtype=torch.float32)
+        result = {"machine": machine_info(args.threads), "matmul_peak_gflop_s": peak / 1e9}
+        result["settings"] = {s: step_bound(s, {"fp32": peak}) for s in args.settings}
+        result["machine"]["load_average_end"] = list(os.getloadavg())
+        out = args.out.with_name("training_bound.json")
+        out.write_text(json.dumps(result, indent=2) + "\n")
+        print(f"wrote {out}")
+        return
     result = {"machine": machine_info(args.threads)}
     result["flop_formula"] = "6*(12*L*E^2 + (K+1)*E) + 6*L*E*(T+1) per token (causal attention)"
     peaks = {
