@@ -47,7 +47,7 @@ def main(argv: list[str] | None = None) -> None:
     try:
         tt = train_tt(data_cfg, train_cfg, model_kw, eval_episodes=test_eps, progress=True)
     finally:  # also on Ctrl-C; nothing to keep where training failed before its first write
-        folder = prediction.kept_run(models, data_cfg, train_cfg)
+        folder = prediction.kept_run(models, data_cfg, train_cfg, model_kw)
         if args.keep is not None and folder is not None:
             print(f"kept {folder} in {prediction.keep_run(folder, args.keep)}")
     print(pd.DataFrame(tt.history).tail(3).to_string())

@@ -74,8 +74,11 @@ def longer_configs(
     return tt_configs(dataset_id, {**params, "train_steps": factor * params["train_steps"]})
 
 
-def kept_run(models: Path, data_cfg: DataConfig, train_cfg: TrainConfig) -> Path | None:
-    """The folder in ``models`` whose recorded data and training configs are these, or None."""
+def kept_run(
+    models: Path, data_cfg: DataConfig, train_cfg: TrainConfig, model_kw: dict
+) -> Path | None:
+    """The folder in ``models`` whose recorded data and training configs are these and whose
+    model has the settings ``model_kw`` (:func:`tt_configs`' third value), or None."""
 
     def as_stored(d: dict) -> dict:  # tuples -> lists, as config.json holds them
         return json.loads(json.dumps(d))
@@ -83,7 +86,9 @@ def kept_run(models: Path, data_cfg: DataConfig, train_cfg: TrainConfig) -> Path
     data, train = as_stored(data_cfg.to_dict()), as_stored(train_cfg.to_dict())
     for config in sorted(models.glob("*/config.json")):
         c = json.loads(config.read_text())
-        if c.get("data") == data and c.get("train") == train:
+        model = c.get("model", {})
+        same_model = all(model.get(k) == v for k, v in as_stored(model_kw).items())
+        if c.get("data") == data and c.get("train") == train and same_model:
             return config.parent
     return None
 
