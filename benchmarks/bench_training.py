@@ -137,12 +137,17 @@ def speed(setting: str, before, steps: int, peaks: dict) -> dict:
         }
         if name.endswith("bf16_autocast"):
             row["share_of_bf16_peak"] = achieved / peaks["bf16"]
+        if torch.get_num_threads() > 1:  # several cores: per wall second, against one core's peak
+            row["wall_s_per_step"] = statistics.median(wall[name])
+            row["share_of_one_core_fp32_peak_wall"] = flops / row["wall_s_per_step"] / peaks["fp32"]
         out[name] = row
         print(
             f"{setting} {name}: {row['tokens_per_s']:.0f} tokens/s, {achieved / 1e9:.1f} GFLOP/s "
-            f"= {row['share_of_fp32_peak']:.0%} of fp32 peak",
+            f"= {row['share_of_fp32_peak']:.0%} of fp32 peak"
+            + (f"; per wall second {row['share_of_one_core_fp32_peak_wall']:.0%} of one core's"
+               if "wall_s_per_step" in row else ""),
             flush=True,
-        )
+        )  # fmt: skip
     return out
 
 
@@ -246,11 +251,15 @@ def main(argv=None):
         "--bound", action="store_true", help="only the attention + GEMM bound: training_bound.json"
     )
     args = p.parse_args(argv)
+    torch.set_num_threads(1)  # the peak is one core's, whatever --threads the steps use
+    peaks = {
+        k: matmul_peak_flops(dtype=d)
+        for k, d in (("fp32", torch.float32), ("bf16", torch.bfloat16))
+    }
     torch.set_num_threads(args.threads)
     if args.bound:
-        peak = matmul_peak_flops(dtype=torch.float32)
-        result = {"machine": machine_info(args.threads), "matmul_peak_gflop_s": peak / 1e9}
-        result["settings"] = {s: step_bound(s, {"fp32": peak}) for s in args.settings}
+        result = {"machine": machine_info(args.threads), "matmul_peak_gflop_s": peaks["fp32"] / 1e9}
+        result["settings"] = {s: step_bound(s, peaks) for s in args.settings}
         result["machine"]["load_average_end"] = list(os.getloadavg())
         out = args.out.with_name("training_bound.json")
         out.write_text(json.dumps(result, indent=2) + "\n")
@@ -258,10 +267,6 @@ def main(argv=None):
         return
     result = {"machine": machine_info(args.threads)}
     result["flop_formula"] = "6*(12*L*E^2 + (K+1)*E) + 6*L*E*(T+1) per token (causal attention)"
-    peaks = {
-        k: matmul_peak_flops(dtype=d)
-        for k, d in (("fp32", torch.float32), ("bf16", torch.bfloat16))
-    }
     result["matmul_peak_gflop_s"] = {k: v / 1e9 for k, v in peaks.items()}
     print(f"matmul peak: fp32 {peaks['fp32'] / 1e9:.1f}, bf16 {peaks['bf16'] / 1e9:.1f} GFLOP/s")
     before = None if args.baseline_rev == "none" else model_at(args.baseline_rev)
