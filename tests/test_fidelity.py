@@ -18,7 +18,6 @@ from ttlib.interop.checkpoint import OriginalQuantileDiscretizer, original_trans
 from ttlib.interop.d4rl_hdf5 import episodes_from_d4rl, read_d4rl_hdf5, write_d4rl_hdf5
 from ttlib.interop.original import (
     OriginalGPT,
-    OriginalGPTConfig,
     original_from_ttlib,
     ttlib_from_original,
 )
@@ -27,6 +26,8 @@ from ttlib.interop.original_training import original_learning_rates, original_wi
 from ttlib.model import GPTConfig, TrajectoryGPT
 from ttlib.search import PlannerConfig, beam_search
 from ttlib.train import TrainConfig, train
+
+from test_original import original_config  # the same small original model
 
 OBS, ACT, N, L = 3, 2, 10, 4  # dims, bins, transitions per window
 TD = OBS + ACT + 2
@@ -76,21 +77,7 @@ def test_windows_targets_and_masks_equal_the_originals(tmp_path):
 
 def _twin_models(seed=0):
     torch.manual_seed(seed)
-    ref = OriginalGPT(
-        OriginalGPTConfig(
-            vocab_size=N,
-            block_size=L * TD - 1,
-            n_layer=2,
-            n_head=2,
-            n_embd=16,
-            observation_dim=OBS,
-            action_dim=ACT,
-            transition_dim=TD,
-            embd_pdrop=0.0,
-            resid_pdrop=0.0,
-            attn_pdrop=0.0,
-        )
-    )
+    ref = OriginalGPT(original_config(N, L, embd_pdrop=0.0, resid_pdrop=0.0, attn_pdrop=0.0))
     with torch.no_grad():  # non-zero position embeddings, so they get checked too
         ref.pos_emb.normal_(0, 0.02)
     return ref.double(), ttlib_from_original(ref).double()
