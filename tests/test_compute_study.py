@@ -21,6 +21,7 @@ from ttlib.experiments.compute_fit import (
     crossing,
     fit_log_tokens,
     paper_tokens,
+    tokens_text,
     train_flops_per_token,
 )
 from ttlib.experiments.presets import repo_root
@@ -243,6 +244,12 @@ def test_smoke_notebook_runs(tmp_path, monkeypatch):
     assert any(m["model"].startswith("hopper-medium-replay") for m in record["models"])
     points = pd.read_csv(folder / "points.csv")
     assert set(points["env"]) == {"hopper", "halfcheetah"} and (points["n"] >= 2).all()
+
+
+def test_token_counts_read_with_a_unit_or_a_power_of_ten():
+    assert [tokens_text(t) for t in (950, 3e6, 12.4e9, 947e9, 2.5e14)] == [
+        "950", "3M", "12.4B", "947B", "250T"]  # fmt: skip
+    assert tokens_text(2.07e25) == "2.07×10²⁵"  # not 2.07e+13T
 
 
 def test_train_up_to_is_one_count_or_one_per_dataset():

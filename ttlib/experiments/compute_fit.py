@@ -123,8 +123,15 @@ class Crossing:
         )
 
 
+_SUPERSCRIPT = str.maketrans("0123456789-", "⁰¹²³⁴⁵⁶⁷⁸⁹⁻")
+
+
 def tokens_text(t: float) -> str:
-    """A token count with a unit: 3M, 12.4B."""
+    """A token count with a unit: 3M, 12.4B; from 1000T on a power of ten (an extrapolated
+    interval's far end): 2.07×10²⁵."""
+    if t >= 1e15:
+        mantissa, exponent = f"{t:.2e}".split("e")
+        return f"{float(mantissa):.3g}×10{str(int(exponent)).translate(_SUPERSCRIPT)}"
     for unit, size in (("T", 1e12), ("B", 1e9), ("M", 1e6), ("k", 1e3)):
         if t >= size:
             return f"{t / size:.3g}{unit}"
