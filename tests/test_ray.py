@@ -299,3 +299,49 @@ def test_ray_local_fills_the_study_with_the_serial_runs_numbers(tmp_path, monkey
         wa, wb = (torch.load(p, weights_only=False)["model"] for p in (a, b))
         assert all(torch.equal(wa[k], wb[k]) for k in wa)  # the same weights, bit for bit
     assert files(tmp_path / "ray" / "cache") == files(tmp_path / "serial" / "cache")
+
+
+# ------------------------------------------------------------------ the prediction page's tasks
+def prediction_params() -> dict:
+    """The smoke prediction page on a Hopper medium dataset of 300 transitions (the last
+    episode held out)."""
+    write_minari_dataset("ttlib/hopper/medium-v0", hopper_like_episodes(n_episodes=10))
+    params = {**preset_params("prediction", "smoke"), "preset": "smoke", "ray": None}
+    return {**params, "dataset_transitions": 300, "train_steps": 6, "dynamics_steps": 10}
+
+
+def test_prediction_tasks_train_a_tt_and_an_mlp_per_env():
+    tasks = ray_tasks.prediction_tasks(prediction_params())
+    assert [(t.name, t.kind, t.after) for t in tasks] == [
+        ("train TT hopper", "train", ()),
+        ("train MLP hopper", "baseline", ()),
+    ]
+
+
+@pytest.mark.slow
+def test_ray_local_trains_the_prediction_models_the_notebook_loads(tmp_path, monkeypatch,
+                                                                   local_ray):  # fmt: skip
+    from ttlib.experiments import prediction, runs
+    from ttlib.experiments.cache import train_tt
+
+    params = prediction_params()
+
+    def notebook_models():  # what the notebook's predict() trains or loads
+        did = runs.ensure_dataset("hopper", "medium", 300, 0)
+        data_cfg, train_cfg, model_kw = prediction.tt_configs(did, params)
+        train_eps, test_eps = prediction.split_episodes(data_cfg)
+        tt = train_tt(data_cfg, train_cfg, model_kw, eval_episodes=test_eps)
+        return tt, prediction.dynamics_cached(data_cfg, train_eps, 10, 0)
+
+    monkeypatch.setenv("TTLIB_CACHE", str(tmp_path / "serial"))
+    serial_tt, serial_mlp = notebook_models()
+    assert "val_loss_state" in serial_tt.history[-1]  # the page's held-out curve
+    monkeypatch.setenv("TTLIB_CACHE", str(tmp_path / "ray"))
+    ray_tasks.fill_prediction({**params, "ray": "local"})
+    MODELS_USED.clear()
+    tt, mlp = notebook_models()
+    assert len(MODELS_USED) == 2 and not any(m["trained_in_this_run"] for m in MODELS_USED)
+    assert tt.history == serial_tt.history  # held-out loss included
+    a, b = tt.model.state_dict(), serial_tt.model.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert files(tmp_path / "ray") == files(tmp_path / "serial")  # the same cache keys

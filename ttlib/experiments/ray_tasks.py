@@ -1,12 +1,13 @@
-"""The D4RL table's, the mazes' and the compute study's work as Ray tasks: one machine's cores
-(``ray local``) or a cluster.
+"""The D4RL table's, the mazes', the compute study's and the prediction page's work as Ray
+tasks: one machine's cores (``ray local``) or a cluster.
 
 Each unit of work is a task with the resources it declares: training a TT model, training a
 baseline (BC, IQL), and planning a batch of evaluation episodes of one agent (a batch waits for
 its agent's training). The maze experiments (``maze_q``, ``antmaze``) have one training task
 per maze (TT, IQL and BC, in that order: the critic and BC read the episodes TT's dataset
 holds) and one evaluation task per maze and method. The compute study has one training task
-per run and one evaluation task per kept point.
+per run and one evaluation task per kept point; the prediction page one training task per
+model (TT and MLP per env).
 
 A task calls the same cached functions a serial run calls, so what it makes lands in the same
 content-keyed caches (:func:`ttlib.experiments.cache.cached`), under the same keys and with the
@@ -296,6 +297,42 @@ def fill_study(params: dict, address: str | None = None, **kw) -> None:
     """Fill the compute study's caches and runs on Ray at ``address`` (default
     ``params["ray"]``); ``kw`` as :func:`study_tasks`."""
     run_tasks(study_tasks(params, **kw), address or params["ray"])
+
+
+# ------------------------------------------------------------------ the prediction page's tasks
+def train_prediction(env: str, params: dict, model: str) -> None:
+    """The prediction page's TT (with its held-out loss) or single-step MLP of ``env``, trained
+    and cached exactly as the notebook's ``predict`` trains them."""
+    from ttlib.experiments import prediction, runs
+    from ttlib.experiments.cache import train_tt
+
+    kind, n, seed = params["dataset_kind"], params["dataset_transitions"], params["seed"]
+    data_cfg, train_cfg, model_kw = prediction.tt_configs(runs.ensure_dataset(env, kind, n, seed),
+                                                          params)  # fmt: skip
+    train_eps, test_eps = prediction.split_episodes(data_cfg)
+    if model == "TT":
+        train_tt(data_cfg, train_cfg, model_kw, eval_episodes=test_eps)
+    else:
+        prediction.dynamics_cached(data_cfg, train_eps, params["dynamics_steps"], seed)
+
+
+def prediction_tasks(params: dict) -> list[Task]:
+    """The prediction page's trainings, a TT and an MLP per env, as tasks (its rollouts are
+    cheap and stay in the notebook). The datasets are made here."""
+    from ttlib.experiments import runs
+
+    tasks = []
+    for env in params["envs"]:
+        runs.ensure_dataset(env, params["dataset_kind"], params["dataset_transitions"],
+                            params["seed"])  # fmt: skip
+        for model, kind in (("TT", "train"), ("MLP", "baseline")):
+            tasks.append(Task(f"train {model} {env}", kind, train_prediction, (env, params, model)))
+    return tasks
+
+
+def fill_prediction(params: dict, address: str | None = None) -> None:
+    """Train the prediction page's models on Ray at ``address`` (default ``params["ray"]``)."""
+    run_tasks(prediction_tasks(params), address or params["ray"])
 
 
 # ------------------------------------------------------------------ running them

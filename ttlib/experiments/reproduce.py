@@ -13,7 +13,7 @@ from ttlib.experiments.presets import EXPERIMENTS, PRESETS, ConfigError, repo_ro
 from ttlib.experiments.provenance import compute_summary
 
 # the notebooks with a `ray` parameter
-RAY_EXPERIMENTS = ("d4rl", "maze_q", "antmaze", "compute_study")
+RAY_EXPERIMENTS = ("d4rl", "maze_q", "antmaze", "compute_study", "prediction")
 
 
 def executed_dir(preset: str) -> Path:
