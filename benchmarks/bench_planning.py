@@ -84,16 +84,21 @@ def machine_info(threads: int) -> dict:
     }
 
 
+def cpu_seconds(fn, reps: int) -> float:
+    """Best of ``reps`` process-CPU timings of ``fn`` after one warm-up call."""
+    fn()
+    times = []
+    for _ in range(reps):
+        c = time.process_time()
+        fn()
+        times.append(time.process_time() - c)
+    return min(times)
+
+
 def matmul_peak_flops(n: int = 4096, reps: int = 3, dtype=torch.float32) -> float:
     """FLOP/s of a large torch.matmul in ``dtype`` (best of ``reps``): the practical peak."""
     a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
-    a @ b
-    best = float("inf")
-    for _ in range(reps):
-        c = time.process_time()
-        a @ b
-        best = min(best, time.process_time() - c)
-    return 2 * n**3 / best
+    return 2 * n**3 / cpu_seconds(lambda: a @ b, reps)
 
 
 def memory_bandwidth(sizes_mib=(1, 16, 64, 1024), reps: int = 5) -> dict:

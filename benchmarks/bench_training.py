@@ -33,7 +33,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from bench_planning import ROOT, machine_info, matmul_peak_flops
+from bench_planning import ROOT, cpu_seconds, machine_info, matmul_peak_flops
 
 from ttlib.data import DataConfig, Episode, SequenceDataset
 from ttlib.experiments.compute_fit import train_flops_per_token  # the compute study's too
@@ -149,17 +149,6 @@ def speed(setting: str, before, steps: int, peaks: dict) -> dict:
             flush=True,
         )  # fmt: skip
     return out
-
-
-def cpu_seconds(fn, reps: int) -> float:
-    """Best of ``reps`` process-CPU timings of ``fn`` after one warm-up call."""
-    fn()
-    times = []
-    for _ in range(reps):
-        c = time.process_time()
-        fn()
-        times.append(time.process_time() - c)
-    return min(times)
 
 
 def step_bound(setting: str, peaks: dict, reps: int = 5) -> dict:
