@@ -236,7 +236,7 @@ def test_a_failing_task_is_one_error_naming_it_with_nothing_half_written(
 
 
 # ------------------------------------------------------------------ the compute study's tasks
-def study_params(tmp_path, monkeypatch, **kw) -> dict:
+def study_params(**kw) -> dict:
     """test_compute_study's tiny study on a Hopper medium-replay dataset of 180 transitions."""
     from test_compute_study import tiny_params as tiny_study
 
@@ -244,8 +244,8 @@ def study_params(tmp_path, monkeypatch, **kw) -> dict:
     return tiny_study(**kw)
 
 
-def test_study_tasks_train_each_run_once_before_its_points(tmp_path, monkeypatch):
-    params = study_params(tmp_path, monkeypatch, paper_search_envs=["hopper"], train_up_to=1000)
+def test_study_tasks_train_each_run_once_before_its_points(tmp_path):
+    params = study_params(paper_search_envs=["hopper"], train_up_to=1000)
     tasks = ray_tasks.study_tasks(params, models=tmp_path)
     base, second, wide = (f"hopper/medium-replay 1x{n} seed {s}" for n, s in ((16, 0), (16, 1),
                                                                               (32, 0)))  # fmt: skip
@@ -273,7 +273,7 @@ def test_study_tasks_train_each_run_once_before_its_points(tmp_path, monkeypatch
 def test_ray_local_fills_the_study_with_the_serial_runs_numbers(tmp_path, monkeypatch, local_ray):
     from ttlib.experiments import compute_study as cs
 
-    params = study_params(tmp_path, monkeypatch, paper_search_envs=["hopper"],
+    params = study_params(paper_search_envs=["hopper"],
                           paper_search_at=[2000], max_episode_steps=2)  # fmt: skip
     monkeypatch.setenv("TTLIB_CACHE", str(tmp_path / "serial" / "cache"))
     monkeypatch.setattr(cs, "results_dir", lambda name, preset: tmp_path / "serial")
